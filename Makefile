@@ -1,0 +1,49 @@
+# nnserve: `make serve` serves the committed models, `make test` runs the suite. Both set up what they need.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 3000
+SERVE_STAMP := $(VENV)/.installed-serve
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: serve test test-unit models lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Serving needs only the base dependencies (no torch).
+$(SERVE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# Tests and training need the train and dev extras too (torch is pinned to the on-disk CPU wheel).
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[train,dev]'
+	touch $@ $(SERVE_STAMP)
+
+serve: $(SERVE_STAMP)
+	$(BIN)/bentoml serve service.app:NNServe --host 0.0.0.0 --port $(PORT)
+
+test: $(DEV_STAMP)
+	$(BIN)/pytest
+
+test-unit: $(DEV_STAMP)
+	$(BIN)/pytest tests/unit
+
+# Retrain and export all three models into models/ (about half an hour on 2 cores, most of it the CNN).
+models: $(DEV_STAMP)
+	$(BIN)/python -m training.train_housing
+	$(BIN)/python -m training.train_adclick
+	$(BIN)/python -m training.train_tagger
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check service training tests loadtests
+	$(BIN)/ruff format --check service training tests loadtests
+
+format: $(DEV_STAMP)
+	$(BIN)/ruff format service training tests loadtests
+	$(BIN)/ruff check --fix service training tests loadtests
+
+clean:
+	rm -rf $(VENV) build reports .pytest_cache

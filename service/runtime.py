@@ -1,0 +1,154 @@
+"""The one layer around onnxruntime: load a model directory, check it, bind providers, warm up, run.
+
+A model directory holds `model.onnx` and `card.json`. Loading refuses (ModelLoadError, naming the
+file and the problem) when either is missing or unreadable, when the ONNX file is not the one the
+card describes (sha256), when the graph's inputs/outputs differ from the card's, or when the card
+disagrees with the contract. No torch here: this module is on the serving path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+from pydantic import ValidationError
+
+from service.cards import CARD_FILE, ONNX_FILE, ModelCard, read_card, session_signature
+from service.contract import CATEGORICAL_INPUT, IMAGE_TAGGING, NUMERIC_INPUT, TABULAR
+
+log = logging.getLogger(__name__)
+
+Providers = Literal["cpu", "cuda", "tensorrt", "auto"]
+_PROVIDER_CHAIN = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+class ModelLoadError(RuntimeError):
+    """A model directory that must not be served; the message names the file and the problem."""
+
+
+@dataclass
+class LoadedModel:
+    card: ModelCard
+    session: ort.InferenceSession
+    directory: Path
+    provider: str  # the execution provider that actually bound
+    input_names: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    def run(self, *inputs: np.ndarray) -> np.ndarray:
+        """Runs the graph on inputs in the card's input order; returns its (single) output."""
+        return self.session.run(None, dict(zip(self.input_names, inputs, strict=True)))[0]
+
+
+def provider_chain(setting: Providers) -> list[str]:
+    if setting == "auto":
+        available = set(ort.get_available_providers())
+        return [p for p in _PROVIDER_CHAIN["tensorrt"] if p in available]
+    return _PROVIDER_CHAIN[setting]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_card_against_contract(card: ModelCard, where: Path) -> None:
+    """The card must describe the contract's features, in order (tabular), or a classifier whose label
+    count matches its output (image). Our own tagger must also carry the contract's labels."""
+    problems: list[str] = []
+    if card.name in TABULAR:
+        spec = TABULAR[card.name]
+        for kind, card_features, spec_features in (
+            ("numeric", card.numeric, spec.numeric),
+            ("categorical", card.categorical, spec.categorical),
+        ):
+            names, expected_names = [f.name for f in card_features], [f.name for f in spec_features]
+            if names != expected_names:
+                problems.append(f"{kind} features {names} != contract {expected_names}")
+        expected = [(NUMERIC_INPUT, len(spec.numeric)), (CATEGORICAL_INPUT, len(spec.categorical))]
+        got = [(t.name, t.shape[-1]) for t in card.inputs]
+        if got != expected:
+            problems.append(f"inputs {got} != contract {expected}")
+        if [t.name for t in card.outputs] != [spec.output]:
+            problems.append(f"outputs {[t.name for t in card.outputs]} != contract {[spec.output]}")
+    elif card.task == "image_classification":
+        if card.image is None or not card.labels:
+            problems.append("an image classifier's card needs `image` and `labels`")
+        elif card.outputs[0].shape[-1] != len(card.labels):
+            problems.append(f"{len(card.labels)} labels but the output has {card.outputs[0].shape[-1]} classes")
+        if card.name == IMAGE_TAGGING.name and tuple(card.labels) != IMAGE_TAGGING.labels:
+            problems.append(f"labels {card.labels} != contract {list(IMAGE_TAGGING.labels)}")
+    else:
+        problems.append(f"no contract for a {card.task} model named {card.name!r}")
+    if problems:
+        raise ModelLoadError(f"{where / CARD_FILE}: card disagrees with the contract: " + "; ".join(problems))
+
+
+def _warm_up_inputs(card: ModelCard) -> list[np.ndarray]:
+    """A one-row batch of zeros for each input, at the card's shapes and dtypes."""
+    return [np.zeros([1 if d == "N" else d for d in t.shape], dtype=t.dtype) for t in card.inputs]
+
+
+def load_model(directory: Path, providers: Providers = "cpu", threads: int = 0) -> LoadedModel:
+    """Loads, checks, binds and warms up one model directory. `threads` 0 lets onnxruntime choose."""
+    card_path, onnx_path = directory / CARD_FILE, directory / ONNX_FILE
+    for path in (card_path, onnx_path):
+        if not path.is_file():
+            raise ModelLoadError(f"{path}: missing")
+    try:
+        card = read_card(directory)
+    except (ValueError, ValidationError) as e:
+        raise ModelLoadError(f"{card_path}: not a valid model card ({str(e).splitlines()[0]})") from e
+    digest = sha256_file(onnx_path)
+    if digest != card.onnx_sha256:
+        raise ModelLoadError(
+            f"{onnx_path}: sha256 {digest[:12]}... is not the card's {card.onnx_sha256[:12]}... "
+            "(the ONNX file was changed or truncated after its card was written)"
+        )
+    check_card_against_contract(card, directory)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    chain = provider_chain(providers)
+    try:
+        session = ort.InferenceSession(str(onnx_path), options, providers=chain)
+    except Exception as e:  # onnxruntime raises its own exception types for bad graphs
+        raise ModelLoadError(f"{onnx_path}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from e
+    inputs, outputs = session_signature(session)
+    if inputs != card.inputs or outputs != card.outputs:
+        raise ModelLoadError(
+            f"{card_path}: the card's signature {card.inputs} -> {card.outputs} "
+            f"is not the graph's {inputs} -> {outputs}"
+        )
+    bound = session.get_providers()[0]
+    if providers in ("cuda", "tensorrt") and bound != chain[0]:
+        raise ModelLoadError(
+            f"{onnx_path}: {chain[0]} was asked for but {bound} bound (missing GPU or CUDA libraries?); "
+            "use providers=auto to allow the fallback"
+        )
+    model = LoadedModel(card, session, directory, bound, [t.name for t in inputs])
+    model.run(*_warm_up_inputs(card))
+    log.info("loaded %s v%s from %s on %s", card.name, card.version, directory, bound)
+    return model
+
+
+def discover(models_dir: Path) -> list[Path]:
+    """Model directories under `models_dir`: every sub-directory that holds a card or an ONNX file."""
+    if not models_dir.is_dir():
+        raise ModelLoadError(f"{models_dir}: models directory missing")
+    return sorted(p for p in models_dir.iterdir() if (p / CARD_FILE).exists() or (p / ONNX_FILE).exists())

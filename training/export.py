@@ -1,0 +1,136 @@
+"""ONNX export with a dynamic batch dimension, the torch-vs-onnxruntime parity check, and the model
+directory (model.onnx, card.json, training curves) that the service serves from."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from service.cards import ONNX_FILE, ModelCard, ParityCard, TensorSpec, session_signature, write_card
+from training.runinfo import sha256_file
+
+log = logging.getLogger(__name__)
+OPSET = 17
+CURVES_FILE = "training_curves.png"
+
+
+class ExportParityError(RuntimeError):
+    """onnxruntime's answers differ from torch's by more than the model's tolerance."""
+
+
+def export_onnx(module: nn.Module, inputs: dict[str, torch.Tensor], output: str, model_dir: Path) -> Path:
+    """Writes model_dir/model.onnx; every input and the output get a dynamic batch dimension "N"."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    path = model_dir / ONNX_FILE
+    module.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            module,
+            tuple(inputs.values()),
+            str(path),
+            input_names=list(inputs),
+            output_names=[output],
+            dynamic_axes={name: {0: "N"} for name in [*inputs, output]},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    onnx.checker.check_model(str(path))
+    return path
+
+
+def check_parity(module: nn.Module, onnx_path: Path, inputs: dict[str, torch.Tensor], tolerance: float) -> float:
+    """Max absolute difference between torch and onnxruntime on `inputs`; raises above `tolerance`."""
+    module.eval()
+    with torch.no_grad():
+        expected = module(*inputs.values()).float().numpy()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {k: v.numpy() for k, v in inputs.items()})
+    diff = float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
+    if not np.isfinite(diff) or diff > tolerance:
+        raise ExportParityError(
+            f"{onnx_path}: onnxruntime differs from torch by {diff:.3g} (tolerance {tolerance:g}) "
+            f"on {len(expected)} held-out rows"
+        )
+    log.info("parity: max abs diff %.3g <= %g", diff, tolerance)
+    return diff
+
+
+def graph_signature(onnx_path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The graph's inputs and outputs as the card records them."""
+    return session_signature(ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]))
+
+
+def onnx_facts(onnx_path: Path) -> dict:
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    return {"onnx_sha256": sha256_file(onnx_path), "opset": int(opset)}
+
+
+def plot_curves(history: list[dict[str, float]], metric: str, path: Path, title: str) -> Path:
+    """Loss (train, validation when recorded) and the main metric per epoch, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax1.plot(epochs, [h["train_loss"] for h in history], label="train", marker=".")
+    if "val_loss" in history[0]:
+        ax1.plot(epochs, [h["val_loss"] for h in history], label="validation", marker=".")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    ax2.plot(epochs, [h[metric] for h in history], marker=".", color="tab:green")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel(f"validation {metric}")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def save_model(
+    module: nn.Module,
+    inputs: dict[str, torch.Tensor],
+    output: str,
+    model_dir: Path,
+    tolerance: float,
+    card_fields: dict,
+    history: list[dict[str, float]],
+    metric: str,
+) -> ModelCard:
+    """Export, check parity on `inputs` (held-out rows), write the card and the curves PNG."""
+    onnx_path = export_onnx(module, inputs, output, model_dir)
+    diff = check_parity(module, onnx_path, inputs, tolerance)
+    graph_inputs, graph_outputs = graph_signature(onnx_path)
+    card = ModelCard(
+        **card_fields,
+        **onnx_facts(onnx_path),
+        inputs=graph_inputs,
+        outputs=graph_outputs,
+        parity=ParityCard(max_abs_diff=diff, tolerance=tolerance, rows=len(next(iter(inputs.values())))),
+    )
+    write_card(model_dir, card)
+    plot_curves(history, metric, model_dir / CURVES_FILE, f"{card.name}: training")
+    return card
+
+
+def report_bar(card: ModelCard) -> bool:
+    """Prints the card's bar; True when every check held."""
+    print(f"\n{card.name} v{card.version}: {card.bar.get('description', '')}")
+    for name, values in card.metrics.items():
+        print(f"  {name:9s} " + "  ".join(f"{k}={v:.4f}" for k, v in values.items()))
+    checks = card.bar.get("checks", {})
+    for check, held in checks.items():
+        print(f"  [{'PASS' if held else 'FAIL'}] {check}")
+    return all(checks.values())

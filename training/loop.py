@@ -1,0 +1,54 @@
+"""The training loop shared by all three models: epochs of minibatch steps, then a held-out evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+
+def fit(
+    model: nn.Module,
+    batches: Callable[[int], Iterable[Any]],
+    loss_fn: Callable[[Any], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    evaluate: Callable[[], dict[str, float]],
+    desc: str,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    bf16: bool = False,
+) -> list[dict[str, float]]:
+    """Trains for `epochs`; `batches(epoch)` yields minibatches, `loss_fn(batch)` returns the loss.
+
+    The scheduler (if any) steps once per batch. Returns one history row per epoch:
+    epoch, train_loss, and whatever `evaluate()` returns (it runs in eval mode without gradients)."""
+    history: list[dict[str, float]] = []
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", dynamic_ncols=True)
+    for epoch in bar:
+        model.train()
+        total, count = 0.0, 0
+        for batch in batches(epoch):
+            # bf16 autocast roughly halves CNN step time on CPUs with AVX512-BF16/AMX.
+            cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+            with cast:
+                loss = loss_fn(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total += float(loss.detach())
+            count += 1
+        model.eval()
+        with torch.no_grad():
+            row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), **evaluate()}
+        history.append(row)
+        bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
+        tqdm.write(
+            f"{desc} epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch")
+        )
+    return history

@@ -1,0 +1,128 @@
+"""Write a model card for an existing image-classifier ONNX file and its labels, so the service can
+serve it: for example a 1000-class ImageNet model with shared/data/images/imagenet_class_index.json.
+
+    python -m training.make_card --onnx resnet.onnx --labels imagenet_class_index.json \
+        --name imagenet-classifier --out models/imagenet-classifier
+
+The ONNX file is copied into --out beside its card. Preprocessing defaults are torchvision's ImageNet
+ones (resize the shorter side to 256, centre-crop 224, float32 NCHW, ImageNet mean/std).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from service.cards import ONNX_FILE, ImageInputCard, ModelCard, write_card
+from training.export import graph_signature, onnx_facts
+from training.runinfo import TrainingDataError, parse_config, sha256_file
+
+IMAGENET_MEAN = "0.485,0.456,0.406"
+IMAGENET_STD = "0.229,0.224,0.225"
+
+
+@dataclass
+class Config:
+    onnx: Path = Path("model.onnx")
+    labels: Path = Path("labels.txt")
+    name: str = "imagenet-classifier"
+    version: str = "1"
+    out: Path | None = None  # default: models/<name>
+    description: str = "An image classifier brought as an ONNX file with its labels."
+    resize_shorter: int = 256
+    mean: str = IMAGENET_MEAN  # on 0..1 pixels, applied by the service (the graph takes normalised floats)
+    std: str = IMAGENET_STD
+    output_is: str = "logits"  # or "probabilities" when the graph ends in a softmax
+
+
+def read_labels(path: Path) -> list[str]:
+    """Keras-style index JSON ({"0": [wnid, name]}), a JSON list, or a text file with one label a line
+    (a leading WordNet id "n01440764 " is dropped, and only the first of comma-separated synonyms kept)."""
+    if not path.is_file():
+        raise TrainingDataError(f"{path}: no such file")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        data = json.loads(text)
+        if isinstance(data, dict):
+            return [str(data[str(i)][-1] if isinstance(data[str(i)], list) else data[str(i)]) for i in range(len(data))]
+        return [str(x) for x in data]
+    labels = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line[:1] == "n" and line[1:9].isdigit() and line[9:10] == " ":
+            line = line[10:].split(",")[0].strip()
+        if line:
+            labels.append(line)
+    return labels
+
+
+def make_card(cfg: Config) -> ModelCard:
+    labels = read_labels(cfg.labels)
+    try:
+        onnx.checker.check_model(str(cfg.onnx))
+    except Exception as e:
+        raise TrainingDataError(f"{cfg.onnx}: not a valid ONNX model ({e})") from e
+    inputs, outputs = graph_signature(cfg.onnx)
+    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        raise TrainingDataError(f"{cfg.onnx}: expected one 4-D image input, found {[i.shape for i in inputs]}")
+    shape = inputs[0].shape
+    layout = "NCHW" if shape[1] == 3 else "NHWC" if shape[3] == 3 else None
+    if layout is None:
+        raise TrainingDataError(f"{cfg.onnx}: input {shape} has no channel dimension of 3 (NCHW or NHWC)")
+    h, w = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
+    if not (isinstance(h, int) and isinstance(w, int)):
+        raise TrainingDataError(f"{cfg.onnx}: the input's height and width must be fixed, got {shape}")
+    if outputs[0].shape[-1] != len(labels):
+        raise TrainingDataError(
+            f"{cfg.labels}: {len(labels)} labels, but {cfg.onnx} outputs {outputs[0].shape[-1]} classes"
+        )
+    out = cfg.out or Path("models") / cfg.name
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.onnx.resolve() != (out / ONNX_FILE).resolve():
+        shutil.copyfile(cfg.onnx, out / ONNX_FILE)
+    mean = tuple(float(x) for x in cfg.mean.split(","))
+    std = tuple(float(x) for x in cfg.std.split(","))
+    card = ModelCard(
+        name=cfg.name,
+        version=cfg.version,
+        task="image_classification",
+        description=cfg.description,
+        **onnx_facts(out / ONNX_FILE),
+        inputs=inputs,
+        outputs=outputs,
+        labels=labels,
+        image=ImageInputCard(
+            size=(h, w),
+            resize_shorter=cfg.resize_shorter,
+            layout=layout,
+            dtype=inputs[0].dtype,
+            normalise_in_graph=False,
+            mean=mean,
+            std=std,
+            output_is=cfg.output_is,
+        ),
+        training={
+            "source": {
+                "onnx": cfg.onnx.name,
+                "labels": cfg.labels.name,
+                "labels_sha256": sha256_file(cfg.labels),
+            }
+        },
+    )
+    write_card(out, card)
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    card = make_card(parse_config(Config, argv, __doc__ or ""))
+    print(f"wrote the card of {card.name}: {len(card.labels)} labels, input {card.inputs[0].shape}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

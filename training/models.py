@@ -1,0 +1,139 @@
+"""The networks, as plain nn.Modules. Each exported module takes raw inputs as the contract declares
+them and does its own preprocessing, so the ONNX graph is all the service needs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class CodeLookup(nn.Module):
+    """Maps raw integer codes in [low, low + len(table)) to embedding rows; anything else to row 0.
+
+    The table is a buffer, so the mapping travels inside the ONNX graph."""
+
+    def __init__(self, low: int, table: torch.Tensor) -> None:
+        super().__init__()
+        self.low = low
+        self.register_buffer("table", table.long())
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        pos = codes - self.low
+        inside = (pos >= 0) & (pos < self.table.shape[0])
+        return torch.where(inside, self.table[pos.clamp(0, self.table.shape[0] - 1)], torch.zeros_like(pos))
+
+
+class TabularNet(nn.Module):
+    """Standardised numeric features + one embedding per categorical -> ReLU MLP -> one output.
+
+    `output` decides the head: "log_dollars" returns exp(y * scale + shift) (dollars),
+    "probability" returns sigmoid(y)."""
+
+    def __init__(
+        self,
+        num_mean: torch.Tensor,
+        num_std: torch.Tensor,
+        lookups: list[CodeLookup],
+        embedding_dims: list[int],
+        hidden: tuple[int, ...],
+        output: str,
+        target_shift: float = 0.0,
+        target_scale: float = 1.0,
+        dropout: float = 0.0,
+        log_mask: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        # Heavy-tailed features (areas) enter as log1p(x): the graph takes raw values either way.
+        self.register_buffer("log_mask", torch.zeros_like(num_mean, dtype=torch.bool) if log_mask is None else log_mask)
+        self.register_buffer("num_mean", num_mean.float())
+        self.register_buffer("num_std", num_std.float())
+        self.lookups = nn.ModuleList(lookups)
+        self.embeddings = nn.ModuleList(
+            nn.Embedding(int(lk.table.max()) + 1, d) for lk, d in zip(lookups, embedding_dims, strict=True)
+        )
+        layers: list[nn.Module] = []
+        width = num_mean.numel() + sum(embedding_dims)
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+        self.output = output
+        self.target_shift = target_shift
+        self.target_scale = target_scale
+
+    def raw(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+        """The pre-activation output: standardised log price, or the click logit (what training fits)."""
+        numeric = torch.where(self.log_mask, torch.log1p(numeric.clamp_min(0)), numeric)
+        parts = [(numeric - self.num_mean) / self.num_std]
+        for i, (lookup, emb) in enumerate(zip(self.lookups, self.embeddings, strict=True)):
+            parts.append(emb(lookup(categorical[:, i])))
+        return self.mlp(torch.cat(parts, dim=1))
+
+    def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+        y = self.raw(numeric, categorical)
+        if self.output == "log_dollars":
+            return torch.exp(y * self.target_scale + self.target_shift)
+        return torch.sigmoid(y)
+
+
+def _conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(),
+    ]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class Residual(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(_conv_bn(c, c), _conv_bn(c, c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResNet9(nn.Module):
+    """The ResNet-9 of the DAWNBench CIFAR-10 entries (Page, 2018), `width` channels at the stem."""
+
+    def __init__(self, num_classes: int, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            _conv_bn(3, w),
+            _conv_bn(w, 2 * w, pool=True),
+            Residual(2 * w),
+            _conv_bn(2 * w, 4 * w, pool=True),
+            _conv_bn(4 * w, 8 * w, pool=True),
+            Residual(8 * w),
+            nn.AdaptiveMaxPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(8 * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)) * 0.125  # the 0.125 logit scale keeps early softmax soft
+
+
+class ImageClassifier(nn.Module):
+    """uint8 RGB photos [N, H, W, 3] -> class probabilities [N, C]; normalisation inside the graph."""
+
+    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.net = net
+        # Folding /255 into mean and std: (x/255 - m)/s == (x - 255m)/(255s).
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
+
+    def normalise(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.permute(0, 3, 1, 2).float()
+        return (x - self.mean) / self.std
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(self.normalise(image)), dim=1)

@@ -1,0 +1,66 @@
+"""What a training run records about itself: seeds, library versions, file digests, its config."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import platform
+import random
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+C = TypeVar("C")
+
+
+class TrainingDataError(ValueError):
+    """Bad training input: the message names the file, the row or member, and the problem."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def parse_config(cls: type[C], argv: list[str] | None = None, description: str = "") -> C:
+    """Every dataclass field becomes a --flag with the dataclass default; bools become --flag/--no-flag."""
+    parser = argparse.ArgumentParser(description=description)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif f.type in ("Path | None", "str | None"):
+            parser.add_argument(flag, type=Path if "Path" in str(f.type) else str, default=default)
+        else:
+            parser.add_argument(flag, type=type(default), default=default)
+    return cls(**vars(parser.parse_args(argv)))
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()}
