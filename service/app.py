@@ -1,0 +1,263 @@
+"""The nnserve BentoML service: typed endpoints for the three models, model metadata, health.
+
+    bentoml serve service.app:NNServe --port 3000      (or: make serve)
+
+Every endpoint is decode -> run -> encode. Client mistakes raise ServiceError subclasses, answered
+as JSON with their status by `answers_client_errors`; BentoML's own validation errors are reshaped
+to the same JSON by service.middleware.EdgeMiddleware.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import anyio
+import bentoml
+from pydantic import Field
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from service.contract import AD_CLICK, HOUSING
+from service.errors import InvalidInput, QuietClientErrors, ServiceError, field_error
+from service.images import decode_photo, to_input, top_k
+from service.middleware import JSON, MULTIPART, EdgeMiddleware
+from service.registry import Registry
+from service.runtime import LoadedModel
+from service.schemas import (
+    Base64Photo,
+    Base64Photos,
+    ClickBatch,
+    ClickPrediction,
+    ClickRow,
+    HouseBatch,
+    HouseFeatures,
+    Impression,
+    ImpressionBatch,
+    ModelName,
+    PriceBatch,
+    PricePrediction,
+    PriceRow,
+    Tag,
+    Tags,
+    TagsBatch,
+    TopK,
+)
+from service.settings import get_settings
+
+log = logging.getLogger(__name__)
+settings = get_settings()
+logging.getLogger("bentoml._internal.server.http_app").addFilter(QuietClientErrors())
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Route -> the media type it takes; EdgeMiddleware enforces it and the body size limit.
+ROUTES = {
+    "/v1/housing-price/predict": JSON,
+    "/v1/housing-price/predict-batch": JSON,
+    "/v1/ad-click/predict": JSON,
+    "/v1/ad-click/predict-batch": JSON,
+    "/v1/image-tagging/predict": MULTIPART,
+    "/v1/image-tagging/predict-batch": MULTIPART,
+    "/v1/image-tagging/predict-base64": JSON,
+    "/v1/image-tagging/predict-batch-base64": JSON,
+}
+
+_registry: Registry | None = None  # this worker's models; set when BentoML creates the service instance
+
+
+def registry() -> Registry:
+    if _registry is None:
+        raise RuntimeError("the service instance has not been created in this worker")
+    return _registry
+
+
+def answers_client_errors(endpoint: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | JSONResponse]]:
+    @functools.wraps(endpoint)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | JSONResponse:
+        try:
+            return await endpoint(*args, **kwargs)
+        except ServiceError as e:
+            return JSONResponse(e.body(), status_code=e.status)
+
+    return wrapper
+
+
+async def list_models(_: Request) -> JSONResponse:
+    reg = registry()
+    return JSONResponse({"models": [reg.describe(m) for m in reg.models.values()], **reg.health()})
+
+
+async def model_metadata(request: Request) -> JSONResponse:
+    try:
+        return JSONResponse(registry().describe(registry().get(request.path_params["name"])))
+    except ServiceError as e:
+        return JSONResponse(e.body(), status_code=e.status)
+
+
+async def health(_: Request) -> JSONResponse:
+    reg = registry()
+    return JSONResponse(reg.health(), status_code=200 if reg.ready else 503)
+
+
+metadata_app = Starlette(
+    routes=[
+        Route("/models", list_models, methods=["GET"]),
+        Route("/models/{name}", model_metadata, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+    ]
+)
+
+
+def _tags(model: LoadedModel, scores: Any, k: int) -> list[Tag]:
+    image = model.card.image
+    assert image is not None
+    return [Tag(label=label, score=score) for label, score in top_k(scores, model.card.labels, k, image.output_is)]
+
+
+def _check_top_k(model: LoadedModel, k: int) -> None:
+    if k > len(model.card.labels):
+        raise InvalidInput(
+            "top_k is larger than the number of labels",
+            [field_error(["top_k"], f"1 to {len(model.card.labels)} for {model.name}", k, "less_than_equal")],
+        )
+
+
+def _classify(model: LoadedModel, photos: list[tuple[bytes, list[str | int]]]) -> Any:
+    """Decode, resize and run a batch of photos (runs in a worker thread: decoding and the CNN take ms)."""
+    import numpy as np
+
+    image = model.card.image
+    assert image is not None
+    batch = np.concatenate(
+        [to_input(decode_photo(data, settings.max_image_pixels, loc), image) for data, loc in photos]
+    )
+    return model.run(batch)
+
+
+def _b64(text: str, loc: list[str | int]) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(
+            "not valid base64", [field_error(loc, "a base64-encoded photo file", text[:40], "base64")]
+        ) from None
+
+
+PhotoFile = Annotated[Path, Field(description="The photo file: JPEG, PNG or WebP, any size.")]
+PhotoFiles = Annotated[list[Path], Field(description="Photo files (JPEG, PNG or WebP), as repeated `photos` parts.")]
+
+
+@bentoml.asgi_app(metadata_app, path="/v1", name="metadata")
+@bentoml.service(
+    name="nnserve",
+    workers=settings.workers,
+    traffic={"timeout": settings.request_timeout_s},
+    logging={"access": {"enabled": settings.access_log}},
+)
+class NNServe:
+    def __init__(self) -> None:
+        global _registry
+        self.registry = _registry = Registry(settings)
+
+    def __is_ready__(self) -> bool:
+        return self.registry.ready
+
+    # --- housing-price -------------------------------------------------------------------------
+    @bentoml.api(route="/v1/housing-price/predict", input_spec=HouseFeatures, output_spec=PricePrediction)
+    @answers_client_errors
+    async def housing_price(self, **house: Any) -> PricePrediction:
+        """Predict the sale price of one house."""
+        model = self.registry.get(HOUSING.name)
+        numeric, codes, warnings = self.registry.encoders[model.name].encode([house])
+        price = model.run(numeric, codes)
+        return PricePrediction(
+            price=float(price[0, 0]), model=model.name, version=model.card.version, warnings=warnings[0]
+        )
+
+    @bentoml.api(route="/v1/housing-price/predict-batch", input_spec=HouseBatch, output_spec=PriceBatch)
+    @answers_client_errors
+    async def housing_price_batch(self, houses: list[HouseFeatures]) -> PriceBatch:  # type: ignore[valid-type]
+        """Predict the sale prices of a batch of houses."""
+        model = self.registry.get(HOUSING.name)
+        numeric, codes, warnings = self.registry.encoders[model.name].encode([h.model_dump() for h in houses])
+        prices = model.run(numeric, codes)[:, 0]
+        rows = [PriceRow(price=float(p), warnings=w) for p, w in zip(prices, warnings, strict=True)]
+        return PriceBatch(predictions=rows, model=model.name, version=model.card.version)
+
+    # --- ad-click --------------------------------------------------------------------------------
+    @bentoml.api(route="/v1/ad-click/predict", input_spec=Impression, output_spec=ClickPrediction)
+    @answers_client_errors
+    async def ad_click(self, **impression: Any) -> ClickPrediction:
+        """Predict the probability that one impression is clicked."""
+        model = self.registry.get(AD_CLICK.name)
+        numeric, codes, warnings = self.registry.encoders[model.name].encode([impression])
+        p = model.run(numeric, codes)
+        return ClickPrediction(
+            click_probability=float(p[0, 0]), model=model.name, version=model.card.version, warnings=warnings[0]
+        )
+
+    @bentoml.api(route="/v1/ad-click/predict-batch", input_spec=ImpressionBatch, output_spec=ClickBatch)
+    @answers_client_errors
+    async def ad_click_batch(self, impressions: list[Impression]) -> ClickBatch:  # type: ignore[valid-type]
+        """Predict click probabilities for a batch of impressions."""
+        model = self.registry.get(AD_CLICK.name)
+        numeric, codes, warnings = self.registry.encoders[model.name].encode([i.model_dump() for i in impressions])
+        ps = model.run(numeric, codes)[:, 0]
+        rows = [ClickRow(click_probability=float(p), warnings=w) for p, w in zip(ps, warnings, strict=True)]
+        return ClickBatch(predictions=rows, model=model.name, version=model.card.version)
+
+    # --- image-tagging ---------------------------------------------------------------------------
+    async def _tag(
+        self, photos: list[tuple[bytes, list[str | int]]], k: int, name: str | None
+    ) -> tuple[LoadedModel, list]:
+        model = self.registry.classifier(name)
+        _check_top_k(model, k)
+        scores = await anyio.to_thread.run_sync(_classify, model, photos)
+        return model, [_tags(model, row, k) for row in scores]
+
+    @bentoml.api(route="/v1/image-tagging/predict", output_spec=Tags)
+    @answers_client_errors
+    async def image_tagging(self, photo: PhotoFile, top_k: TopK = 5, model: ModelName = None) -> Tags:
+        """Tag one photo uploaded as a multipart file."""
+        served, tags = await self._tag([(photo.read_bytes(), ["photo"])], top_k, model)
+        return Tags(tags=tags[0], model=served.name, version=served.card.version)
+
+    @bentoml.api(route="/v1/image-tagging/predict-batch", output_spec=TagsBatch)
+    @answers_client_errors
+    async def image_tagging_batch(self, photos: PhotoFiles, top_k: TopK = 5, model: ModelName = None) -> TagsBatch:
+        """Tag a batch of photos uploaded as repeated multipart files named `photos`."""
+        if not 1 <= len(photos) <= settings.max_batch_images:
+            raise InvalidInput(
+                "wrong number of photos",
+                [field_error(["photos"], f"1 to {settings.max_batch_images} photos", len(photos), "batch_size")],
+            )
+        served, tags = await self._tag([(p.read_bytes(), ["photos", i]) for i, p in enumerate(photos)], top_k, model)
+        return TagsBatch(results=tags, model=served.name, version=served.card.version)
+
+    @bentoml.api(route="/v1/image-tagging/predict-base64", input_spec=Base64Photo, output_spec=Tags)
+    @answers_client_errors
+    async def image_tagging_base64(self, image_base64: str, top_k: int = 5, model: str | None = None) -> Tags:
+        """Tag one photo sent as base64 in JSON."""
+        served, tags = await self._tag([(_b64(image_base64, ["image_base64"]), ["image_base64"])], top_k, model)
+        return Tags(tags=tags[0], model=served.name, version=served.card.version)
+
+    @bentoml.api(route="/v1/image-tagging/predict-batch-base64", input_spec=Base64Photos, output_spec=TagsBatch)
+    @answers_client_errors
+    async def image_tagging_batch_base64(
+        self, images_base64: list[str], top_k: int = 5, model: str | None = None
+    ) -> TagsBatch:
+        """Tag a batch of photos sent as base64 in JSON."""
+        photos = [(_b64(text, ["images_base64", i]), ["images_base64", i]) for i, text in enumerate(images_base64)]
+        served, tags = await self._tag(photos, top_k, model)
+        return TagsBatch(results=tags, model=served.name, version=served.card.version)
+
+
+NNServe.add_asgi_middleware(EdgeMiddleware, routes=ROUTES, max_body_bytes=settings.max_body_bytes)

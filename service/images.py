@@ -1,0 +1,111 @@
+"""Photo bytes -> the classifier's input tensor, as the model card says, with limits checked first.
+
+Order matters for safety: the format and the pixel count come from the file header, so a
+decompression bomb (a small file declaring a huge image) is refused before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from service.cards import ImageInputCard
+from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, field_error
+
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP")
+# Our own limit (NNSERVE_MAX_IMAGE_PIXELS) is checked from the header; PIL's global one is turned off
+# so that the check, and its message, happen in one place.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def decode_photo(data: bytes, max_pixels: int, loc: list[str | int]) -> Image.Image:
+    """Bytes -> an upright RGB image; raises a client error naming the field at `loc` otherwise."""
+    if not data:
+        raise InvalidInput("empty photo", [field_error(loc, "a JPEG, PNG or WebP file", "0 bytes", "empty")])
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        head = data[:8].hex()
+        raise UnsupportedMediaType(
+            "not an image", [field_error(loc, "a JPEG, PNG or WebP file", f"bytes starting {head}", "not_image")]
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:  # a recognised format with a broken header
+        raise InvalidInput(
+            "corrupt image header",
+            [field_error(loc, "a complete image file", f"{len(data)} bytes: {e}", "corrupt_image")],
+        ) from None
+    if image.format not in SUPPORTED_FORMATS:
+        raise UnsupportedMediaType(
+            f"unsupported image format {image.format}",
+            [field_error(loc, "a JPEG, PNG or WebP file", image.format, "unsupported_format")],
+        )
+    width, height = image.size
+    if width * height > max_pixels:
+        raise PayloadTooLarge(
+            "image has too many pixels",
+            [field_error(loc, f"at most {max_pixels} pixels", f"{width}x{height} = {width * height}", "too_big")],
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+            image = ImageOps.exif_transpose(image)  # phones store rotation in EXIF, not in the pixels
+            return _to_rgb(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
+        raise InvalidInput(
+            "corrupt or truncated image",
+            [field_error(loc, f"a complete {image.format} file", f"{len(data)} bytes: {e}", "corrupt_image")],
+        ) from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Palette, grey, 16-bit, CMYK and alpha images become 8-bit RGB; transparency is laid on white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(image, dtype=np.float32)
+        scale = 255.0 / 65535.0 if arr.max() > 255 else 1.0
+        image = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), mode="L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def to_input(image: Image.Image, spec: ImageInputCard) -> np.ndarray:
+    """Resize the shorter side to `resize_shorter`, centre-crop to `size`, lay out and scale as the card
+    says. Returns one row: [1, H, W, 3] or [1, 3, H, W]."""
+    height, width = spec.size
+    w, h = image.size
+    scale = spec.resize_shorter / min(w, h)
+    new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    left, top = (new_w - width) // 2, (new_h - height) // 2
+    pixels = np.asarray(image.crop((left, top, left + width, top + height)), dtype=np.uint8)
+    if spec.normalise_in_graph:  # the graph takes raw 0..255 pixel values
+        tensor = pixels.astype(spec.dtype, copy=False)
+    else:
+        tensor = (pixels.astype(np.float32) / 255.0 - np.asarray(spec.mean, np.float32)) / np.asarray(
+            spec.std, np.float32
+        )
+        tensor = tensor.astype(spec.dtype, copy=False)
+    if spec.layout == "NCHW":
+        tensor = tensor.transpose(2, 0, 1)
+    return np.ascontiguousarray(tensor[None])
+
+
+def top_k(scores: np.ndarray, labels: list[str], k: int, output_is: str) -> list[tuple[str, float]]:
+    """The k best (label, probability) pairs of one row of scores."""
+    scores = scores.astype(np.float64)
+    if output_is == "logits":
+        scores = np.exp(scores - scores.max())
+        scores /= scores.sum()
+    k = min(k, len(labels))
+    best = np.argpartition(-scores, k - 1)[:k]
+    best = best[np.argsort(-scores[best], kind="stable")]
+    return [(labels[i], float(scores[i])) for i in best]

@@ -1,0 +1,90 @@
+"""The models this worker serves: every folder of the models directory, loaded once at start-up.
+
+A folder that fails to load is not served and keeps the worker not-ready (/readyz answers 503),
+with one error line in the log naming the file and the problem. A half-loaded model is never served.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from service.contract import TABULAR
+from service.errors import InvalidInput, ModelUnavailable, NotFound, field_error
+from service.runtime import LoadedModel, ModelLoadError, discover, load_model
+from service.settings import Settings
+from service.tabular import TabularEncoder
+
+log = logging.getLogger(__name__)
+DEFAULT_CLASSIFIER = "image-tagging"
+
+
+class Registry:
+    def __init__(self, settings: Settings) -> None:
+        self.models: dict[str, LoadedModel] = {}
+        self.errors: dict[str, str] = {}
+        try:
+            directories = discover(settings.models_dir)
+        except ModelLoadError as e:
+            directories = []
+            self.errors["models_dir"] = str(e)
+        for directory in directories:
+            try:
+                model = load_model(directory, settings.providers, settings.threads)
+            except ModelLoadError as e:
+                log.error("model not served: %s", e)
+                self.errors[directory.name] = str(e)
+                continue
+            self.models[model.name] = model
+        if not self.models and not self.errors:
+            self.errors["models_dir"] = f"{settings.models_dir}: no model folders in it"
+        for problem in self.errors.values():
+            log.error("not ready: %s", problem)
+        self.encoders = {n: TabularEncoder(TABULAR[n], m.card) for n, m in self.models.items() if n in TABULAR}
+        self.classifiers = sorted(n for n, m in self.models.items() if m.card.task == "image_classification")
+
+    @property
+    def ready(self) -> bool:
+        return not self.errors
+
+    def get(self, name: str) -> LoadedModel:
+        if name in self.models:
+            return self.models[name]
+        if name in self.errors:
+            raise ModelUnavailable(f"model {name} failed to load; see the server log")
+        raise NotFound(
+            f"model {name} is not loaded", [field_error(["model"], f"one of {sorted(self.models)}", name, "not_found")]
+        )
+
+    def classifier(self, name: str | None) -> LoadedModel:
+        """The image classifier asked for; by default image-tagging, or the only one loaded."""
+        if name is None:
+            name = (
+                DEFAULT_CLASSIFIER
+                if DEFAULT_CLASSIFIER in self.models or len(self.classifiers) != 1
+                else self.classifiers[0]
+            )
+        if name in self.models and name not in self.classifiers:
+            raise InvalidInput(
+                f"model {name} is not an image classifier",
+                [field_error(["model"], f"one of {self.classifiers}", name, "not_a_classifier")],
+            )
+        return self.get(name)
+
+    def describe(self, model: LoadedModel) -> dict[str, Any]:
+        """The model's card, plus what only the running service knows: the provider that bound."""
+        return {
+            **model.card.model_dump(mode="json"),
+            "provider": model.provider,
+            "signature": {
+                "inputs": [t.model_dump() for t in model.card.inputs],
+                "outputs": [t.model_dump() for t in model.card.outputs],
+            },
+        }
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "models": {n: {"version": m.card.version, "provider": m.provider} for n, m in self.models.items()},
+            "errors": sorted(self.errors),  # folder names only: the paths and reasons are in the log
+        }

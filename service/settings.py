@@ -1,0 +1,37 @@
+"""Every setting of the service, from one place: environment variables prefixed NNSERVE_.
+
+Nothing else in service/ reads the environment. `make serve`, the bento and the container all take
+the same variables, e.g. NNSERVE_PROVIDERS=auto NNSERVE_WORKERS=2 make serve.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.runtime import Providers
+
+REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NNSERVE_", frozen=True)
+
+    models_dir: Path = Field(REPO_MODELS, description="Directory of model folders (model.onnx + card.json each).")
+    providers: Providers = Field("cpu", description="onnxruntime execution providers: cpu, cuda, tensorrt or auto.")
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads per session; 0 lets it choose.")
+    workers: int = Field(1, ge=1, description="Worker processes, each with its own sessions.")
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest request body; larger gets 413.")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Largest decoded photo (width x height); 413 beyond.")
+    max_batch_rows: int = Field(1024, ge=1, description="Most rows in one tabular batch request.")
+    max_batch_images: int = Field(64, ge=1, description="Most photos in one batch request.")
+    request_timeout_s: int = Field(30, ge=1, description="BentoML's per-request timeout (answers 504).")
+    access_log: bool = Field(True, description="Log one line per request.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

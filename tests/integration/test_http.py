@@ -1,0 +1,273 @@
+"""Every endpoint of a real `bentoml serve` over real HTTP, against the committed models."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from service.contract import AD_CLICK, CIFAR10_LABELS, HOUSING
+from tests.conftest import CIFAR_VAL, HOUSING_CSV, MODELS, SAMPLE_PHOTOS
+from tests.integration.conftest import TEST_MAX_BODY
+from tests.photos import cifar_photos, encode, png_bomb
+from training.data_housing import load_housing, split_by_date
+from training.metrics import regression_metrics
+
+HOUSE = {"sqft_living": 1800, "bedrooms": 3, "zipcode": 98103, "bathrooms": 2.5, "grade": 8, "yr_built": 1990}
+IMPRESSION = {
+    "age": 29, "gender": "female", "device": "mobile", "city_id": 3, "ad_id": 17, "advertiser_id": 5,
+    "category": "fashion", "site_id": 2, "hour": 21, "day_of_week": 5,
+}  # fmt: skip
+
+
+def post(server: str, route: str, **kwargs) -> httpx.Response:
+    return httpx.post(server + route, timeout=30, **kwargs)
+
+
+def session(name: str) -> ort.InferenceSession:
+    return ort.InferenceSession(str(MODELS / name / "model.onnx"), providers=["CPUExecutionProvider"])
+
+
+def _row(spec, request: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The graph's inputs for one request, built here from the contract, independently of the service."""
+    numeric = [float(request.get(f.name, f.default)) for f in spec.numeric]
+    codes = []
+    for f in spec.categorical:
+        value = request.get(f.name, f.default)
+        codes.append(f.values.index(value) if f.values else int(value))
+    return np.array([numeric], np.float32), np.array([codes], np.int64)
+
+
+def test_liveness_readiness_and_health(server):
+    assert httpx.get(server + "/livez").status_code == 200
+    assert httpx.get(server + "/readyz").status_code == 200
+    health = httpx.get(server + "/v1/health").json()
+    assert health["ready"] is True and set(health["models"]) == {"housing-price", "ad-click", "image-tagging"}
+
+
+def test_housing_answer_equals_onnxruntime(server):
+    r = post(server, "/v1/housing-price/predict", json=HOUSE)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    numeric, codes = _row(HOUSING, HOUSE)
+    (expected,) = session("housing-price").run(None, {"numeric": numeric, "categorical": codes})
+    assert body["price"] == pytest.approx(float(expected[0, 0]), rel=1e-6)
+    assert body["model"] == "housing-price" and body["version"] and body["warnings"] == []
+
+
+def test_adclick_answer_equals_onnxruntime(server):
+    r = post(server, "/v1/ad-click/predict", json=IMPRESSION)
+    assert r.status_code == 200, r.text
+    numeric, codes = _row(AD_CLICK, IMPRESSION)
+    (expected,) = session("ad-click").run(None, {"numeric": numeric, "categorical": codes})
+    assert r.json()["click_probability"] == pytest.approx(float(expected[0, 0]), rel=1e-6)
+
+
+def test_batches_equal_single_answers(server):
+    houses = [HOUSE, {**HOUSE, "sqft_living": 3000}, {**HOUSE, "zipcode": 98004}]
+    batch = post(server, "/v1/housing-price/predict-batch", json={"houses": houses}).json()["predictions"]
+    singles = [post(server, "/v1/housing-price/predict", json=h).json()["price"] for h in houses]
+    assert [p["price"] for p in batch] == pytest.approx(singles, rel=1e-6)
+    impressions = [IMPRESSION, {**IMPRESSION, "device": "desktop", "hour": 3}]
+    batch = post(server, "/v1/ad-click/predict-batch", json={"impressions": impressions}).json()["predictions"]
+    singles = [post(server, "/v1/ad-click/predict", json=i).json()["click_probability"] for i in impressions]
+    assert [p["click_probability"] for p in batch] == pytest.approx(singles, rel=1e-6)
+
+
+def test_served_housing_model_reproduces_its_card_metrics(server):
+    _, val = split_by_date(load_housing(HOUSING_CSV))
+    names = [f.name for f in HOUSING.numeric]
+    houses = [
+        {**{n: (bool(v) if n == "waterfront" else int(v) if f.integer else float(v))
+            for n, v, f in zip(names, row, HOUSING.numeric, strict=True)}, "zipcode": int(code[0])}
+        for row, code in zip(val.numeric, val.categorical, strict=True)
+    ]  # fmt: skip
+    prices: list[float] = []
+    for i in range(0, len(houses), 1000):
+        r = post(server, "/v1/housing-price/predict-batch", json={"houses": houses[i : i + 1000]})
+        assert r.status_code == 200, r.text[:500]
+        prices += [p["price"] for p in r.json()["predictions"]]
+    card = json.loads((MODELS / "housing-price" / "card.json").read_text())
+    served = regression_metrics(val.extra["price"], np.array(prices))
+    for metric, value in card["metrics"]["model"].items():
+        assert served[metric] == pytest.approx(value, rel=1e-4), metric
+
+
+def test_unseen_categories_and_unusual_numbers_are_served_with_warnings(server):
+    r = post(server, "/v1/housing-price/predict", json={**HOUSE, "zipcode": 10001, "sqft_living": 19_000})
+    assert r.status_code == 200
+    fields = {w["field"]: w for w in r.json()["warnings"]}
+    assert set(fields) == {"zipcode", "sqft_living"}
+    assert "unknown bucket" in fields["zipcode"]["message"] and fields["zipcode"]["value"] == 10001
+    assert "outside the range seen in training" in fields["sqft_living"]["message"]
+    r = post(server, "/v1/ad-click/predict", json={**IMPRESSION, "ad_id": 999_999})
+    assert r.status_code == 200 and [w["field"] for w in r.json()["warnings"]] == ["ad_id"]
+    assert 0 < r.json()["click_probability"] < 1
+
+
+def _tag(server: str, photo: bytes, name: str = "photo.jpg", **data) -> httpx.Response:
+    return post(server, "/v1/image-tagging/predict", files={"photo": (name, photo)}, data=data)
+
+
+def test_sample_photos_of_any_size_and_format(server):
+    for path in sorted(SAMPLE_PHOTOS.iterdir()):
+        r = _tag(server, path.read_bytes(), path.name, top_k="3")
+        assert r.status_code == 200, (path.name, r.text)
+        tags = r.json()["tags"]
+        assert len(tags) == 3 and [t["score"] for t in tags] == sorted((t["score"] for t in tags), reverse=True)
+        if path.name == "chelsea.png":
+            assert "cat" in [t["label"] for t in tags], tags
+
+
+def test_webp_upload(server):
+    photo = Image.open(SAMPLE_PHOTOS / "chelsea.png").convert("RGB")
+    r = _tag(server, encode(photo, "WEBP"), "chelsea.webp")
+    assert r.status_code == 200 and len(r.json()["tags"]) == 5
+
+
+def test_cifar_photo_per_class_equals_onnxruntime(server):
+    tagger = session("image-tagging")
+    correct = 0
+    for label, jpeg in cifar_photos(CIFAR_VAL, per_class=1):
+        r = _tag(server, jpeg, top_k="10")
+        assert r.status_code == 200, r.text
+        tags = r.json()["tags"]
+        pixels = np.asarray(Image.open(__import__("io").BytesIO(jpeg)).convert("RGB"))[None]
+        (probs,) = tagger.run(None, {"image": pixels})
+        expected = {CIFAR10_LABELS[i]: float(p) for i, p in enumerate(probs[0])}
+        assert {t["label"]: t["score"] for t in tags} == pytest.approx(expected, abs=1e-6)
+        correct += tags[0]["label"] == label
+    assert correct >= 8  # the model's top-1 is ~0.9 on this tar: 8 of 10 first photos at the least
+
+
+def test_base64_and_batches_agree_with_multipart(server):
+    photos = [jpeg for _, jpeg in cifar_photos(CIFAR_VAL, per_class=1)[:3]]
+    single = [_tag(server, p).json()["tags"] for p in photos]
+    b64 = [post(server, "/v1/image-tagging/predict-base64", json={"image_base64": base64.b64encode(p).decode()})
+           for p in photos]  # fmt: skip
+    assert [r.json()["tags"] for r in b64] == single
+    files = [("photos", (f"{i}.jpg", p)) for i, p in enumerate(photos)]
+    batch = post(server, "/v1/image-tagging/predict-batch", files=files)
+    assert batch.status_code == 200 and batch.json()["results"] == single
+    batch64 = post(server, "/v1/image-tagging/predict-batch-base64",
+                   json={"images_base64": [base64.b64encode(p).decode() for p in photos]})  # fmt: skip
+    assert batch64.status_code == 200 and batch64.json()["results"] == single
+
+
+def test_model_metadata(server):
+    listing = httpx.get(server + "/v1/models").json()
+    assert {m["name"] for m in listing["models"]} == {"housing-price", "ad-click", "image-tagging"}
+    meta = httpx.get(server + "/v1/models/housing-price").json()
+    assert meta["provider"] == "CPUExecutionProvider"
+    assert [f["name"] for f in meta["numeric"]] == [f.name for f in HOUSING.numeric]
+    assert meta["numeric"][0]["allowed"] == [100, 20000] and "r2" in meta["metrics"]["model"]
+    assert meta["signature"]["inputs"][0] == {"name": "numeric", "dtype": "float32", "shape": ["N", 12]}
+    tagger = httpx.get(server + "/v1/models/image-tagging").json()
+    assert tagger["labels"] == list(CIFAR10_LABELS) and tagger["training"]["versions"]["onnxruntime"]
+    missing = httpx.get(server + "/v1/models/nope")
+    assert missing.status_code == 404 and missing.json()["detail"][0]["received"] == "nope"
+
+
+def test_metrics_count_requests_and_latency_per_endpoint(server):
+    post(server, "/v1/housing-price/predict", json=HOUSE)
+    post(server, "/v1/housing-price/predict", json={**HOUSE, "bedrooms": -1})
+    text = httpx.get(server + "/metrics").text
+    ok = [line for line in text.splitlines() if line.startswith("bentoml_service_request_total{")
+          and 'endpoint="/v1/housing-price/predict"' in line and 'http_response_code="200"' in line]  # fmt: skip
+    assert ok and float(ok[0].rsplit(" ", 1)[1]) >= 1
+    assert 'endpoint="/v1/housing-price/predict",http_response_code="400"' in text
+    assert "bentoml_service_request_duration_seconds_bucket{" in text
+
+
+def test_openapi_document_is_valid_and_documents_every_field(server):
+    from openapi_spec_validator import validate
+
+    spec = httpx.get(server + "/docs.json").json()
+    validate(spec)
+    for name in ("HouseFeatures", "Impression"):
+        for field, schema in spec["components"]["schemas"][name]["properties"].items():
+            assert schema.get("description") and "example" in schema, (name, field)
+    for route in ("/v1/housing-price/predict", "/v1/image-tagging/predict", "/v1/ad-click/predict-batch"):
+        assert route in spec["paths"]
+
+
+BAD_JSON = [
+    ("wrong type", "/v1/housing-price/predict", {**HOUSE, "bedrooms": [3]}, 400, ["bedrooms"]),
+    ("string for a number", "/v1/housing-price/predict", {**HOUSE, "sqft_living": "1800"}, 400, ["sqft_living"]),
+    ("missing field", "/v1/housing-price/predict", {"bedrooms": 3, "zipcode": 98103}, 400, ["sqft_living"]),
+    ("negative size", "/v1/housing-price/predict", {**HOUSE, "sqft_lot": -10}, 400, ["sqft_lot"]),
+    ("unknown field", "/v1/housing-price/predict", {**HOUSE, "sqft_livng": 2000}, 400, ["sqft_livng"]),
+    ("closed vocabulary", "/v1/ad-click/predict", {**IMPRESSION, "device": "fridge"}, 400, ["device"]),
+    ("hour out of range", "/v1/ad-click/predict", {**IMPRESSION, "hour": 24}, 400, ["hour"]),
+    ("empty batch", "/v1/housing-price/predict-batch", {"houses": []}, 400, ["houses"]),
+    ("batch over the limit", "/v1/ad-click/predict-batch", {"impressions": [IMPRESSION] * 1025}, 400, ["impressions"]),
+    ("bad row in a batch", "/v1/housing-price/predict-batch", {"houses": [HOUSE, {**HOUSE, "bedrooms": -2}]}, 400,
+     ["houses", 1, "bedrooms"]),
+    ("top_k over labels", "/v1/image-tagging/predict-base64", {"image_base64": "AAAA", "top_k": 11}, 400, ["top_k"]),
+    ("top_k zero", "/v1/image-tagging/predict-base64", {"image_base64": "AAAA", "top_k": 0}, 400, ["top_k"]),
+    ("not base64", "/v1/image-tagging/predict-base64", {"image_base64": "%%%"}, 400, ["image_base64"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "route", "payload", "status", "loc"), BAD_JSON, ids=[c[0] for c in BAD_JSON])
+def test_bad_json_input_is_a_4xx_naming_the_field(server, case, route, payload, status, loc):
+    r = post(server, route, json=payload)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["error"] and loc in [d["loc"] for d in body["detail"]], body
+    item = next(d for d in body["detail"] if d["loc"] == loc)
+    assert item["msg"] and "received" in item
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_refused(server, token):
+    body = json.dumps(HOUSE).replace('"bathrooms": 2.5', f'"bathrooms": {token}')
+    r = post(server, "/v1/housing-price/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["bathrooms"], r.text
+
+
+def test_invalid_json_is_a_400(server):
+    r = post(
+        server, "/v1/housing-price/predict", content=b'{"sqft_living": ', headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400 and r.json()["error"]
+
+
+def test_body_too_large_is_413(server):
+    r = post(server, "/v1/image-tagging/predict-base64", json={"image_base64": "A" * (TEST_MAX_BODY + 10)})
+    assert r.status_code == 413 and r.json()["detail"][0]["loc"] == ["body"]
+
+
+def test_unsupported_media_type_is_415(server):
+    r = post(server, "/v1/housing-price/predict", content=json.dumps(HOUSE), headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and r.json()["detail"][0]["loc"] == ["header", "content-type"]
+    r = post(server, "/v1/image-tagging/predict", json={"photo": "x"})
+    assert r.status_code == 415
+
+
+def test_bad_photos(server):
+    cat = Image.open(SAMPLE_PHOTOS / "chelsea.png").convert("RGB")
+    jpeg = encode(cat, "JPEG")
+    cases = [
+        ("not an image", b"hello, I am text", 415),
+        ("GIF is not supported", encode(cat, "GIF"), 415),
+        ("truncated JPEG", jpeg[: len(jpeg) // 2], 400),
+        ("corrupt PNG", encode(cat, "PNG")[:100] + b"\x00" * 500, 400),
+        ("decompression bomb", png_bomb(), 413),
+        ("empty file", b"", 400),
+    ]
+    for case, data, status in cases:
+        r = _tag(server, data)
+        assert r.status_code == status, (case, r.status_code, r.text)
+        assert r.json()["detail"][0]["loc"] == ["photo"], case
+    r = post(
+        server, "/v1/image-tagging/predict-batch", files=[("photos", ("a.jpg", jpeg)), ("photos", ("b.jpg", b"x"))]
+    )
+    assert r.status_code == 415 and r.json()["detail"][0]["loc"] == ["photos", 1]
+    # after all that, the worker still answers
+    assert _tag(server, jpeg).status_code == 200

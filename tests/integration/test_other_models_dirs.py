@@ -1,0 +1,65 @@
+"""Serving from other models directories: a user's 1000-class ImageNet classifier, and broken models."""
+
+from __future__ import annotations
+
+import shutil
+
+import httpx
+import pytest
+
+from tests.conftest import IMAGENET_INDEX, MODELS, SAMPLE_PHOTOS
+from tests.serving import bentoml_serve, server_log
+from tests.training.test_export import export_imagenet_like
+from training.make_card import Config as CardConfig
+from training.make_card import make_card
+
+
+def test_an_imagenet_classifier_dropped_into_a_models_dir_is_served(tmp_path):
+    make_card(
+        CardConfig(onnx=export_imagenet_like(tmp_path), labels=IMAGENET_INDEX, out=tmp_path / "models" / "imagenet")
+    )
+    with bentoml_serve(tmp_path / "models") as url:
+        meta = httpx.get(url + "/v1/models/imagenet-classifier").json()
+        assert len(meta["labels"]) == 1000 and meta["image"]["size"] == [224, 224]
+        photo = (SAMPLE_PHOTOS / "rocket.jpg").read_bytes()
+        r = httpx.post(url + "/v1/image-tagging/predict", files={"photo": ("r.jpg", photo)}, data={"top_k": "7"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model"] == "imagenet-classifier" and len(body["tags"]) == 7
+        imagenet = set(meta["labels"])
+        assert all(t["label"] in imagenet for t in body["tags"])
+        assert 0 < sum(t["score"] for t in body["tags"]) <= 1.0 + 1e-6
+        r = httpx.post(url + "/v1/image-tagging/predict", files={"photo": ("r.jpg", photo)}, data={"top_k": "1000"})
+        assert r.status_code == 200 and len(r.json()["tags"]) == 1000
+        # the tabular models are not in this directory: their endpoints say so
+        r = httpx.post(url + "/v1/housing-price/predict", json={"sqft_living": 1000, "bedrooms": 2, "zipcode": 98103})
+        assert r.status_code == 404 and "housing-price" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        ("truncate_onnx", "sha256"),
+        ("remove_card", "card.json: missing"),
+        ("card_disagrees_with_contract", "disagrees with the contract"),
+    ],
+)
+def test_a_model_that_cannot_load_keeps_the_service_not_ready(tmp_path, breakage, message):
+    models = tmp_path / "models"
+    shutil.copytree(MODELS / "housing-price", models / "housing-price")
+    broken = models / "housing-price"
+    if breakage == "truncate_onnx":
+        data = (broken / "model.onnx").read_bytes()
+        (broken / "model.onnx").write_bytes(data[: len(data) // 2])
+    elif breakage == "remove_card":
+        (broken / "card.json").unlink()
+    else:
+        text = (broken / "card.json").read_text().replace('"name": "bedrooms"', '"name": "rooms"')
+        (broken / "card.json").write_text(text)
+    with bentoml_serve(models, expect_ready=False) as url:
+        assert httpx.get(url + "/readyz").status_code == 503
+        health = httpx.get(url + "/v1/health")
+        assert health.status_code == 503 and health.json()["errors"] == ["housing-price"]
+        r = httpx.post(url + "/v1/housing-price/predict", json={"sqft_living": 1000, "bedrooms": 2, "zipcode": 98103})
+        assert r.status_code == 503  # never served from a half-loaded model
+        assert message in server_log(url).read_text()

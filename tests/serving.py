@@ -1,0 +1,67 @@
+"""A real `bentoml serve` process on a free port, for integration tests and load tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_log(url: str) -> Path:
+    """Where the server at `url` writes its log."""
+    return Path(tempfile.gettempdir()) / f"nnserve-{url.rsplit(':', 1)[1]}.log"
+
+
+@contextmanager
+def bentoml_serve(models_dir: Path, expect_ready: bool = True, deadline_s: float = 90, **env: str) -> Iterator[str]:
+    """Starts the service on a free port; yields its base URL once /readyz answers 200 (or, when
+    `expect_ready` is False, once /livez answers). Stops it on exit; its log is at server_log(url)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = server_log(url)
+    environment = {**os.environ, "NNSERVE_MODELS_DIR": str(models_dir), **env}
+    bentoml = Path(sys.executable).parent / "bentoml"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [str(bentoml), "serve", "service.app:NNServe", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    probe = "/readyz" if expect_ready else "/livez"
+    try:
+        end = time.monotonic() + deadline_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {proc.returncode}; log:\n{log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(url + probe, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > end:
+                raise TimeoutError(f"{url}{probe} not 200 after {deadline_s}s; log:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.1)  # polling interval, with a deadline: not a synchronisation sleep
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -1,0 +1,87 @@
+"""Photo decoding and preprocessing: formats, modes, EXIF rotation, limits, resize and crop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.cards import ImageInputCard
+from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from service.images import decode_photo, to_input, top_k
+from tests.photos import encode, png_bomb
+
+LOC = ["photo"]
+CIFAR = ImageInputCard(size=(32, 32), resize_shorter=32, layout="NHWC", dtype="uint8", normalise_in_graph=True,
+                       mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), output_is="probabilities")  # fmt: skip
+IMAGENET = ImageInputCard(size=(224, 224), resize_shorter=256, layout="NCHW", dtype="float32", normalise_in_graph=False,
+                          mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), output_is="logits")  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "CMYK", "I;16", "1"])
+def test_every_mode_becomes_rgb(mode):
+    image = Image.new(mode, (20, 10))
+    fmt = "JPEG" if mode in ("CMYK", "L", "RGB") else "PNG"
+    if mode == "1":
+        fmt = "PNG"
+    decoded = decode_photo(encode(image, fmt), 10_000, LOC)
+    assert decoded.mode == "RGB" and decoded.size == (20, 10)
+
+
+def test_transparency_is_laid_on_white():
+    image = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    assert decode_photo(encode(image, "PNG"), 100, LOC).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_16_bit_grey_is_scaled_to_8_bit():
+    image = Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16))
+    assert decode_photo(encode(image, "PNG"), 100, LOC).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_exif_rotation_is_applied():
+    image = Image.new("RGB", (40, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    assert decode_photo(encode(image, "JPEG", exif=exif), 10_000, LOC).size == (20, 40)
+
+
+def test_limits_and_bad_files():
+    with pytest.raises(PayloadTooLarge):
+        decode_photo(png_bomb(), 40_000_000, LOC)
+    with pytest.raises(PayloadTooLarge):
+        decode_photo(encode(Image.new("RGB", (101, 100)), "PNG"), 10_000, LOC)
+    with pytest.raises(UnsupportedMediaType):
+        decode_photo(encode(Image.new("RGB", (4, 4)), "GIF"), 10_000, LOC)
+    with pytest.raises(UnsupportedMediaType):
+        decode_photo(b"just some text", 10_000, LOC)
+    with pytest.raises(InvalidInput):
+        decode_photo(encode(Image.new("RGB", (4, 4)), "PNG")[:20], 10_000, LOC)  # PNG signature, header cut
+    with pytest.raises(UnsupportedMediaType):
+        decode_photo(encode(Image.new("RGB", (4, 4)), "BMP"), 10_000, LOC)
+    jpeg = encode(Image.new("RGB", (64, 64), (9, 9, 9)), "JPEG")
+    with pytest.raises(InvalidInput) as e:
+        decode_photo(jpeg[:-200], 10_000, ["photos", 3])
+    assert e.value.detail[0]["loc"] == ["photos", 3]
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 500), (500, 1), (33, 32), (640, 480)])
+def test_any_shape_becomes_the_model_input(size):
+    image = Image.new("RGB", size, (10, 20, 30))
+    x = to_input(image, CIFAR)
+    assert x.shape == (1, 32, 32, 3) and x.dtype == np.uint8 and (x[0, 16, 16] == (10, 20, 30)).all()
+    y = to_input(image, IMAGENET)
+    assert y.shape == (1, 3, 224, 224) and y.dtype == np.float32
+    assert y[0, 0, 0, 0] == pytest.approx((10 / 255 - 0.485) / 0.229, abs=1e-5)
+
+
+def test_centre_crop_keeps_the_middle():
+    image = Image.new("RGB", (96, 32), (0, 0, 0))
+    image.paste((255, 255, 255), (32, 0, 64, 32))  # white middle third
+    assert (to_input(image, CIFAR) == 255).all()
+
+
+def test_top_k_sorts_and_softmaxes_logits():
+    labels = ["a", "b", "c"]
+    assert [t[0] for t in top_k(np.array([0.2, 0.5, 0.3]), labels, 2, "probabilities")] == ["b", "c"]
+    tags = top_k(np.array([1.0, 3.0, 2.0]), labels, 3, "logits")
+    assert [t[0] for t in tags] == ["b", "c", "a"] and sum(t[1] for t in tags) == pytest.approx(1.0)
