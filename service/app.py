@@ -29,6 +29,7 @@ from service.contract import AD_CLICK, HOUSING
 from service.errors import InvalidInput, QuietClientErrors, ServiceError, field_error
 from service.images import decode_photo, to_input, top_k
 from service.middleware import JSON, MULTIPART, EdgeMiddleware
+from service.openapi import ServeOpenAPI, fix_document
 from service.registry import Registry
 from service.runtime import LoadedModel
 from service.schemas import (
@@ -37,6 +38,7 @@ from service.schemas import (
     ClickBatch,
     ClickPrediction,
     ClickRow,
+    FieldWarning,
     HouseBatch,
     HouseFeatures,
     Impression,
@@ -92,7 +94,7 @@ def answers_client_errors(endpoint: Callable[P, Awaitable[R]]) -> Callable[P, Aw
 
 async def list_models(_: Request) -> JSONResponse:
     reg = registry()
-    return JSONResponse({"models": [reg.describe(m) for m in reg.models.values()], **reg.health()})
+    return JSONResponse({**reg.health(), "models": [reg.describe(m) for m in reg.models.values()]})
 
 
 async def model_metadata(request: Request) -> JSONResponse:
@@ -170,25 +172,27 @@ class NNServe:
     def __is_ready__(self) -> bool:
         return self.registry.ready
 
+    def _tabular(self, name: str, rows: list[dict[str, Any]]) -> tuple[LoadedModel, Any, list[list[FieldWarning]]]:
+        """Encode rows, run the model: (model, one output value per row, warnings per row)."""
+        model = self.registry.get(name)
+        numeric, codes, warnings = self.registry.encoders[name].encode(rows)
+        return model, model.run(numeric, codes)[:, 0], warnings
+
     # --- housing-price -------------------------------------------------------------------------
     @bentoml.api(route="/v1/housing-price/predict", input_spec=HouseFeatures, output_spec=PricePrediction)
     @answers_client_errors
     async def housing_price(self, **house: Any) -> PricePrediction:
         """Predict the sale price of one house."""
-        model = self.registry.get(HOUSING.name)
-        numeric, codes, warnings = self.registry.encoders[model.name].encode([house])
-        price = model.run(numeric, codes)
+        model, prices, warnings = self._tabular(HOUSING.name, [house])
         return PricePrediction(
-            price=float(price[0, 0]), model=model.name, version=model.card.version, warnings=warnings[0]
+            price=float(prices[0]), warnings=warnings[0], model=model.name, version=model.card.version
         )
 
     @bentoml.api(route="/v1/housing-price/predict-batch", input_spec=HouseBatch, output_spec=PriceBatch)
     @answers_client_errors
     async def housing_price_batch(self, houses: list[HouseFeatures]) -> PriceBatch:  # type: ignore[valid-type]
         """Predict the sale prices of a batch of houses."""
-        model = self.registry.get(HOUSING.name)
-        numeric, codes, warnings = self.registry.encoders[model.name].encode([h.model_dump() for h in houses])
-        prices = model.run(numeric, codes)[:, 0]
+        model, prices, warnings = self._tabular(HOUSING.name, [h.model_dump() for h in houses])
         rows = [PriceRow(price=float(p), warnings=w) for p, w in zip(prices, warnings, strict=True)]
         return PriceBatch(predictions=rows, model=model.name, version=model.card.version)
 
@@ -197,20 +201,16 @@ class NNServe:
     @answers_client_errors
     async def ad_click(self, **impression: Any) -> ClickPrediction:
         """Predict the probability that one impression is clicked."""
-        model = self.registry.get(AD_CLICK.name)
-        numeric, codes, warnings = self.registry.encoders[model.name].encode([impression])
-        p = model.run(numeric, codes)
+        model, ps, warnings = self._tabular(AD_CLICK.name, [impression])
         return ClickPrediction(
-            click_probability=float(p[0, 0]), model=model.name, version=model.card.version, warnings=warnings[0]
+            click_probability=float(ps[0]), warnings=warnings[0], model=model.name, version=model.card.version
         )
 
     @bentoml.api(route="/v1/ad-click/predict-batch", input_spec=ImpressionBatch, output_spec=ClickBatch)
     @answers_client_errors
     async def ad_click_batch(self, impressions: list[Impression]) -> ClickBatch:  # type: ignore[valid-type]
         """Predict click probabilities for a batch of impressions."""
-        model = self.registry.get(AD_CLICK.name)
-        numeric, codes, warnings = self.registry.encoders[model.name].encode([i.model_dump() for i in impressions])
-        ps = model.run(numeric, codes)[:, 0]
+        model, ps, warnings = self._tabular(AD_CLICK.name, [i.model_dump() for i in impressions])
         rows = [ClickRow(click_probability=float(p), warnings=w) for p, w in zip(ps, warnings, strict=True)]
         return ClickBatch(predictions=rows, model=model.name, version=model.card.version)
 
@@ -261,3 +261,4 @@ class NNServe:
 
 
 NNServe.add_asgi_middleware(EdgeMiddleware, routes=ROUTES, max_body_bytes=settings.max_body_bytes)
+NNServe.add_asgi_middleware(ServeOpenAPI, document=lambda: fix_document(NNServe.openapi_spec.asdict()))

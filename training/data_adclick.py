@@ -36,11 +36,11 @@ class World:
     advertisers: int = 250
     sites: int = 300
     base_rate: float = 0.04  # mean click probability the intercept is solved for
-    sd_ad: float = 0.30
-    sd_advertiser: float = 0.40
+    sd_ad: float = 0.10
+    sd_advertiser: float = 0.50
     sd_category: float = 0.45
     sd_site: float = 0.60
-    sd_city: float = 0.15
+    sd_city: float = 0.10
     sd_interaction: float = 0.40
     launched_at_start: float = 0.6  # share of ads live from day 0; the rest launch uniformly later
 

@@ -41,6 +41,8 @@ class TabularNet(nn.Module):
         target_scale: float = 1.0,
         dropout: float = 0.0,
         log_mask: torch.Tensor | None = None,
+        bucket_edges: dict[int, torch.Tensor] | None = None,
+        bucket_dim: int = 8,
     ) -> None:
         super().__init__()
         # Heavy-tailed features (areas) enter as log1p(x): the graph takes raw values either way.
@@ -51,8 +53,15 @@ class TabularNet(nn.Module):
         self.embeddings = nn.ModuleList(
             nn.Embedding(int(lk.table.max()) + 1, d) for lk, d in zip(lookups, embedding_dims, strict=True)
         )
+        # Numeric columns that also enter bucketed (their value's quantile bin gets an embedding): lets the
+        # MLP learn thresholds and per-range interactions that a single standardised input makes slow.
+        edges = bucket_edges or {}
+        self.bucket_columns = list(edges)
+        for j, column in enumerate(self.bucket_columns):
+            self.register_buffer(f"bucket_edges_{j}", edges[column].float())
+        self.bucket_embeddings = nn.ModuleList(nn.Embedding(len(edges[c]) + 1, bucket_dim) for c in self.bucket_columns)
         layers: list[nn.Module] = []
-        width = num_mean.numel() + sum(embedding_dims)
+        width = num_mean.numel() + sum(embedding_dims) + bucket_dim * len(self.bucket_columns)
         for h in hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
             if dropout:
@@ -70,6 +79,10 @@ class TabularNet(nn.Module):
         parts = [(numeric - self.num_mean) / self.num_std]
         for i, (lookup, emb) in enumerate(zip(self.lookups, self.embeddings, strict=True)):
             parts.append(emb(lookup(categorical[:, i])))
+        for j, (column, emb) in enumerate(zip(self.bucket_columns, self.bucket_embeddings, strict=True)):
+            edges = getattr(self, f"bucket_edges_{j}")
+            # bin index = number of edges below the value (exports as Greater + ReduceSum)
+            parts.append(emb((numeric[:, column : column + 1] > edges).sum(dim=1)))
         return self.mlp(torch.cat(parts, dim=1))
 
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,8 @@ def build_net(
     output: str,
     min_count: int = 1,
     log_features: tuple[str, ...] = (),
+    bucketed: tuple[str, ...] = (),
+    buckets: int = 20,
     **head: float,
 ) -> tuple[TabularNet, list[list[int]]]:
     """The net with its scaling statistics and lookup tables taken from the training rows only."""
@@ -31,7 +33,12 @@ def build_net(
     x = torch.where(log_mask, torch.log1p(x.clamp_min(0)), x)
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     dims = [min(embedding_dim, len(v) + 1) for v in vocabularies]
-    net = TabularNet(mean, std, lookups, dims, hidden, output, log_mask=log_mask, **head)
+    edges = {}
+    for j, f in enumerate(spec.numeric):
+        if f.name in bucketed:  # quantile bins of the (log-transformed where asked) training values
+            column = x[:, j].double()
+            edges[j] = torch.unique(torch.quantile(column, torch.linspace(0, 1, buckets + 1, dtype=torch.double)[1:-1]))
+    net = TabularNet(mean, std, lookups, dims, hidden, output, log_mask=log_mask, bucket_edges=edges, **head)
     return net, vocabularies
 
 

@@ -34,14 +34,16 @@ R2_BAR = 0.86
 class Config:
     data: Path = Path("../shared/data/housing/kc_house_sales_2014-05_to_2015-03.csv")
     out: Path = Path("models/housing-price")
-    epochs: int = 80
+    epochs: int = 30  # validation loss bottoms out near here; 80 epochs overfit (R² 0.855)
     batch_size: int = 128
     lr: float = 2e-3  # Adam; cosine-decayed to zero over the run
     weight_decay: float = 1e-4
     hidden: str = "256,128,64"  # the lecture's stack of ReLU neurons
     embedding_dim: int = 8  # per ZIP code: 70 codes
+    dropout: float = 0.1
     unknown_rate: float = 0.02  # share of ZIP codes hidden in training so the unknown bucket learns
     log_features: str = "sqft_living,sqft_lot,sqft_basement"
+    threads: int = 1  # small MLP, batches of 128: a second thread costs more than it gives
     seed: int = 0
     version: str = "1"
     dry_run: bool = False  # 2 epochs on 500 rows: seconds, for tests
@@ -73,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(Config, argv, __doc__ or "")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     started = time.time()
     data = load_housing(cfg.data)
     train, val = split_by_date(data)
@@ -91,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         log_features=log_features,
         target_shift=shift,
         target_scale=scale,
+        dropout=cfg.dropout,
     )
     target = (y_train - shift) / scale
     gen = torch.Generator().manual_seed(cfg.seed)
