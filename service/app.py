@@ -72,6 +72,9 @@ ROUTES = {
     "/v1/image-tagging/predict-batch-base64": JSON,
 }
 
+# Multipart route -> the field that must hold file uploads (checked before BentoML parses the body).
+FILE_FIELDS = {"/v1/image-tagging/predict": "photo", "/v1/image-tagging/predict-batch": "photos"}
+
 _registry: Registry | None = None  # this worker's models; set when BentoML creates the service instance
 
 
@@ -260,5 +263,7 @@ class NNServe:
         return TagsBatch(results=tags, model=served.name, version=served.card.version)
 
 
-NNServe.add_asgi_middleware(EdgeMiddleware, routes=ROUTES, max_body_bytes=settings.max_body_bytes)
+NNServe.add_asgi_middleware(
+    EdgeMiddleware, routes=ROUTES, file_fields=FILE_FIELDS, max_body_bytes=settings.max_body_bytes
+)
 NNServe.add_asgi_middleware(ServeOpenAPI, document=lambda: fix_document(NNServe.openapi_spec.asdict()))

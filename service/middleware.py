@@ -16,9 +16,11 @@ import logging
 import math
 from typing import Any
 
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, ServiceError, UnsupportedMediaType, field_error
+from service.errors import InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType, field_error
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +28,10 @@ JSON, MULTIPART = "application/json", "multipart/form-data"
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, routes: dict[str, str], max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, routes: dict[str, str], file_fields: dict[str, str], max_body_bytes: int) -> None:
         self.app = app
         self.routes = routes  # path -> the media type it takes
+        self.file_fields = file_fields  # multipart path -> the field that must carry files
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -39,6 +42,8 @@ class EdgeMiddleware:
         try:
             self._check_content_type(headers.get("content-type", ""), self.routes[scope["path"]])
             body = await self._read_body(receive, headers.get("content-length"))
+            if scope["path"] in self.file_fields:
+                check_multipart(body, headers.get("content-type", ""), self.file_fields[scope["path"]])
         except ServiceError as e:
             await _send_json(send, e.status, e.body())
             return
@@ -66,7 +71,11 @@ class EdgeMiddleware:
             elif message["type"] == "http.response.body" and start:
                 chunks.append(message.get("body", b""))
                 if not message.get("more_body", False):
-                    rewritten = _rewrite(b"".join(chunks), body, headers.get("content-type", ""))
+                    try:
+                        rewritten = _rewrite(b"".join(chunks), body, headers.get("content-type", ""))
+                    except Exception:  # never let the error path itself fail: keep the status, plain body
+                        log.exception("could not reshape a %d answer", status)
+                        rewritten = {"error": "bad request", "detail": []}
                     await _send_json(send, status, rewritten, start)
                 return
             await send(message)
@@ -113,6 +122,71 @@ class EdgeMiddleware:
         return b"".join(parts)
 
 
+def check_multipart(body: bytes, content_type: str, file_field: str) -> None:
+    """The body must be well-formed multipart, and every `file_field` part must be a file upload.
+
+    BentoML would answer a malformed body with a 500, and would treat a text value in a file field as
+    a URL to download: neither is acceptable for a client mistake."""
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    problems: list[dict[str, Any]] = []
+    ended = False
+    header_field = b""
+    disposition = b""
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        nonlocal header_field
+        header_field += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        nonlocal disposition
+        if header_field.lower() == b"content-disposition":
+            disposition += data[start:end]
+
+    def on_header_end() -> None:
+        nonlocal header_field
+        header_field = b""
+
+    def on_headers_finished() -> None:
+        nonlocal disposition
+        _, part = parse_options_header(disposition)
+        if part.get(b"name", b"").decode("latin-1") == file_field and b"filename" not in part:
+            problems.append(
+                field_error(
+                    [file_field], "a file upload (multipart part with a filename)", "a text value", "not_a_file"
+                )
+            )
+        disposition = b""
+
+    def on_end() -> None:
+        nonlocal ended
+        ended = True
+
+    malformed = InvalidInput(
+        "malformed multipart body",
+        [field_error(["body"], "multipart/form-data with its boundary", content_type, "multipart")],
+    )
+    if not boundary:
+        raise malformed
+    callbacks = {
+        "on_header_field": on_header_field,
+        "on_header_value": on_header_value,
+        "on_header_end": on_header_end,
+        "on_headers_finished": on_headers_finished,
+        "on_end": on_end,
+    }
+    try:
+        parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError:
+        raise malformed from None
+    if not ended:
+        raise malformed
+    if problems:
+        raise InvalidInput(f"{file_field} must be a file", problems)
+
+
 def _rewrite(answer: bytes, request_body: bytes, content_type: str) -> dict[str, Any]:
     """BentoML's 4xx body -> ours; `received` values are looked up in the request by `loc`."""
     try:
@@ -145,7 +219,7 @@ _MISSING = object()
 def _parse_json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return _MISSING
 
 

@@ -271,3 +271,26 @@ def test_bad_photos(server):
     assert r.status_code == 415 and r.json()["detail"][0]["loc"] == ["photos", 1]
     # after all that, the worker still answers
     assert _tag(server, jpeg).status_code == 200
+
+
+def test_a_text_value_in_a_file_field_is_a_400_and_is_never_fetched(server):
+    # BentoML would download a URL given here; we refuse it before BentoML sees the body.
+    r = post(server, "/v1/image-tagging/predict", files={"photo": (None, f"{server}/readyz")})
+    assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["photo"], r.text
+    r = post(server, "/v1/image-tagging/predict-batch", files=[("photos", ("a.png", b"x")), ("photos", (None, "hi"))])
+    assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["photos"], r.text
+
+
+@pytest.mark.parametrize("content_type", ["multipart/form-data; boundary=xyz", "multipart/form-data"])
+def test_malformed_multipart_is_a_400(server, content_type):
+    r = post(server, "/v1/image-tagging/predict", content=b"garbage", headers={"content-type": content_type})
+    assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["body"], r.text
+
+
+@pytest.mark.parametrize(
+    "body", [b"[" * 100_000 + b"]" * 100_000, b'\xff\xfe{"sqft_living": 1}', b'{"sqft_living": 1e999999}'],
+    ids=["deeply nested", "not UTF-8", "huge exponent"],
+)  # fmt: skip
+def test_hostile_json_is_a_400(server, body):
+    r = post(server, "/v1/housing-price/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"], r.text
