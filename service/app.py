@@ -19,6 +19,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import anyio
 import bentoml
+import numpy as np
 from pydantic import Field
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -59,21 +60,6 @@ settings = get_settings()
 logging.getLogger("bentoml._internal.server.http_app").addFilter(QuietClientErrors())
 P = ParamSpec("P")
 R = TypeVar("R")
-
-# Route -> the media type it takes; EdgeMiddleware enforces it and the body size limit.
-ROUTES = {
-    "/v1/housing-price/predict": JSON,
-    "/v1/housing-price/predict-batch": JSON,
-    "/v1/ad-click/predict": JSON,
-    "/v1/ad-click/predict-batch": JSON,
-    "/v1/image-tagging/predict": MULTIPART,
-    "/v1/image-tagging/predict-batch": MULTIPART,
-    "/v1/image-tagging/predict-base64": JSON,
-    "/v1/image-tagging/predict-batch-base64": JSON,
-}
-
-# Multipart route -> the field that must hold file uploads (checked before BentoML parses the body).
-FILE_FIELDS = {"/v1/image-tagging/predict": "photo", "/v1/image-tagging/predict-batch": "photos"}
 
 _registry: Registry | None = None  # this worker's models; set when BentoML creates the service instance
 
@@ -137,8 +123,6 @@ def _check_top_k(model: LoadedModel, k: int) -> None:
 
 def _classify(model: LoadedModel, photos: list[tuple[bytes, list[str | int]]]) -> Any:
     """Decode, resize and run a batch of photos (runs in a worker thread: decoding and the CNN take ms)."""
-    import numpy as np
-
     image = model.card.image
     assert image is not None
     batch = np.concatenate(
@@ -263,7 +247,13 @@ class NNServe:
         return TagsBatch(results=tags, model=served.name, version=served.card.version)
 
 
+# The edge of every prediction route, derived from the APIs above: the media type each takes, and for
+# multipart ones the field that must carry files (checked before BentoML parses the body).
+_multipart = {api.route: api.input_spec.multipart_fields for api in NNServe.apis.values()}
 NNServe.add_asgi_middleware(
-    EdgeMiddleware, routes=ROUTES, file_fields=FILE_FIELDS, max_body_bytes=settings.max_body_bytes
+    EdgeMiddleware,
+    routes={route: MULTIPART if files else JSON for route, files in _multipart.items()},
+    file_fields={route: files[0] for route, files in _multipart.items() if files},
+    max_body_bytes=settings.max_body_bytes,
 )
 NNServe.add_asgi_middleware(ServeOpenAPI, document=lambda: fix_document(NNServe.openapi_spec.asdict()))

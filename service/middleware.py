@@ -199,8 +199,8 @@ def _rewrite(answer: bytes, request_body: bytes, content_type: str) -> dict[str,
         return {"error": "bad request", "detail": []}
     if "detail" not in data or not isinstance(data["detail"], list):
         return {"error": str(data.get("error", "bad request")), "detail": []}
-    if data["detail"] and all("received" in d for d in data["detail"] if isinstance(d, dict)):
-        return data  # already ours (raised inside an endpoint)
+    if all(isinstance(d, dict) and "received" in d for d in data["detail"]):
+        return data  # already ours (raised inside an endpoint), including an empty detail list
     request = _parse_json(request_body) if content_type.split(";")[0].strip() in ("", JSON) else None
     detail = [
         field_error(

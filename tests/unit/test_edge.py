@@ -42,3 +42,10 @@ def test_serving_path_never_imports_torch():
         "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_our_own_error_bodies_pass_through_unchanged():
+    ours = {"error": "model x is not loaded", "detail": []}
+    assert _rewrite(json.dumps(ours).encode(), b"{}", "application/json") == ours
+    ours = {"error": "e", "detail": [{"loc": ["a"], "msg": "m", "received": 1, "type": "t"}]}
+    assert _rewrite(json.dumps(ours).encode(), b"{}", "application/json") == ours
