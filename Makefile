@@ -6,7 +6,7 @@ PORT ?= 3000
 SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test test-unit models lint format clean
+.PHONY: serve test test-unit models lint format clean bento container container-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,23 @@ models: $(DEV_STAMP)
 	$(BIN)/python -m training.train_housing
 	$(BIN)/python -m training.train_adclick
 	$(BIN)/python -m training.train_tagger
+
+# The bento (service/ and models/ only) and the image; see service/container/build.sh for the options
+# (BASE_IMAGE, LOCAL_BASE=1, EXTRA_CA_CERTS, GPU=1).
+VERSION := $(shell $(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+IMAGE ?= nnserve:$(VERSION)
+
+bento: $(SERVE_STAMP)
+	$(BIN)/bentoml build --label version=$(VERSION) --label commit=$$(git rev-parse --short HEAD)
+
+container: $(SERVE_STAMP)
+	service/container/ensure-docker.sh
+	service/container/build.sh $(IMAGE)
+
+# Installs and starts a Docker engine if needed, builds the image, runs it beside a local `bentoml serve`
+# and compares every endpoint's answers; the test removes its containers.
+container-test: $(DEV_STAMP) container
+	NNSERVE_IMAGE=$(IMAGE) PATH="/usr/bin:$$PATH" $(BIN)/pytest tests/container
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check service training tests loadtests

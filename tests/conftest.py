@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,12 @@ IMAGENET_INDEX = SHARED_DATA / "images" / "imagenet_class_index.json"
 SAMPLE_PHOTOS = SHARED_DATA / "images" / "sample_photos"
 MODELS = REPO / "models"
 
+# The container tests need a built image: `make container-test` builds one and names it here.
+collect_ignore = [] if os.environ.get("NNSERVE_IMAGE") else ["container"]
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         folder = Path(str(item.fspath)).parent.name
-        if folder in ("unit", "integration", "contract", "training"):
+        if folder in ("unit", "integration", "contract", "training", "container"):
             item.add_marker(getattr(pytest.mark, folder))
