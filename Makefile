@@ -39,7 +39,7 @@ models: $(DEV_STAMP)
 
 # The bento (service/ and models/ only) and the image; see service/container/build.sh for the options
 # (BASE_IMAGE, LOCAL_BASE=1, EXTRA_CA_CERTS, GPU=1).
-VERSION := $(shell $(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)".*/\1/p' service/__init__.py)
 IMAGE ?= nnserve:$(VERSION)
 
 bento: $(SERVE_STAMP)

@@ -26,10 +26,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from service import __version__
 from service.contract import AD_CLICK, HOUSING
 from service.errors import InvalidInput, QuietClientErrors, ServiceError, field_error
 from service.images import decode_photo, to_input, top_k
 from service.middleware import JSON, MULTIPART, EdgeMiddleware
+from service.oip import OIP, ServerMetadataPath
 from service.openapi import ServeOpenAPI, fix_document
 from service.registry import Registry
 from service.runtime import LoadedModel
@@ -144,6 +146,10 @@ PhotoFile = Annotated[Path, Field(description="The photo file: JPEG, PNG or WebP
 PhotoFiles = Annotated[list[Path], Field(description="Photo files (JPEG, PNG or WebP), as repeated `photos` parts.")]
 
 
+oip = OIP(registry, server_version=__version__, max_body_bytes=settings.max_body_bytes)
+
+
+@bentoml.asgi_app(oip.app, path="/v2", name="open-inference-protocol")
 @bentoml.asgi_app(metadata_app, path="/v1", name="metadata")
 @bentoml.service(
     name="nnserve",
@@ -256,4 +262,5 @@ NNServe.add_asgi_middleware(
     file_fields={route: files[0] for route, files in _multipart.items() if files},
     max_body_bytes=settings.max_body_bytes,
 )
+NNServe.add_asgi_middleware(ServerMetadataPath)
 NNServe.add_asgi_middleware(ServeOpenAPI, document=lambda: fix_document(NNServe.openapi_spec.asdict()))

@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="/usr/bin:/usr/sbin:$PATH"  # Debian's docker client: it has the buildx plugin BuildKit needs
 BENTOML="${BENTOML:-$PWD/.venv/bin/bentoml}"
-VERSION="$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')"
+VERSION="$(sed -n 's/^__version__ = "\(.*\)".*/\1/p' service/__init__.py)"
 COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 IMAGE="${1:-nnserve:$VERSION}"
 STANDARD_BASE="$(awk '/base_image:/ {print $2; exit}' bentofile.yaml)"

@@ -50,7 +50,8 @@ def test_curl_example_prints_what_the_readme_says(server, command, expected):
     assert _same(json.loads(out), json.loads(expected)), out
 
 
-def test_python_example_runs(server):
-    code = PYTHON_EXAMPLES[0].replace("http://localhost:3000", server)
+@pytest.mark.parametrize("code", PYTHON_EXAMPLES, ids=[f"python-{i}" for i in range(len(PYTHON_EXAMPLES))])
+def test_python_example_runs(server, code):
+    code = code.replace("localhost:3000", server.removeprefix("http://"))
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    assert "cat" in out and "top1" in out  # the tagger finds the cat; the last line prints its card metrics
+    assert "cat" in out  # every Python example tags the cat photo; its other answers are checked by their tests
