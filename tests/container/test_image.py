@@ -94,7 +94,7 @@ def test_every_endpoint_answers_like_a_local_bentoml_serve(container, local, rou
 
 
 def test_metadata_health_and_metrics(container, local):
-    for path in ("/v1/models/housing-price", "/v1/models/image-tagging", "/v1/health"):
+    for path in ("/v1/models/housing-price", "/v1/models/image-tagging", "/v1/health", "/v2", "/v2/models/ad-click"):
         assert httpx.get(container[0] + path).json() == httpx.get(local + path).json(), path
     assert "bentoml_service_request_total" in httpx.get(container[0] + "/metrics").text
 
