@@ -6,7 +6,7 @@ PORT ?= 3000
 SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test test-unit models lint format clean bento container container-test
+.PHONY: serve test test-unit models lint format clean bento container container-test loadtest bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ container: $(SERVE_STAMP)
 # and compares every endpoint's answers; the test removes its containers.
 container-test: $(DEV_STAMP) container
 	NNSERVE_IMAGE=$(IMAGE) PATH="/usr/bin:$$PATH" $(BIN)/pytest tests/container
+
+# Headless Locust against a service it starts (or URL=http://127.0.0.1:PORT), reports in reports/.
+DURATION ?= 60
+USERS ?= 24
+loadtest: $(DEV_STAMP)
+	$(BIN)/python -m loadtests.run --duration $(DURATION) --users $(USERS) $(if $(URL),--url $(URL))
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check service training tests loadtests

@@ -15,11 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from service.cards import CategoricalCard, NumericCard
 from service.contract import Categorical, Numeric, TabularSpec
-from training.models import CodeLookup
 from training.runinfo import TrainingDataError
 
 log = logging.getLogger(__name__)
@@ -115,13 +113,15 @@ def allowed_mask(spec: TabularSpec, numeric: np.ndarray, categorical: np.ndarray
     return keep
 
 
-def build_lookups(
-    spec: TabularSpec, categorical: np.ndarray, min_count: int = 1
-) -> tuple[list[CodeLookup], list[list[int]]]:
+def build_lookups(spec: TabularSpec, categorical: np.ndarray, min_count: int = 1) -> tuple[list, list[list[int]]]:
     """One lookup per categorical: codes seen at least `min_count` times in training get rows 1..K, in
     sorted order; everything else (rare codes, unseen codes) shares row 0, the unknown bucket.
 
     Training with rare codes in the unknown bucket is what teaches row 0 to stand for a new ID."""
+    import torch  # here, not at the top: reading data needs no torch
+
+    from training.models import CodeLookup
+
     lookups, vocabularies = [], []
     for i, _ in enumerate(spec.categorical):
         codes, counts = np.unique(categorical[:, i], return_counts=True)

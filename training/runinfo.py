@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import torch
 
 C = TypeVar("C")
 
@@ -21,6 +20,8 @@ class TrainingDataError(ValueError):
 
 
 def seed_everything(seed: int) -> None:
+    import torch  # here, not at the top: data loading (and the load tests using it) need no torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -37,6 +38,7 @@ def sha256_file(path: Path) -> str:
 def library_versions() -> dict[str, str]:
     import onnx
     import onnxruntime
+    import torch
 
     return {
         "python": platform.python_version(),
