@@ -60,6 +60,12 @@ USERS ?= 24
 loadtest: $(DEV_STAMP)
 	$(BIN)/python -m loadtests.run --duration $(DURATION) --users $(USERS) $(if $(URL),--url $(URL))
 
+# nnserve against a plain Starlette app, a FastAPI app and raw onnxruntime, same run; appends to
+# loadtests/RESULTS.md. About 10 minutes. Needs wrk (installed from Debian's packages when missing).
+bench: $(DEV_STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	$(BIN)/python -m loadtests.bench
+
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check service training tests loadtests
 	$(BIN)/ruff format --check service training tests loadtests

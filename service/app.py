@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service import __version__
+from service.bentoml_patches import patch_timeout_middleware
 from service.contract import AD_CLICK, HOUSING
 from service.errors import InvalidInput, QuietClientErrors, ServiceError, field_error
 from service.images import decode_photo, to_input, top_k
@@ -60,6 +62,7 @@ from service.settings import get_settings
 log = logging.getLogger(__name__)
 settings = get_settings()
 logging.getLogger("bentoml._internal.server.http_app").addFilter(QuietClientErrors())
+patch_timeout_middleware()
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -153,7 +156,7 @@ oip = OIP(registry, server_version=__version__, max_body_bytes=settings.max_body
 @bentoml.asgi_app(metadata_app, path="/v1", name="metadata")
 @bentoml.service(
     name="nnserve",
-    workers=settings.workers,
+    workers=settings.workers or "cpu_count",
     traffic={"timeout": settings.request_timeout_s},
     logging={"access": {"enabled": settings.access_log}},
 )
@@ -161,6 +164,10 @@ class NNServe:
     def __init__(self) -> None:
         global _registry
         self.registry = _registry = Registry(settings)
+        # Everything alive now (modules, sessions, cards) lives as long as the worker: move it out of
+        # the collector's sight, so full collections under load only walk what requests allocate.
+        gc.collect()
+        gc.freeze()
 
     def __is_ready__(self) -> bool:
         return self.registry.ready

@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     models_dir: Path = Field(REPO_MODELS, description="Directory of model folders (model.onnx + card.json each).")
     providers: Providers = Field("cpu", description="onnxruntime execution providers: cpu, cuda, tensorrt or auto.")
     threads: int = Field(0, ge=0, description="onnxruntime intra-op threads per session; 0 lets it choose.")
-    workers: int = Field(1, ge=1, description="Worker processes, each with its own sessions.")
+    workers: int = Field(0, ge=0, description="Worker processes, each with its own sessions; 0: one per CPU core.")
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest request body; larger gets 413.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest decoded photo (width x height); 413 beyond.")
     max_batch_rows: int = Field(1024, ge=1, description="Most rows in one tabular batch request.")

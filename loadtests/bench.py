@@ -1,0 +1,310 @@
+"""The benchmark: nnserve against its reference points, measured in the same run, alternating.
+
+    python -m loadtests.bench [--duration 10] [--rounds 3] [--only housing-1row,...]    (or: make bench)
+
+For each scenario, each round runs wrk against nnserve (`bentoml serve`, production configuration),
+the plain Starlette app and the FastAPI app of loadtests/reference_apps.py (same validation, same
+onnxruntime call, one process), one after the other; raw onnxruntime in-process is the ceiling. The
+table shows medians over the rounds and ratios, and is appended to loadtests/RESULTS.md with the
+date, commit and machine. Load goes to 127.0.0.1 only, for --duration seconds per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from loadtests.payloads import SHARED, cifar_jpegs, houses, impressions
+from service.runtime import load_model
+from tests.serving import REPO, bentoml_serve, free_port
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+BOUNDARY = "nnservebenchboundary"
+
+
+@dataclass
+class Scenario:
+    name: str
+    route: str
+    connections: int
+    body: bytes
+    content_type: str
+    unit: str  # what one request counts: req, rows, images
+    per_request: int  # rows or images in one request
+    models: str = "committed"  # or "imagenet": a models dir holding one 1000-class 224x224 classifier
+    ceiling: float = 0.0  # raw onnxruntime in-process, same unit per second
+    results: dict[str, list[dict]] = field(default_factory=dict)
+
+
+def multipart(photo: bytes, top_k: int = 5) -> bytes:
+    return (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="photo"; filename="photo.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + photo
+        + (
+            f'\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name="top_k"\r\n\r\n{top_k}\r\n--{BOUNDARY}--\r\n'
+        ).encode()
+    )
+
+
+def photo_224() -> bytes:
+    image = Image.open(SHARED / "images" / "sample_photos" / "chelsea.png").convert("RGB")
+    side = min(image.size)
+    image = image.crop((0, 0, side, side)).resize((224, 224), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def imagenet_models_dir(root: Path) -> Path:
+    """A models dir with one randomly initialised 1000-class 224x224 CNN (needs torch: bench only)."""
+    import torch
+    from torch import nn
+
+    from training.export import export_onnx
+    from training.make_card import Config, make_card
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 32, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(128, 256, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, 1000),
+    )  # fmt: skip
+    onnx_path = export_onnx(net.eval(), {"input": torch.randn(2, 3, 224, 224)}, "logits", root / "raw")
+    labels = SHARED / "images" / "imagenet_class_index.json"
+    make_card(
+        Config(onnx=onnx_path, labels=labels, name="imagenet-classifier", out=root / "models" / "imagenet-classifier")
+    )
+    return root / "models"
+
+
+def scenarios() -> list[Scenario]:
+    house = json.dumps(houses()[0]).encode()
+    impression = json.dumps(impressions()[0]).encode()
+    batch = json.dumps({"impressions": impressions()[:256]}).encode()
+    form = f"multipart/form-data; boundary={BOUNDARY}"
+    return [
+        Scenario("housing-1row", "/v1/housing-price/predict", 16, house, "application/json", "req", 1),
+        Scenario("adclick-1row", "/v1/ad-click/predict", 64, impression, "application/json", "req", 1),
+        Scenario("adclick-batch256", "/v1/ad-click/predict-batch", 16, batch, "application/json", "rows", 256),
+        Scenario("tagger-cifar", "/v1/image-tagging/predict", 16, multipart(cifar_jpegs()[0][1]), form, "images", 1),
+        Scenario("tagger-224-1000class", "/v1/image-tagging/predict", 16, multipart(photo_224()), form, "images", 1,
+                 models="imagenet"),
+    ]  # fmt: skip
+
+
+# --- the ceiling: raw onnxruntime in-process --------------------------------------------------------
+def _per_second(run, seconds: float = 2.0) -> float:
+    run()  # warm up
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        run()
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+def ceiling(scenario: Scenario, models_dir: Path) -> float:
+    """Rows or images per second onnxruntime does in this process: batch 1 for single-row scenarios,
+    256 for the batch one, the best of 1/8/32/64 for images (decoding not counted)."""
+    if scenario.unit == "images":
+        model = next(load_model(p) for p in models_dir.iterdir() if (p / "card.json").exists()
+                     and json.loads((p / "card.json").read_text())["task"] == "image_classification")  # fmt: skip
+        shape = [d if d != "N" else 1 for d in model.card.inputs[0].shape]
+        best = 0.0
+        for n in (1, 8, 32, 64):
+            x = np.zeros([n, *shape[1:]], dtype=model.card.inputs[0].dtype)
+            best = max(best, n * _per_second(lambda x=x: model.run(x)))
+        return best
+    model = load_model(models_dir / ("housing-price" if "housing" in scenario.route else "ad-click"))
+    n = scenario.per_request
+    inputs = [np.zeros([n, t.shape[1]], dtype=t.dtype) for t in model.card.inputs]
+    return n * _per_second(lambda: model.run(*inputs))
+
+
+# --- the HTTP stacks -------------------------------------------------------------------------------
+@contextmanager
+def uvicorn_app(app: str, models_dir: Path, tagger: str):
+    port = free_port()
+    env = {**os.environ, "NNSERVE_MODELS_DIR": str(models_dir), "BENCH_TAGGER": tagger}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", f"loadtests.reference_apps:{app}", "--port", str(port), "--host", "127.0.0.1",
+         "--loop", "asyncio", "--http", "h11", "--log-level", "warning", "--no-access-log"],
+        cwd=REPO, env=env, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            try:
+                httpx.get(url + "/", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+
+
+def wrk(url: str, scenario: Scenario, seconds: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        body = Path(tmp) / "body"
+        body.write_bytes(scenario.body)
+        script = Path(tmp) / "post.lua"
+        script.write_text(
+            'wrk.method = "POST"\n'
+            f'wrk.headers["Content-Type"] = "{scenario.content_type}"\n'
+            f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
+        )
+        out = subprocess.run(
+            ["wrk", "-t2", f"-c{scenario.connections}", f"-d{seconds}s", "--latency", "-s", str(script),
+             url + scenario.route],
+            capture_output=True, text=True, timeout=seconds + 60, check=True,
+        ).stdout  # fmt: skip
+    return parse_wrk(out, scenario.per_request)
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def parse_wrk(out: str, per_request: int) -> dict:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "throughput": rps * per_request,
+        "p50": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
+        "p99": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
+        "non_2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": errors.group(1) if errors else "",
+    }
+
+
+STACKS = ("nnserve", "starlette", "fastapi")
+
+
+def run_scenario(scenario: Scenario, models_dir: Path, seconds: int, rounds: int) -> None:
+    tagger = "imagenet-classifier" if scenario.models == "imagenet" else "image-tagging"
+    with ExitStack() as stack:
+        urls = {
+            "nnserve": stack.enter_context(bentoml_serve(models_dir)),
+            "starlette": stack.enter_context(uvicorn_app("starlette_app", models_dir, tagger)),
+            "fastapi": stack.enter_context(uvicorn_app("fastapi_app", models_dir, tagger)),
+        }
+        for url in urls.values():  # a warm-up, and a check that every stack answers this request
+            r = httpx.post(url + scenario.route, content=scenario.body, headers={"content-type": scenario.content_type})
+            r.raise_for_status()
+            wrk(url, scenario, 2)
+        for _ in range(rounds):
+            for name in STACKS:
+                scenario.results.setdefault(name, []).append(wrk(urls[name], scenario, seconds))
+    scenario.ceiling = ceiling(scenario, models_dir)
+
+
+def median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def table(done: list[Scenario]) -> list[str]:
+    lines = [
+        "| scenario | stack | throughput (median) | p50 ms | p99 ms | non-2xx "
+        "| vs Starlette | vs FastAPI | vs onnxruntime |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in done:
+        plain = median(s.results["starlette"], "throughput")
+        fast = median(s.results["fastapi"], "throughput")
+        for name in STACKS:
+            runs = s.results[name]
+            t = median(runs, "throughput")
+            lines.append(
+                f"| {s.name} | {name} | {t:,.0f} {s.unit}/s | {median(runs, 'p50'):.2f} | {median(runs, 'p99'):.2f} "
+                f"| {sum(r['non_2xx'] for r in runs)} | {t / plain:.2f} | {t / fast:.2f} | {t / s.ceiling:.3f} |"
+            )
+        lines.append(f"| {s.name} | onnxruntime in-process (ceiling) | {s.ceiling:,.0f} {s.unit}/s | | | | | | 1 |")
+    return lines
+
+
+def targets(done: list[Scenario]) -> list[str]:
+    """The performance issue's targets, each with its measured figure."""
+    out = []
+    for s in done:
+        ours = s.results["nnserve"]
+        t, p99 = median(ours, "throughput"), median(ours, "p99")
+        plain, fast = median(s.results["starlette"], "throughput"), median(s.results["fastapi"], "throughput")
+        if s.name == "housing-1row":
+            checks = [(t >= fast, f"{t:.0f} >= FastAPI {fast:.0f}"),
+                      (t >= 0.8 * plain, f"{t / plain:.2f}x Starlette >= 0.8"),
+                      (p99 <= 10, f"p99 {p99:.1f} ms <= 10")]  # fmt: skip
+        elif s.name == "adclick-1row":
+            non_2xx = sum(r["non_2xx"] for r in ours)
+            checks = [(t >= plain, f"{t:.0f} >= Starlette {plain:.0f}"), (p99 <= 25, f"p99 {p99:.1f} ms <= 25"),
+                      (non_2xx == 0, f"{non_2xx} non-2xx (503s) == 0")]  # fmt: skip
+        else:
+            checks = [(t >= 0.5 * s.ceiling, f"{t / s.ceiling:.3f}x onnxruntime >= 0.5")]
+        out += [f"{'MET ' if ok else 'MISS'} {s.name}: {text}" for ok, text in checks]
+    return out
+
+
+def machine() -> str:
+    with open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per stack, alternating (default 3)")
+    parser.add_argument("--only", default="", help="comma-separated scenario names")
+    parser.add_argument("--no-record", action="store_true", help="do not append to loadtests/RESULTS.md")
+    args = parser.parse_args(argv)
+    chosen = [s for s in scenarios() if not args.only or s.name in args.only.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        dirs = {"committed": REPO / "models"}
+        if any(s.models == "imagenet" for s in chosen):
+            dirs["imagenet"] = imagenet_models_dir(Path(tmp))
+        for s in chosen:
+            rounds = f"{args.rounds} rounds x {len(STACKS)} stacks x {args.duration} s"
+            print(f"{s.name}: {rounds}, {s.connections} connections", flush=True)
+            run_scenario(s, dirs[s.models], args.duration, args.rounds)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    header = f"## {time.strftime('%Y-%m-%d %H:%M')} UTC, commit {commit or '?'}, {machine()}"
+    report = [header, "", f"wrk -t2, {args.duration} s per run, median of {args.rounds} alternating rounds.", "",
+              *table(chosen), "", *[f"- {t}" for t in targets(chosen)], ""]  # fmt: skip
+    print("\n".join(report))
+    if not args.no_record:
+        with open(RESULTS, "a") as f:
+            f.write("\n".join(report) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
