@@ -6,7 +6,7 @@ PORT ?= 3000
 SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test test-unit models lint format clean bento container container-test loadtest bench
+.PHONY: serve test test-unit models lint format clean bento container container-test loadtest bench soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ loadtest: $(DEV_STAMP)
 bench: $(DEV_STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python -m loadtests.bench
+
+# Five minutes of the housing scenario: resident memory and p99 per 30 s slice.
+soak: $(DEV_STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	$(BIN)/python -m loadtests.soak
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check service training tests loadtests

@@ -60,8 +60,6 @@ def source_sha256(function: Any) -> str:
 
 
 def patch_timeout_middleware(version: str = bentoml.__version__, original: Any = ORIGINAL_CALL) -> None:
-    if TimeoutMiddleware.__call__ is _call:
-        return
     if version != PATCHED_VERSION or source_sha256(original) != PATCHED_SOURCE_SHA256:
         raise BentoMLChanged(
             f"service/bentoml_patches.py fixes TimeoutMiddleware of BentoML {PATCHED_VERSION}; found BentoML "
