@@ -6,7 +6,7 @@ PORT ?= 3000
 SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test test-unit models lint format clean bento container container-test loadtest bench soak
+.PHONY: serve test test-unit models lint format clean bento container container-test loadtest bench soak scale-curve activation-curve
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,13 @@ bench: $(DEV_STAMP)
 soak: $(DEV_STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python -m loadtests.soak
+
+# The lecture's two claims on our data (training/lecture.py): PNG + CSV in training/docs/.
+scale-curve: $(DEV_STAMP)
+	$(BIN)/python -m training.lecture scale
+
+activation-curve: $(DEV_STAMP)
+	$(BIN)/python -m training.lecture activation
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check service training tests loadtests

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -24,13 +25,15 @@ def fit(
 ) -> list[dict[str, float]]:
     """Trains for `epochs`; `batches(epoch)` yields minibatches, `loss_fn(batch)` returns the loss.
 
-    The scheduler (if any) steps once per batch. Returns one history row per epoch:
-    epoch, train_loss, and whatever `evaluate()` returns (it runs in eval mode without gradients)."""
+    The scheduler (if any) steps once per batch. Returns one history row per epoch: epoch, steps and
+    training seconds so far, train_loss, and whatever `evaluate()` returns (run in eval mode, no gradients)."""
     history: list[dict[str, float]] = []
+    seconds = 0.0  # training time so far, evaluation excluded: the x axis of wall-clock comparisons
     bar = tqdm(range(epochs), desc=desc, unit="epoch", dynamic_ncols=True)
     for epoch in bar:
         model.train()
         total, count = 0.0, 0
+        epoch_start = time.perf_counter()
         for batch in batches(epoch):
             # bf16 autocast roughly halves CNN step time on CPUs with AVX512-BF16/AMX.
             cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
@@ -43,12 +46,13 @@ def fit(
                 scheduler.step()
             total += float(loss.detach())
             count += 1
+        seconds += time.perf_counter() - epoch_start
         model.eval()
         with torch.no_grad():
-            row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), **evaluate()}
+            row = {"epoch": epoch + 1, "steps": (epoch + 1) * count, "seconds": round(seconds, 3),
+                   "train_loss": total / max(count, 1), **evaluate()}  # fmt: skip
         history.append(row)
-        bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
-        tqdm.write(
-            f"{desc} epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch")
-        )
+        shown = {k: v for k, v in row.items() if k not in ("epoch", "steps", "seconds")}
+        bar.set_postfix({k: round(v, 4) for k, v in shown.items()})
+        tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k}={v:.4f}" for k, v in shown.items()))
     return history

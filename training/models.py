@@ -43,6 +43,7 @@ class TabularNet(nn.Module):
         log_mask: torch.Tensor | None = None,
         bucket_edges: dict[int, torch.Tensor] | None = None,
         bucket_dim: int = 8,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         # Heavy-tailed features (areas) enter as log1p(x): the graph takes raw values either way.
@@ -63,7 +64,17 @@ class TabularNet(nn.Module):
         layers: list[nn.Module] = []
         width = num_mean.numel() + sum(embedding_dims) + bucket_dim * len(self.bucket_columns)
         for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
+            linear = nn.Linear(width, h)
+            # ReLU keeps PyTorch's default (He-style, fan-in) initialisation, as the committed models were
+            # trained; sigmoid gets Glorot's, the scheme made for saturating units.
+            if activation == "relu":
+                layers += [linear, nn.ReLU()]
+            elif activation == "sigmoid":
+                nn.init.xavier_uniform_(linear.weight, gain=nn.init.calculate_gain("sigmoid"))
+                nn.init.zeros_(linear.bias)
+                layers += [linear, nn.Sigmoid()]
+            else:
+                raise ValueError(f"activation must be relu or sigmoid, got {activation!r}")
             if dropout:
                 layers.append(nn.Dropout(dropout))
             width = h

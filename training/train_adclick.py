@@ -29,6 +29,7 @@ from training.data_tabular import TabularData, feature_cards, read_tabular_csv
 from training.export import report_bar, save_model
 from training.loop import fit
 from training.metrics import classification_metrics
+from training.models import TabularNet
 from training.runinfo import config_dict, library_versions, parse_config, seed_everything, sha256_file
 from training.tabular import batches, build_net
 
@@ -88,19 +89,15 @@ def logistic_baseline(train: TabularData, val: TabularData) -> np.ndarray:
     return model.predict_proba(design(val))[:, 1]
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(Config, argv, __doc__ or "")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    seed_everything(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    if cfg.dry_run:
-        cfg.impressions, cfg.epochs = 20_000, 1
-    started = time.time()
-    data, source = load(cfg)
+def split(cfg: Config, data: TabularData) -> tuple[TabularData, TabularData]:
+    """The latest `holdout` share of impressions, by timestamp, is the validation slice."""
     order = np.argsort(data.extra["timestamp"], kind="stable")
     cut = int(len(order) * (1 - cfg.holdout))
-    train, val = data.take(order[:cut]), data.take(order[cut:])
+    return data.take(order[:cut]), data.take(order[cut:])
+
+
+def train_net(cfg: Config, train: TabularData, val: TabularData) -> tuple[TabularNet, list[list[int]], list[dict]]:
+    """Builds and trains the network on `train`, evaluating on `val` each epoch."""
     net, vocabularies = build_net(
         AD_CLICK,
         train,
@@ -112,17 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     y_val = val.extra["clicked"]
     gen = torch.Generator().manual_seed(cfg.seed)
-    val_inputs = {
-        NUMERIC_INPUT: torch.from_numpy(val.numeric),
-        CATEGORICAL_INPUT: torch.from_numpy(val.categorical),
-    }
+    val_inputs = (torch.from_numpy(val.numeric), torch.from_numpy(val.categorical))
 
     def loss_fn(batch):
         numeric, codes, y = batch
         return F.binary_cross_entropy_with_logits(net.raw(numeric, codes), y)
 
     def evaluate() -> dict[str, float]:
-        p = net(*val_inputs.values()).numpy().ravel()
+        p = net(*val_inputs).numpy().ravel()
         m = classification_metrics(y_val, p)
         return {"val_loss": m.pop("log_loss"), **m}
 
@@ -139,6 +133,26 @@ def main(argv: list[str] | None = None) -> int:
         "ad-click",
         sched,
     )
+    return net, vocabularies, history
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_config(Config, argv, __doc__ or "")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.dry_run:
+        cfg.impressions, cfg.epochs = 20_000, 1
+    started = time.time()
+    data, source = load(cfg)
+    train, val = split(cfg, data)
+    net, vocabularies, history = train_net(cfg, train, val)
+    y_val = val.extra["clicked"]
+    val_inputs = {
+        NUMERIC_INPUT: torch.from_numpy(val.numeric),
+        CATEGORICAL_INPUT: torch.from_numpy(val.categorical),
+    }
     with torch.no_grad():
         final = classification_metrics(y_val, net(*val_inputs.values()).numpy().ravel())
     baseline = classification_metrics(y_val, logistic_baseline(train, val))
