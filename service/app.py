@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service import __version__
+from service.auth import ApiKeyAuth, load_keys
 from service.bentoml_patches import patch_timeout_middleware
 from service.contract import AD_CLICK, HOUSING
 from service.errors import InvalidInput, QuietClientErrors, ServiceError, field_error
@@ -260,6 +261,12 @@ class NNServe:
         return TagsBatch(results=tags, model=served.name, version=served.card.version)
 
 
+# Outermost of ours: a request without a valid key (when keys are set) costs nothing more.
+NNServe.add_asgi_middleware(
+    ApiKeyAuth,
+    keys=load_keys(settings.api_keys, settings.api_keys_file),
+    exempt=frozenset(p.strip() for p in settings.auth_exempt_paths.split(",") if p.strip()),
+)
 # The edge of every prediction route, derived from the APIs above: the media type each takes, and for
 # multipart ones the field that must carry files (checked before BentoML parses the body).
 _multipart = {api.route: api.input_spec.multipart_fields for api in NNServe.apis.values()}

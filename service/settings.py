@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     max_batch_images: int = Field(64, ge=1, description="Most photos in one batch request.")
     request_timeout_s: int = Field(30, ge=1, description="BentoML's per-request timeout (answers 504).")
     access_log: bool = Field(True, description="Log one line per request.")
+    api_keys: str = Field("", description="Comma-separated API keys; empty (and no keys file): no authentication.")
+    api_keys_file: Path | None = Field(None, description="A file of API keys, one per line (# comments).")
+    auth_exempt_paths: str = Field(
+        "/livez,/readyz,/healthz,/metrics,/v2/health/live,/v2/health/ready",
+        description="Comma-separated paths that need no API key: probes and the metrics scraper.",
+    )
 
 
 @lru_cache(maxsize=1)

@@ -63,3 +63,28 @@ def test_a_model_that_cannot_load_keeps_the_service_not_ready(tmp_path, breakage
         r = httpx.post(url + "/v1/housing-price/predict", json={"sqft_living": 1000, "bedrooms": 2, "zipcode": 98103})
         assert r.status_code == 503  # never served from a half-loaded model
         assert message in server_log(url).read_text()
+
+
+def test_api_keys_guard_every_route_but_the_probes(tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text("from-file\n")
+    with bentoml_serve(MODELS, NNSERVE_API_KEYS="inline-key", NNSERVE_API_KEYS_FILE=str(keys)) as url:
+        house = {"sqft_living": 1000, "bedrooms": 2, "zipcode": 98103}
+        r = httpx.post(url + "/v1/housing-price/predict", json=house)
+        assert r.status_code == 401 and "API key" in r.json()["error"]
+        assert (
+            httpx.post(url + "/v1/housing-price/predict", json=house, headers={"X-API-Key": "nope"}).status_code == 401
+        )
+        ok = httpx.post(url + "/v1/housing-price/predict", json=house, headers={"Authorization": "Bearer inline-key"})
+        assert ok.status_code == 200 and ok.json()["price"] > 0
+        assert httpx.get(url + "/v1/models", headers={"X-API-Key": "from-file"}).status_code == 200
+        assert httpx.get(url + "/v2/models/ad-click").status_code == 401
+        for probe in ("/livez", "/readyz", "/metrics", "/v2/health/ready"):
+            assert httpx.get(url + probe).status_code == 200, probe
+
+
+@pytest.mark.parametrize("name", ["..%2F..%2Fetc%2Fpasswd", "%2E%2E", "housing-price%2F..%2F..%2Fservice"])
+def test_model_names_in_oip_paths_cannot_reach_files(server, name):
+    # Names are looked up among the loaded models, never joined to a path.
+    r = httpx.get(f"{server}/v2/models/{name}")
+    assert r.status_code == 404
