@@ -6,7 +6,7 @@ PORT ?= 3000
 SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test test-unit models lint format clean bento container container-test loadtest bench soak scale-curve activation-curve
+.PHONY: serve test test-unit models lint format clean bento container container-test loadtest bench soak scale-curve activation-curve fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,10 @@ scale-curve: $(DEV_STAMP)
 
 activation-curve: $(DEV_STAMP)
 	$(BIN)/python -m training.lecture activation
+
+# schemathesis against every operation of the OpenAPI document: 300 cases each (make test runs 25).
+fuzz: $(DEV_STAMP)
+	NNSERVE_FUZZ_EXAMPLES=300 $(BIN)/pytest tests/integration/test_fuzz.py
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check service training tests loadtests

@@ -23,6 +23,7 @@ import bentoml
 import numpy as np
 from pydantic import Field
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -33,7 +34,7 @@ from service.bentoml_patches import patch_timeout_middleware
 from service.contract import AD_CLICK, HOUSING
 from service.errors import InvalidInput, QuietClientErrors, ServiceError, field_error
 from service.images import decode_photo, to_input, top_k
-from service.middleware import JSON, MULTIPART, EdgeMiddleware
+from service.middleware import JSON, MULTIPART, EdgeMiddleware, JsonErrors
 from service.oip import OIP, ServerMetadataPath
 from service.openapi import ServeOpenAPI, fix_document
 from service.registry import Registry
@@ -104,12 +105,19 @@ async def health(_: Request) -> JSONResponse:
     return JSONResponse(reg.health(), status_code=200 if reg.ready else 503)
 
 
+async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own 404/405 answers, in our JSON shape instead of plain text."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail, "detail": []}, status_code=exc.status_code)
+
+
 metadata_app = Starlette(
     routes=[
         Route("/models", list_models, methods=["GET"]),
         Route("/models/{name}", model_metadata, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
-    ]
+    ],
+    exception_handlers={HTTPException: http_error},
 )
 
 
@@ -276,5 +284,6 @@ NNServe.add_asgi_middleware(
     file_fields={route: files[0] for route, files in _multipart.items() if files},
     max_body_bytes=settings.max_body_bytes,
 )
+NNServe.add_asgi_middleware(JsonErrors)
 NNServe.add_asgi_middleware(ServerMetadataPath)
 NNServe.add_asgi_middleware(ServeOpenAPI, document=lambda: fix_document(NNServe.openapi_spec.asdict()))

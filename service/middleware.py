@@ -255,3 +255,35 @@ async def _send_json(send: Send, status: int, payload: dict[str, Any], start: Me
     headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class JsonErrors:
+    """Every error answer in JSON: Starlette's and BentoML's plain-text ones (no such route, wrong
+    method, not ready) become {"error": text, "detail": []}. Other answers pass through untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start: Message = {}
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                content_type = dict(message.get("headers", [])).get(b"content-type", b"")
+                if message["status"] >= 400 and content_type.startswith(b"text/plain"):
+                    start = message
+                    return
+            elif message["type"] == "http.response.body" and start:
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    text = b"".join(chunks).decode("utf-8", "replace").strip()
+                    await _send_json(send, start["status"], {"error": text or "error", "detail": []}, start)
+                return
+            await send(message)
+
+        await self.app(scope, receive, capture)

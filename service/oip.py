@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import numpy as np
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -60,7 +61,7 @@ class OIP:
                 Route("/models/{name}/infer", self.infer, methods=["POST"]),
                 Route(versioned + "/infer", self.infer, methods=["POST"]),
             ],
-            exception_handlers={OIPError: _error_response},
+            exception_handlers={OIPError: _error_response, HTTPException: _http_error},
         )
 
     # --- metadata and health -----------------------------------------------------------------------
@@ -163,6 +164,12 @@ def metadata(model: LoadedModel) -> dict[str, Any]:
 async def _error_response(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OIPError)
     return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own 404/405 answers (no such route), as the protocol's {"error": ...}."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
