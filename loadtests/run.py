@@ -40,7 +40,7 @@ def scrape(url: str) -> dict[tuple[str, tuple], float]:
 
 def _quantile(buckets: list[tuple[float, float]], q: float) -> float:
     """Quantile from cumulative histogram buckets [(upper bound, count)], interpolated within a bucket."""
-    total = buckets[-1][1]
+    total = buckets[-1][1] if buckets else 0.0
     if total <= 0:
         return float("nan")
     rank, lower, below = q * total, 0.0, 0.0
@@ -54,7 +54,8 @@ def _quantile(buckets: list[tuple[float, float]], q: float) -> float:
 
 
 def server_view(before: dict, after: dict) -> list[str]:
-    """What the server counted during the run: requests by endpoint and status, latency quantiles."""
+    """What the server counted during the run on the API routes (/v1, /v2): requests by status, latency
+    quantiles from the duration histograms."""
     delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
     lines = ["server side (/metrics deltas):"]
     requests: dict[str, dict[str, float]] = {}
@@ -63,7 +64,7 @@ def server_view(before: dict, after: dict) -> list[str]:
     for (name, labels), value in delta.items():
         labels = dict(labels)
         endpoint = labels.get("endpoint", "")
-        if name == "bentoml_service_request_total" and value and not endpoint.startswith(("/metrics", "/readyz")):
+        if name == "bentoml_service_request_total" and value > 0 and endpoint.startswith("/v"):
             requests.setdefault(endpoint, {})[labels["http_response_code"]] = value
         elif name == "bentoml_service_request_duration_seconds_bucket" and endpoint.startswith("/v"):
             bound = float(labels["le"])
@@ -74,7 +75,7 @@ def server_view(before: dict, after: dict) -> list[str]:
         statuses = ", ".join(f"{code}: {int(n)}" for code, n in sorted(requests[endpoint].items()))
         cumulative = sorted(buckets.get(endpoint, {}).items())
         qs = "  ".join(f"p{int(q * 100)} {_quantile(cumulative, q) * 1000:.1f} ms" for q in (0.5, 0.95, 0.99))
-        lines.append(f"  {endpoint:42s} {statuses:24s} {qs if cumulative else ''}")
+        lines.append(f"  {endpoint:42s} {statuses:24s} {qs}")
     if batch:
         for method, b in sorted(batch.items()):
             lines.append(f"  adaptive batch size {method}: p50 {_quantile(sorted(b.items()), 0.5):.1f}")

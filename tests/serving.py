@@ -65,3 +65,14 @@ def bentoml_serve(models_dir: Path, expect_ready: bool = True, deadline_s: float
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def metrics_containing(url: str, *needles: str, deadline_s: float = 10) -> str:
+    """/metrics once it contains every needle. A worker counts a request after its answer has gone
+    out, and /metrics may be served by another worker: poll, with a deadline, rather than read once."""
+    end = time.monotonic() + deadline_s
+    while True:
+        text = httpx.get(url + "/metrics", timeout=5).text
+        if all(n in text for n in needles) or time.monotonic() > end:
+            return text
+        time.sleep(0.05)  # polling interval, with a deadline

@@ -15,6 +15,7 @@ from service.contract import AD_CLICK, CIFAR10_LABELS, HOUSING
 from tests.conftest import CIFAR_VAL, HOUSING_CSV, MODELS, SAMPLE_PHOTOS
 from tests.integration.conftest import TEST_MAX_BODY
 from tests.photos import cifar_photos, encode, png_bomb
+from tests.serving import metrics_containing
 from training.data_housing import load_housing, split_by_date
 from training.metrics import regression_metrics
 
@@ -176,7 +177,7 @@ def test_model_metadata(server):
 def test_metrics_count_requests_and_latency_per_endpoint(server):
     post(server, "/v1/housing-price/predict", json=HOUSE)
     post(server, "/v1/housing-price/predict", json={**HOUSE, "bedrooms": -1})
-    text = httpx.get(server + "/metrics").text
+    text = metrics_containing(server, 'endpoint="/v1/housing-price/predict",http_response_code="400"')
     ok = [line for line in text.splitlines() if line.startswith("bentoml_service_request_total{")
           and 'endpoint="/v1/housing-price/predict"' in line and 'http_response_code="200"' in line]  # fmt: skip
     assert ok and float(ok[0].rsplit(" ", 1)[1]) >= 1

@@ -17,6 +17,7 @@ from service.contract import AD_CLICK, CIFAR10_LABELS, HOUSING
 from tests.conftest import CIFAR_VAL
 from tests.integration.test_http import HOUSE, IMPRESSION, _row
 from tests.photos import cifar_photos
+from tests.serving import metrics_containing
 
 HOUSES = [HOUSE, {**HOUSE, "sqft_living": 3000, "zipcode": 98004}, {**HOUSE, "zipcode": 10001}]
 IMPRESSIONS = [IMPRESSION, {**IMPRESSION, "device": "desktop", "hour": 3}, {**IMPRESSION, "ad_id": 10**6}]
@@ -225,4 +226,5 @@ def test_classification_count_out_of_range(server):
 def test_oip_requests_are_counted_in_metrics(server, client):
     numeric, codes = _tabular(HOUSING, [HOUSE])
     client.infer("housing-price", _triton_inputs(numeric, codes, True))
-    assert 'endpoint="/v2/models/housing-price/infer"' in httpx.get(server + "/metrics").text
+    needle = 'endpoint="/v2/models/housing-price/infer"'
+    assert needle in metrics_containing(server, needle)
