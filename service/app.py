@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service import __version__
+from service.admission import AdmissionControl
 from service.auth import ApiKeyAuth, load_keys
 from service.bentoml_patches import patch_timeout_middleware
 from service.contract import AD_CLICK, HOUSING
@@ -275,6 +276,7 @@ NNServe.add_asgi_middleware(
     keys=load_keys(settings.api_keys, settings.api_keys_file),
     exempt=frozenset(p.strip() for p in settings.auth_exempt_paths.split(",") if p.strip()),
 )
+NNServe.add_asgi_middleware(AdmissionControl, max_in_flight=settings.max_in_flight, max_queue=settings.max_queue)
 # The edge of every prediction route, derived from the APIs above: the media type each takes, and for
 # multipart ones the field that must carry files (checked before BentoML parses the body).
 _multipart = {api.route: api.input_spec.multipart_fields for api in NNServe.apis.values()}

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest decoded photo (width x height); 413 beyond.")
     max_batch_rows: int = Field(1024, ge=1, description="Most rows in one tabular batch request.")
     max_batch_images: int = Field(64, ge=1, description="Most photos in one batch request.")
+    max_in_flight: int = Field(32, ge=0, description="Prediction requests in progress per worker; 0: no limit.")
+    max_queue: int = Field(64, ge=0, description="Prediction requests waiting for a slot per worker; beyond: 503.")
     request_timeout_s: int = Field(30, ge=1, description="BentoML's per-request timeout (answers 504).")
     access_log: bool = Field(True, description="Log one line per request.")
     api_keys: str = Field("", description="Comma-separated API keys; empty (and no keys file): no authentication.")

@@ -88,3 +88,24 @@ def test_model_names_in_oip_paths_cannot_reach_files(server, name):
     # Names are looked up among the loaded models, never joined to a path.
     r = httpx.get(f"{server}/v2/models/{name}")
     assert r.status_code == 404
+
+
+def test_overload_answers_503_with_retry_after_and_recovers():
+    from concurrent.futures import ThreadPoolExecutor
+
+    photos = [("photos", (f"{i}.png", (SAMPLE_PHOTOS / "chelsea.png").read_bytes())) for i in range(8)]
+    env = {"NNSERVE_WORKERS": "1", "NNSERVE_MAX_IN_FLIGHT": "1", "NNSERVE_MAX_QUEUE": "0"}
+    with bentoml_serve(MODELS, **env) as url:
+
+        def tag(_):
+            r = httpx.post(url + "/v1/image-tagging/predict-batch", files=photos, timeout=60)
+            return r.status_code, r.headers.get("retry-after"), r.json()
+
+        with ThreadPoolExecutor(24) as pool:
+            answers = list(pool.map(tag, range(48)))
+            assert httpx.get(url + "/livez").status_code == 200  # probes are not limited
+        statuses = {status for status, _, _ in answers}
+        assert statuses <= {200, 503} and 200 in statuses and 503 in statuses, statuses
+        refused = next(a for a in answers if a[0] == 503)
+        assert refused[1] == "1" and "overloaded" in refused[2]["error"]
+        assert tag(None)[0] == 200  # load gone: served again
