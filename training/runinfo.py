@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import logging
 import platform
 import random
 from pathlib import Path
@@ -62,6 +63,18 @@ def parse_config(cls: type[C], argv: list[str] | None = None, description: str =
         else:
             parser.add_argument(flag, type=type(default), default=default)
     return cls(**vars(parser.parse_args(argv)))
+
+
+def start_run(cls: type[C], argv: list[str] | None, description: str) -> C:
+    """What every trainer does first: its config from the command line, logging, seeds, torch threads."""
+    import torch
+
+    cfg = parse_config(cls, argv, description)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    seed_everything(cfg.seed)  # type: ignore[attr-defined]
+    if getattr(cfg, "threads", 0):
+        torch.set_num_threads(cfg.threads)  # type: ignore[attr-defined]
+    return cfg
 
 
 def config_dict(config: Any) -> dict[str, Any]:

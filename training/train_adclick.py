@@ -9,7 +9,6 @@ first so the card can record the file's digest. A real log needs the contract's 
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from training.export import report_bar, save_model
 from training.loop import fit
 from training.metrics import classification_metrics
 from training.models import TabularNet
-from training.runinfo import config_dict, library_versions, parse_config, seed_everything, sha256_file
+from training.runinfo import config_dict, library_versions, sha256_file, start_run
 from training.tabular import batches, build_net
 
 AUC_GAP_BAR = 0.01
@@ -137,11 +136,7 @@ def train_net(cfg: Config, train: TabularData, val: TabularData) -> tuple[Tabula
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(Config, argv, __doc__ or "")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    seed_everything(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    cfg = start_run(Config, argv, __doc__ or "")
     if cfg.dry_run:
         cfg.impressions, cfg.epochs = 20_000, 1
     started = time.time()

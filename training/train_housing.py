@@ -5,7 +5,6 @@ python -m training.train_housing [--data PATH] [--epochs 80] [--dry-run]
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from training.export import report_bar, save_model
 from training.loop import fit
 from training.metrics import regression_metrics
 from training.models import TabularNet
-from training.runinfo import config_dict, library_versions, parse_config, seed_everything, sha256_file
+from training.runinfo import config_dict, library_versions, sha256_file, start_run
 from training.tabular import batches, build_net
 
 R2_BAR = 0.86
@@ -133,11 +132,7 @@ def train_net(cfg: Config, train: TabularData, val: TabularData) -> tuple[Tabula
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(Config, argv, __doc__ or "")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    seed_everything(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    cfg = start_run(Config, argv, __doc__ or "")
     started = time.time()
     data = load_housing(cfg.data)
     train, val = split_by_date(data)

@@ -5,7 +5,6 @@ python -m training.train_tagger [--epochs 22] [--dry-run]
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from training.export import report_bar, save_model
 from training.loop import fit
 from training.metrics import topk_accuracy
 from training.models import ImageClassifier, ResNet9
-from training.runinfo import config_dict, library_versions, parse_config, seed_everything, sha256_file
+from training.runinfo import config_dict, library_versions, sha256_file, start_run
 
 TOP1_BAR = 0.88
 
@@ -62,9 +61,7 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(Config, argv, __doc__ or "")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    seed_everything(cfg.seed)
+    cfg = start_run(Config, argv, __doc__ or "")
     if cfg.dry_run:
         cfg.epochs, cfg.width = 1, 8
     started = time.time()
