@@ -14,19 +14,13 @@ import argparse
 import sys
 import time
 
-import psutil
-
 from loadtests.bench import RESULTS, machine, scenarios, wrk
-from tests.serving import REPO, bentoml_serve
+from tests.serving import REPO, bentoml_serve, server_processes
 
 
-def service_rss_mb(port: int) -> float:
-    """Resident memory of every process of the `bentoml serve` listening on `port` (server + workers)."""
-    for proc in psutil.process_iter(["cmdline"]):
-        if "--port" in (cmd := proc.info["cmdline"] or []) and str(port) in cmd and "serve" in cmd:
-            family = [proc, *proc.children(recursive=True)]
-            return sum(p.memory_info().rss for p in family if p.is_running()) / 1e6
-    raise RuntimeError(f"no bentoml serve on port {port}")
+def service_rss_mb(url: str) -> float:
+    """Resident memory of the `bentoml serve` at `url`: the server process and its workers."""
+    return sum(p.memory_info().rss for p in server_processes(url) if p.is_running()) / 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,11 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     housing = scenarios()[0]
     rows = []
     with bentoml_serve(REPO / "models") as url:
-        port = int(url.rsplit(":", 1)[1])
         end = time.monotonic() + args.minutes * 60
         while time.monotonic() < end:
             result = wrk(url, housing, args.slice)
-            rows.append({**result, "rss_mb": service_rss_mb(port), "t": len(rows) * args.slice + args.slice})
+            rows.append({**result, "rss_mb": service_rss_mb(url), "t": len(rows) * args.slice + args.slice})
             r = rows[-1]
             print(f"t={r['t']:4d}s  {r['throughput']:7.0f} req/s  p50 {r['p50']:5.2f} ms  p99 {r['p99']:6.2f} ms  "
                   f"RSS {r['rss_mb']:6.1f} MB  non-2xx {r['non_2xx']}", flush=True)  # fmt: skip

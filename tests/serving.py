@@ -76,3 +76,19 @@ def metrics_containing(url: str, *needles: str, deadline_s: float = 10) -> str:
         if all(n in text for n in needles) or time.monotonic() > end:
             return text
         time.sleep(0.05)  # polling interval, with a deadline
+
+
+def server_processes(url: str) -> list:
+    """The `bentoml serve` process listening at `url` and all its descendants (the workers among them)."""
+    import psutil
+
+    port = url.rsplit(":", 1)[1]
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "serve" in cmd and "--port" in cmd and cmd[cmd.index("--port") + 1] == port:
+            return [proc, *proc.children(recursive=True)]
+    raise RuntimeError(f"no bentoml serve on port {port}")
+
+
+def worker_pids(url: str) -> set[int]:
+    return {p.pid for p in server_processes(url) if "_bentoml_impl.worker.service" in " ".join(p.cmdline())}

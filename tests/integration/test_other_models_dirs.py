@@ -109,3 +109,30 @@ def test_overload_answers_503_with_retry_after_and_recovers():
         refused = next(a for a in answers if a[0] == 503)
         assert refused[1] == "1" and "overloaded" in refused[2]["error"]
         assert tag(None)[0] == 200  # load gone: served again
+
+
+def test_a_killed_worker_is_replaced_and_readiness_shows_the_gap():
+    import os
+    import signal
+    import time
+
+    from tests.serving import worker_pids
+
+    house = {"sqft_living": 1000, "bedrooms": 2, "zipcode": 98103}
+    with bentoml_serve(MODELS, NNSERVE_WORKERS="1") as url:
+        (old,) = worker_pids(url)
+        os.kill(old, signal.SIGKILL)
+        ready_during_gap = []
+        end = time.monotonic() + 60
+        while time.monotonic() < end:  # poll, with a deadline, until a new worker answers
+            try:
+                ready_during_gap.append(httpx.get(url + "/readyz", timeout=1).status_code == 200)
+            except httpx.TransportError:
+                ready_during_gap.append(False)
+            if ready_during_gap[-1]:
+                break
+        assert ready_during_gap[-1], "no worker came back"
+        assert not ready_during_gap[0]  # right after the kill, /readyz does not say ready
+        (new,) = worker_pids(url)
+        assert new != old
+        assert httpx.post(url + "/v1/housing-price/predict", json=house).status_code == 200
