@@ -1,42 +1,43 @@
 """Realistic request payloads drawn from real data, shared by the Locust file and the benchmark.
 
 Housing rows are the validation months of the King County file, impressions come from the ad-click
-generator (later than its training slice), photos are CIFAR-10 validation photos. Nothing here needs
-torch: the CSV is read with the contract's feature list.
+generator (a seed the model did not train on), photos are CIFAR-10 validation photos. The rows come
+through training's own loaders, which need no torch, so the load tests send what the model was
+validated on.
 """
 
 from __future__ import annotations
 
-import csv
-import tarfile
 from functools import cache
 from pathlib import Path
 
 from service.contract import AD_CLICK, HOUSING
+from tests.photos import cifar_photos
 from training.data_adclick import AD_CATEGORIES, DEVICES, GENDERS, generate
-from training.data_housing import VALIDATION_FROM
+from training.data_housing import load_housing, split_by_date
+from training.data_tabular import TabularData
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 HOUSING_CSV = SHARED / "housing" / "kc_house_sales_2014-05_to_2015-03.csv"
 CIFAR_VAL = SHARED / "images" / "cifar10_val.tar.gz"
 
 
+def house_requests(data: TabularData) -> list[dict]:
+    """Typed-endpoint requests for loaded housing rows, in their order."""
+    out = []
+    for row, codes in zip(data.numeric, data.categorical, strict=True):
+        house: dict = {}
+        for feature, value in zip(HOUSING.numeric, row, strict=True):
+            house[feature.name] = bool(value) if feature.boolean else int(value) if feature.integer else float(value)
+        house.update({f.name: int(code) for f, code in zip(HOUSING.categorical, codes, strict=True)})
+        out.append(house)
+    return out
+
+
 @cache
 def houses() -> list[dict]:
-    """The Feb-Mar 2015 sales as typed-endpoint requests (rows outside the contract's ranges skipped)."""
-    out = []
-    with open(HOUSING_CSV, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["date"][:8] < VALIDATION_FROM:
-                continue
-            house: dict = {}
-            for feature in HOUSING.numeric:
-                value = float(row[feature.name])
-                house[feature.name] = bool(value) if feature.boolean else int(value) if feature.integer else value
-            house["zipcode"] = int(row["zipcode"])
-            if all(f.minimum <= float(house[f.name]) <= f.maximum for f in HOUSING.numeric):
-                out.append(house)
-    return out
+    """The Feb-Mar 2015 sales (the validation split, as training reads it) as typed-endpoint requests."""
+    return house_requests(split_by_date(load_housing(HOUSING_CSV))[1])
 
 
 @cache
@@ -55,16 +56,6 @@ def impressions(n: int = 5_000) -> list[dict]:
 
 
 @cache
-def cifar_jpegs(limit: int = 200) -> list[tuple[str, bytes]]:
-    """(class, JPEG bytes) of the first `limit` validation photos, classes interleaved."""
-    by_class: dict[str, list[bytes]] = {}
-    with tarfile.open(CIFAR_VAL) as tar:
-        for member in tar:
-            if member.isfile():
-                by_class.setdefault(member.name.split("/")[0], []).append(tar.extractfile(member).read())  # type: ignore[union-attr]
-    out = []
-    for i in range(max(len(v) for v in by_class.values())):
-        for cls, photos in sorted(by_class.items()):
-            if i < len(photos) and len(out) < limit:
-                out.append((cls, photos[i]))
-    return out
+def cifar_jpegs(per_class: int = 20) -> list[tuple[str, bytes]]:
+    """(class, JPEG bytes) of the first `per_class` validation photos of each class."""
+    return cifar_photos(CIFAR_VAL, per_class)

@@ -9,9 +9,10 @@ cancelled, which releases its slot.
 from __future__ import annotations
 
 import asyncio
-import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.middleware import send_json
 
 
 def is_prediction(path: str) -> bool:
@@ -50,14 +51,8 @@ class AdmissionControl:
             self._slots.release()
 
     async def _overloaded(self, send: Send) -> None:
-        body = json.dumps({
-            "error": f"overloaded: {self.in_flight} requests in flight and {self.waiting} queued in this worker; "
-            "retry after the Retry-After seconds",
-            "detail": [],
-        }).encode()  # fmt: skip
-        await send({
-            "type": "http.response.start", "status": 503,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                        (b"retry-after", self.retry_after)],
-        })  # fmt: skip
-        await send({"type": "http.response.body", "body": body})
+        error = (
+            f"overloaded: {self.in_flight} requests in flight and {self.waiting} queued in this worker; "
+            "retry after the Retry-After seconds"
+        )
+        await send_json(send, 503, {"error": error, "detail": []}, {"headers": [(b"retry-after", self.retry_after)]})

@@ -10,10 +10,11 @@ and metrics probes by default) stay open, because orchestrators and scrapers cal
 from __future__ import annotations
 
 import hmac
-import json
 from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.middleware import send_json
 
 
 def load_keys(inline: str, path: Path | None) -> list[bytes]:
@@ -54,10 +55,5 @@ class ApiKeyAuth:
             if key is None
             else "invalid API key"
         )
-        body = json.dumps({"error": message, "detail": []}).encode()
-        await send({
-            "type": "http.response.start", "status": 401,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                        (b"www-authenticate", b'Bearer realm="nnserve"')],
-        })  # fmt: skip
-        await send({"type": "http.response.body", "body": body})
+        challenge = {"headers": [(b"www-authenticate", b'Bearer realm="nnserve"')]}
+        await send_json(send, 401, {"error": message, "detail": []}, challenge)

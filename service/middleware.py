@@ -45,7 +45,7 @@ class EdgeMiddleware:
             if scope["path"] in self.file_fields:
                 check_multipart(body, headers.get("content-type", ""), self.file_fields[scope["path"]])
         except ServiceError as e:
-            await _send_json(send, e.status, e.body())
+            await send_json(send, e.status, e.body())
             return
 
         replayed = False
@@ -76,7 +76,7 @@ class EdgeMiddleware:
                     except Exception:  # never let the error path itself fail: keep the status, plain body
                         log.exception("could not reshape a %d answer", status)
                         rewritten = {"error": "bad request", "detail": []}
-                    await _send_json(send, status, rewritten, start)
+                    await send_json(send, status, rewritten, start)
                 return
             await send(message)
 
@@ -247,7 +247,8 @@ def _lookup(request: Any, loc: list[Any]) -> Any:
     return node
 
 
-async def _send_json(send: Send, status: int, payload: dict[str, Any], start: Message | None = None) -> None:
+async def send_json(send: Send, status: int, payload: dict[str, Any], start: Message | None = None) -> None:
+    """Answers `payload` as JSON; headers of `start` (an intercepted or prepared start message) are kept."""
     body = json.dumps(payload).encode()
     headers = [
         (k, v) for k, v in (start or {}).get("headers", []) if k.lower() not in (b"content-length", b"content-type")
@@ -282,7 +283,7 @@ class JsonErrors:
                 chunks.append(message.get("body", b""))
                 if not message.get("more_body", False):
                     text = b"".join(chunks).decode("utf-8", "replace").strip()
-                    await _send_json(send, start["status"], {"error": text or "error", "detail": []}, start)
+                    await send_json(send, start["status"], {"error": text or "error", "detail": []}, start)
                 return
             await send(message)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import logging
 import platform
 import random
@@ -12,6 +11,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+
+from service.runtime import sha256_file  # noqa: F401  (re-exported: training records the same digest the service checks)
 
 C = TypeVar("C")
 
@@ -26,14 +27,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def library_versions() -> dict[str, str]:

@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from loadtests.payloads import house_requests
 from service.contract import AD_CLICK, CIFAR10_LABELS, HOUSING
 from tests.conftest import CIFAR_VAL, HOUSING_CSV, MODELS, SAMPLE_PHOTOS
 from tests.integration.conftest import TEST_MAX_BODY
@@ -82,12 +83,7 @@ def test_batches_equal_single_answers(server):
 
 def test_served_housing_model_reproduces_its_card_metrics(server):
     _, val = split_by_date(load_housing(HOUSING_CSV))
-    names = [f.name for f in HOUSING.numeric]
-    houses = [
-        {**{n: (bool(v) if n == "waterfront" else int(v) if f.integer else float(v))
-            for n, v, f in zip(names, row, HOUSING.numeric, strict=True)}, "zipcode": int(code[0])}
-        for row, code in zip(val.numeric, val.categorical, strict=True)
-    ]  # fmt: skip
+    houses = house_requests(val)
     prices: list[float] = []
     for i in range(0, len(houses), 1000):
         r = post(server, "/v1/housing-price/predict-batch", json={"houses": houses[i : i + 1000]})
