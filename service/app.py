@@ -61,8 +61,10 @@ from service.schemas import (
     TopK,
 )
 from service.settings import get_settings
+from service.shutdown import RefuseWhenDraining, drain
 
 log = logging.getLogger(__name__)
+logging.getLogger("service").setLevel(logging.INFO)  # model loads and shutdown steps belong in the log
 settings = get_settings()
 logging.getLogger("bentoml._internal.server.http_app").addFilter(QuietClientErrors())
 patch_timeout_middleware()
@@ -174,6 +176,7 @@ class NNServe:
     def __init__(self) -> None:
         global _registry
         self.registry = _registry = Registry(settings)
+        drain.install(settings.shutdown_grace_s)
         # Everything alive now (modules, sessions, cards) lives as long as the worker: move it out of
         # the collector's sight, so full collections under load only walk what requests allocate.
         gc.collect()
@@ -276,6 +279,7 @@ NNServe.add_asgi_middleware(
     keys=load_keys(settings.api_keys, settings.api_keys_file),
     exempt=frozenset(p.strip() for p in settings.auth_exempt_paths.split(",") if p.strip()),
 )
+NNServe.add_asgi_middleware(RefuseWhenDraining)
 NNServe.add_asgi_middleware(AdmissionControl, max_in_flight=settings.max_in_flight, max_queue=settings.max_queue)
 # The edge of every prediction route, derived from the APIs above: the media type each takes, and for
 # multipart ones the field that must carry files (checked before BentoML parses the body).

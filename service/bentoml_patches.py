@@ -47,7 +47,7 @@ async def _call(self: TimeoutMiddleware, scope: Any, receive: Any, send: Any) ->
         await waiter
     except TimeoutError:
         if fut.cancel():
-            error = {"error": f"Not able to process the request in {self.timeout} seconds"}
+            error = {"error": f"not answered within {self.timeout} s (NNSERVE_REQUEST_TIMEOUT_S)", "detail": []}
             await JSONResponse(error, status_code=504)(scope, receive, send)
     else:
         await fut

@@ -13,6 +13,7 @@ from service.contract import TABULAR
 from service.errors import InvalidInput, ModelUnavailable, NotFound, field_error
 from service.runtime import LoadedModel, ModelLoadError, discover, load_model
 from service.settings import Settings
+from service.shutdown import drain
 from service.tabular import TabularEncoder
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,8 @@ class Registry:
 
     @property
     def ready(self) -> bool:
-        return not self.errors
+        """Every model folder loaded, and the worker is not shutting down (service.shutdown)."""
+        return not self.errors and not drain.draining
 
     def get(self, name: str) -> LoadedModel:
         if name in self.models:
@@ -85,6 +87,7 @@ class Registry:
     def health(self) -> dict[str, Any]:
         return {
             "ready": self.ready,
+            "draining": drain.draining,
             "models": {n: {"version": m.card.version, "provider": m.provider} for n, m in self.models.items()},
             "errors": sorted(self.errors),  # folder names only: the paths and reasons are in the log
         }

@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(32, ge=0, description="Prediction requests in progress per worker; 0: no limit.")
     max_queue: int = Field(64, ge=0, description="Prediction requests waiting for a slot per worker; beyond: 503.")
     request_timeout_s: int = Field(30, ge=1, description="BentoML's per-request timeout (answers 504).")
+    shutdown_grace_s: float = Field(
+        20,
+        ge=0,
+        description="After SIGTERM, how long in-flight predictions may take before the worker exits anyway; "
+        "keep it under BentoML's 30 s kill and the orchestrator's grace period (Kubernetes: 30 s).",
+    )
     access_log: bool = Field(True, description="Log one line per request.")
     api_keys: str = Field("", description="Comma-separated API keys; empty (and no keys file): no authentication.")
     api_keys_file: Path | None = Field(None, description="A file of API keys, one per line (# comments).")

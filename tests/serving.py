@@ -59,12 +59,19 @@ def bentoml_serve(models_dir: Path, expect_ready: bool = True, deadline_s: float
             time.sleep(0.1)  # polling interval, with a deadline: not a synchronisation sleep
         yield url
     finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (a test may have stopped it already); SIGKILL after 20 s."""
+    try:
         os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        proc.wait(timeout=20)
+    except ProcessLookupError:
+        proc.wait()
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def metrics_containing(url: str, *needles: str, deadline_s: float = 10) -> str:

@@ -1,0 +1,136 @@
+"""Overload and faults against a real `bentoml serve`: admission control, the request timeout, a killed
+worker, graceful shutdown. Each test starts its own one-worker server, so that its settings and its
+process are its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from tests.conftest import MODELS, SAMPLE_PHOTOS
+from tests.serving import bentoml_serve, server_log, server_processes, worker_pids
+
+HOUSE = {"sqft_living": 1000, "bedrooms": 2, "zipcode": 98103}
+
+
+def start_slow_request(url: str, body: bytes, sent: int) -> socket.socket:
+    """A prediction request whose client has sent the headers and `sent` bytes of the body, and waits:
+    to the server, a request in flight for as long as the test likes."""
+    port = int(url.rsplit(":", 1)[1])
+    conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+    head = b"POST /v1/housing-price/predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+    conn.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body[:sent])
+    return conn
+
+
+def read_answer(conn: socket.socket) -> tuple[int, dict]:
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _length(data):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    return int(head.split()[1]), json.loads(body)
+
+
+def in_progress(url: str, endpoint: str, expected: int = 3, deadline_s: float = 10) -> int:
+    """The server's gauge of requests in progress on `endpoint`, polled until it reads `expected`."""
+    end = time.monotonic() + deadline_s
+    while True:
+        lines = httpx.get(url + "/metrics").text.splitlines()
+        prefix = f'bentoml_service_request_in_progress{{endpoint="{endpoint}"'
+        value = sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+        if value == expected or time.monotonic() > end:
+            return int(value)
+        time.sleep(0.05)  # polling interval, with a deadline
+
+
+def _length(data: bytes) -> int:
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
+    return next(int(line.split(":")[1]) for line in head.split("\r\n") if line.startswith("content-length:"))
+
+
+def test_overload_answers_503_with_retry_after_and_recovers():
+    photos = [("photos", (f"{i}.png", (SAMPLE_PHOTOS / "chelsea.png").read_bytes())) for i in range(8)]
+    env = {"NNSERVE_WORKERS": "1", "NNSERVE_MAX_IN_FLIGHT": "1", "NNSERVE_MAX_QUEUE": "0"}
+    with bentoml_serve(MODELS, **env) as url:
+
+        def tag(_):
+            r = httpx.post(url + "/v1/image-tagging/predict-batch", files=photos, timeout=60)
+            return r.status_code, r.headers.get("retry-after"), r.json()
+
+        with ThreadPoolExecutor(24) as pool:
+            answers = list(pool.map(tag, range(48)))
+            assert httpx.get(url + "/livez").status_code == 200  # probes are not limited
+        statuses = {status for status, _, _ in answers}
+        assert statuses <= {200, 503} and 200 in statuses and 503 in statuses, statuses
+        refused = next(a for a in answers if a[0] == 503)
+        assert refused[1] == "1" and "overloaded" in refused[2]["error"]
+        assert tag(None)[0] == 200  # load gone: served again
+
+
+def test_a_killed_worker_is_replaced_and_readiness_shows_the_gap():
+    house = {"sqft_living": 1000, "bedrooms": 2, "zipcode": 98103}
+    with bentoml_serve(MODELS, NNSERVE_WORKERS="1") as url:
+        (old,) = worker_pids(url)
+        os.kill(old, signal.SIGKILL)
+        ready_during_gap = []
+        end = time.monotonic() + 60
+        while time.monotonic() < end:  # poll, with a deadline, until a new worker answers
+            try:
+                ready_during_gap.append(httpx.get(url + "/readyz", timeout=1).status_code == 200)
+            except httpx.TransportError:
+                ready_during_gap.append(False)
+            if ready_during_gap[-1]:
+                break
+        assert ready_during_gap[-1], "no worker came back"
+        assert not ready_during_gap[0]  # right after the kill, /readyz does not say ready
+        (new,) = worker_pids(url)
+        assert new != old
+        assert httpx.post(url + "/v1/housing-price/predict", json=house).status_code == 200
+
+
+def test_a_request_over_the_timeout_gets_504_and_frees_its_slot():
+    body = json.dumps(HOUSE).encode()
+    env = {"NNSERVE_WORKERS": "1", "NNSERVE_REQUEST_TIMEOUT_S": "1", "NNSERVE_MAX_IN_FLIGHT": "1"}
+    with bentoml_serve(MODELS, NNSERVE_MAX_QUEUE="0", **env) as url:
+        slow = start_slow_request(url, body, sent=10)  # takes the worker's only slot, never finishes
+        held = httpx.post(url + "/v1/housing-price/predict", json=HOUSE)
+        assert held.status_code == 503  # the slot is taken...
+        status, answer = read_answer(slow)
+        assert status == 504 and "within 1 s" in answer["error"] and answer["detail"] == []
+        # ...and the timeout gave it back: the next request is served.
+        assert httpx.post(url + "/v1/housing-price/predict", json=HOUSE).status_code == 200
+
+
+def test_sigterm_drains_refuses_new_work_finishes_in_flight_and_exits():
+    body = json.dumps(HOUSE).encode()
+    with bentoml_serve(MODELS, NNSERVE_WORKERS="1", NNSERVE_SHUTDOWN_GRACE_S="20") as url:
+        in_flight = [start_slow_request(url, body, sent=10) for _ in range(3)]
+        assert in_progress(url, "/v1/housing-price/predict") == 3  # the worker has them
+        main = server_processes(url)[0]
+        main.send_signal(signal.SIGTERM)  # what Kubernetes or `docker stop` sends
+        stopped_at = time.monotonic()
+        ready = httpx.get(url + "/readyz", timeout=5)
+        assert ready.status_code == 503 and "shutting down" in ready.json()["error"]
+        assert httpx.get(url + "/v1/health", timeout=5).json()["draining"] is True
+        assert httpx.get(url + "/livez", timeout=5).status_code == 200  # alive: it is finishing work
+        refused = httpx.post(url + "/v1/housing-price/predict", json=HOUSE, timeout=5)
+        assert refused.status_code == 503 and "shutting down" in refused.json()["error"]
+        assert refused.headers["retry-after"] == "1" and refused.headers["connection"] == "close"
+        assert main.is_running()  # still waiting for the three requests in flight
+        for conn in in_flight:
+            conn.sendall(body[10:])
+            status, answer = read_answer(conn)
+            assert status == 200 and answer["price"] > 0
+        main.wait(timeout=25)  # the grace period, and a margin: it exits once drained
+        log = server_log(url).read_text()
+        assert "3 in flight" in log and "drained: no prediction in flight" in log
+        assert time.monotonic() - stopped_at < 20
