@@ -6,7 +6,7 @@ PORT ?= 3000
 SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test test-unit models lint format clean bento container container-test loadtest bench soak scale-curve activation-curve fuzz
+.PHONY: serve test test-unit models lint format clean bento container container-test loadtest overload bench soak scale-curve activation-curve fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ DURATION ?= 60
 USERS ?= 24
 loadtest: $(DEV_STAMP)
 	$(BIN)/python -m loadtests.run --duration $(DURATION) --users $(USERS) $(if $(URL),--url $(URL))
+
+# Locust at 4x what the service admits for 60 s: only 200 or 503 + Retry-After, bounded p99 and memory,
+# healthy within seconds after (loadtests/overload.py; thresholds in loadtests/slo.toml).
+overload: $(DEV_STAMP)
+	$(BIN)/python -m loadtests.overload --seconds $(DURATION)
 
 # nnserve against a plain Starlette app, a FastAPI app and raw onnxruntime, same run; appends to
 # loadtests/RESULTS.md. About 10 minutes. Needs wrk (installed from Debian's packages when missing).

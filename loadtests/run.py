@@ -18,6 +18,7 @@ import sys
 import time
 import tomllib
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -102,6 +103,36 @@ def check_slo(stats_csv: Path, slo: dict) -> list[str]:
     return breaches
 
 
+def locust(locustfile: Path, url: str, users: int, spawn_rate: float, seconds: int, out: Path) -> LocustRun:
+    """Starts headless Locust (a child process) with CSV and HTML reports in `out`; bounded in time."""
+    command = [
+        sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--host", url,
+        "--users", str(users), "--spawn-rate", str(spawn_rate), "--run-time", f"{seconds}s",
+        "--stop-timeout", "5", "--csv", str(out / "locust"), "--html", str(out / "report.html"), "--only-summary",
+    ]  # fmt: skip
+    with open(out / "locust.log", "w") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+    return LocustRun(process, out / "locust.log", seconds + 120)
+
+
+@dataclass
+class LocustRun:
+    process: subprocess.Popen
+    log: Path
+    limit_s: float
+
+    def wait(self) -> str:
+        """Waits for Locust to end (killing it past its limit); returns its summary table."""
+        try:
+            self.process.wait(timeout=self.limit_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        lines = self.log.read_text().splitlines()
+        start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("Type ")), len(lines))
+        return "\n".join(lines[start:])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help="a running service; default: start one on a free port")
@@ -119,18 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         if not url.startswith(("http://127.", "http://localhost")):
             parser.error("load goes to this machine only: --url must be http://127.x.x.x:PORT or http://localhost:PORT")
         before = scrape(url)
-        command = [
-            sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url,
-            "--users", str(args.users), "--spawn-rate", str(args.spawn_rate), "--run-time", f"{args.duration}s",
-            "--stop-timeout", "5", "--csv", str(out / "locust"), "--html", str(out / "report.html"), "--only-summary",
-        ]  # fmt: skip
         print(f"load: {args.users} users for {args.duration} s against {url}; reports in {out}")
-        locust = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=args.duration + 120)
-        (out / "locust.log").write_text(locust.stdout + locust.stderr)
+        log = locust(LOCUSTFILE, url, args.users, args.spawn_rate, args.duration, out).wait()
         after = scrape(url)
-    summary = locust.stderr.splitlines()
-    start = next((i for i, line in enumerate(summary) if line.startswith("Type ")), len(summary))
-    print("\n".join(summary[start:]))
+    print(log)
     print("\n".join(server_view(before, after)))
     breaches = check_slo(out / "locust_stats.csv", slo)
     for b in breaches:
