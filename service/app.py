@@ -61,7 +61,8 @@ from service.schemas import (
     TopK,
 )
 from service.settings import get_settings
-from service.shutdown import RefuseWhenDraining, drain
+from service.shutdown import ReadinessGate, drain
+from service.telemetry import publish_models
 
 log = logging.getLogger(__name__)
 logging.getLogger("service").setLevel(logging.INFO)  # model loads and shutdown steps belong in the log
@@ -138,14 +139,11 @@ def _check_top_k(model: LoadedModel, k: int) -> None:
         )
 
 
-def _classify(model: LoadedModel, photos: list[tuple[bytes, list[str | int]]]) -> Any:
-    """Decode, resize and run a batch of photos (runs in a worker thread: decoding and the CNN take ms)."""
+def _decode(model: LoadedModel, photos: list[tuple[bytes, list[str | int]]]) -> np.ndarray:
+    """Decode and resize a request's photos into one input batch (in a worker thread: it takes ms)."""
     image = model.card.image
     assert image is not None
-    batch = np.concatenate(
-        [to_input(decode_photo(data, settings.max_image_pixels, loc), image) for data, loc in photos]
-    )
-    return model.run(batch)
+    return np.concatenate([to_input(decode_photo(data, settings.max_image_pixels, loc), image) for data, loc in photos])
 
 
 def _b64(text: str, loc: list[str | int]) -> bytes:
@@ -177,6 +175,7 @@ class NNServe:
         global _registry
         self.registry = _registry = Registry(settings)
         drain.install(settings.shutdown_grace_s)
+        publish_models(list(self.registry.models.values()))
         # Everything alive now (modules, sessions, cards) lives as long as the worker: move it out of
         # the collector's sight, so full collections under load only walk what requests allocate.
         gc.collect()
@@ -233,7 +232,11 @@ class NNServe:
     ) -> tuple[LoadedModel, list]:
         model = self.registry.classifier(name)
         _check_top_k(model, k)
-        scores = await anyio.to_thread.run_sync(_classify, model, photos)
+        batcher = self.registry.batchers.get(model.name)
+        if batcher is None:  # decode and run in one thread hop
+            scores = await anyio.to_thread.run_sync(lambda: model.run(_decode(model, photos)))
+        else:  # decode here, run in a batch shared with concurrent requests
+            scores = await batcher(await anyio.to_thread.run_sync(_decode, model, photos))
         return model, [_tags(model, row, k) for row in scores]
 
     @bentoml.api(route="/v1/image-tagging/predict", output_spec=Tags)
@@ -279,7 +282,7 @@ NNServe.add_asgi_middleware(
     keys=load_keys(settings.api_keys, settings.api_keys_file),
     exempt=frozenset(p.strip() for p in settings.auth_exempt_paths.split(",") if p.strip()),
 )
-NNServe.add_asgi_middleware(RefuseWhenDraining)
+NNServe.add_asgi_middleware(ReadinessGate, health=lambda: registry().health())
 NNServe.add_asgi_middleware(AdmissionControl, max_in_flight=settings.max_in_flight, max_queue=settings.max_queue)
 # The edge of every prediction route, derived from the APIs above: the media type each takes, and for
 # multipart ones the field that must carry files (checked before BentoML parses the body).

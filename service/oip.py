@@ -100,6 +100,8 @@ class OIP:
         inputs = _inputs(model, header, binary)
         if model.card.image is None:  # microseconds: a thread hop would cost more than the model
             outputs = model.session.run(None, inputs)
+        elif (batcher := self.registry().batchers.get(model.name)) is not None:  # shared with /v1's requests
+            outputs = [await batcher(*inputs.values())]
         else:
             outputs = await anyio.to_thread.run_sync(lambda: model.session.run(None, inputs))
         return _response(model, header, dict(zip((t.name for t in model.card.outputs), outputs, strict=True)))

@@ -9,15 +9,32 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from service.batching import Batcher
 from service.contract import TABULAR
 from service.errors import InvalidInput, ModelUnavailable, NotFound, field_error
 from service.runtime import LoadedModel, ModelLoadError, discover, load_model
 from service.settings import Settings
 from service.shutdown import drain
 from service.tabular import TabularEncoder
+from service.telemetry import batch_size_observer
 
 log = logging.getLogger(__name__)
 DEFAULT_CLASSIFIER = "image-tagging"
+
+
+def image_batcher(model: LoadedModel, settings: Settings) -> Batcher | None:
+    """The dynamic batcher of an image model, or None for none. A GPU gets batches of up to 32 photos,
+    a 2 ms wait to fill them, and batches padded to a few sizes, warmed up now. The CPU gets none by
+    default: there a batch of 32 CIFAR photos runs only 14% more photos/s than batch 1 (2,497 vs
+    2,181 on this project's 2-core machine), less than the extra thread hop costs."""
+    gpu = model.on_gpu
+    max_rows = settings.dynamic_batch_max or (32 if gpu else 1)
+    if max_rows == 1:
+        return None
+    wait_ms = settings.dynamic_batch_wait_ms if settings.dynamic_batch_wait_ms >= 0 else (2.0 if gpu else 0.0)
+    batcher = Batcher(model.run, max_rows, wait_ms / 1000, pad=gpu, observe=batch_size_observer(model.name))
+    model.warm_up(batcher.buckets)
+    return batcher
 
 
 class Registry:
@@ -31,7 +48,7 @@ class Registry:
             self.errors["models_dir"] = str(e)
         for directory in directories:
             try:
-                model = load_model(directory, settings.providers, settings.threads)
+                model = load_model(directory, settings.execution())
             except ModelLoadError as e:
                 log.error("model not served: %s", e)
                 self.errors[directory.name] = str(e)
@@ -43,6 +60,8 @@ class Registry:
             log.error("not ready: %s", problem)
         self.encoders = {n: TabularEncoder(TABULAR[n], m.card) for n, m in self.models.items() if n in TABULAR}
         self.classifiers = sorted(n for n, m in self.models.items() if m.card.task == "image_classification")
+        batchers = {n: image_batcher(self.models[n], settings) for n in self.classifiers}
+        self.batchers = {n: b for n, b in batchers.items() if b is not None}
 
     @property
     def ready(self) -> bool:
@@ -78,6 +97,8 @@ class Registry:
         return {
             **model.card.model_dump(mode="json"),
             "provider": model.provider,
+            "device": model.device,
+            **({"dynamic_batching": self.batchers[model.name].describe()} if model.name in self.batchers else {}),
             "signature": {
                 "inputs": [t.model_dump() for t in model.card.inputs],
                 "outputs": [t.model_dump() for t in model.card.outputs],
@@ -85,9 +106,17 @@ class Registry:
         }
 
     def health(self) -> dict[str, Any]:
-        return {
+        health: dict[str, Any] = {
             "ready": self.ready,
             "draining": drain.draining,
-            "models": {n: {"version": m.card.version, "provider": m.provider} for n, m in self.models.items()},
+            "models": {
+                n: {"version": m.card.version, "provider": m.provider, "device": m.device}
+                for n, m in self.models.items()
+            },
             "errors": sorted(self.errors),  # folder names only: the paths and reasons are in the log
         }
+        if drain.draining:
+            health["error"] = "not ready: shutting down"
+        elif self.errors:
+            health["error"] = f"not ready: {', '.join(sorted(self.errors))} failed to load (see the log)"
+        return health

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -24,11 +25,39 @@ from service.contract import CATEGORICAL_INPUT, IMAGE_TAGGING, NUMERIC_INPUT, TA
 log = logging.getLogger(__name__)
 
 Providers = Literal["cpu", "cuda", "tensorrt", "auto"]
-_PROVIDER_CHAIN = {
-    "cpu": ["CPUExecutionProvider"],
-    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-}
+CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Where sessions run: the provider setting and its options (service.settings fills it)."""
+
+    providers: Providers = "cpu"
+    device_id: int = 0
+    cuda_options: dict[str, str] = field(default_factory=dict)  # onnxruntime CUDA provider options
+    tensorrt_cache: Path | None = None  # TensorRT engine cache: built engines survive restarts
+    fallback: Literal["fail", "warn"] = "fail"  # a GPU provider asked for that does not bind
+    threads: int = 0  # intra-op threads; 0 lets onnxruntime choose
+
+    @property
+    def wanted(self) -> str:
+        """The provider that must bind: the setting's first choice (auto: CUDA when installed)."""
+        if self.providers == "auto":
+            return CUDA if CUDA in ort.get_available_providers() else CPU
+        return {"cpu": CPU, "cuda": CUDA, "tensorrt": TENSORRT}[self.providers]
+
+    def chain(self) -> list[str | tuple[str, dict[str, str]]]:
+        """onnxruntime's providers argument, in priority order, with options; CPU always last."""
+        cuda: dict[str, str] = {"device_id": str(self.device_id), **self.cuda_options}
+        trt: dict[str, str] = {"device_id": str(self.device_id)}
+        if self.tensorrt_cache is not None:
+            trt |= {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(self.tensorrt_cache)}
+        wanted = self.wanted
+        if wanted == TENSORRT:
+            return [(TENSORRT, trt), (CUDA, cuda), CPU]
+        if wanted == CUDA:
+            return [(CUDA, cuda), CPU]
+        return [CPU]
 
 
 class ModelLoadError(RuntimeError):
@@ -42,6 +71,11 @@ class LoadedModel:
     directory: Path
     provider: str  # the execution provider that actually bound
     input_names: list[str] = field(default_factory=list)
+    device: str = "cpu"  # "cpu", or "cuda:<id>" when a GPU provider bound
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device != "cpu"
 
     @property
     def name(self) -> str:
@@ -51,12 +85,11 @@ class LoadedModel:
         """Runs the graph on inputs in the card's input order; returns its (single) output."""
         return self.session.run(None, dict(zip(self.input_names, inputs, strict=True)))[0]
 
-
-def provider_chain(setting: Providers) -> list[str]:
-    if setting == "auto":
-        available = set(ort.get_available_providers())
-        return [p for p in _PROVIDER_CHAIN["tensorrt"] if p in available]
-    return _PROVIDER_CHAIN[setting]
+    def warm_up(self, batch_sizes: Iterable[int]) -> None:
+        """One run at each batch size: on a GPU the first run of each input shape pays for kernel
+        selection (cuDNN's algorithm search), which must not fall on a request."""
+        for rows in batch_sizes:
+            self.run(*[np.zeros([rows if d == "N" else d for d in t.shape], dtype=t.dtype) for t in self.card.inputs])
 
 
 def sha256_file(path: Path) -> str:
@@ -99,13 +132,9 @@ def check_card_against_contract(card: ModelCard, where: Path) -> None:
         raise ModelLoadError(f"{where / CARD_FILE}: card disagrees with the contract: " + "; ".join(problems))
 
 
-def _warm_up_inputs(card: ModelCard) -> list[np.ndarray]:
-    """A one-row batch of zeros for each input, at the card's shapes and dtypes."""
-    return [np.zeros([1 if d == "N" else d for d in t.shape], dtype=t.dtype) for t in card.inputs]
-
-
-def load_model(directory: Path, providers: Providers = "cpu", threads: int = 0) -> LoadedModel:
-    """Loads, checks, binds and warms up one model directory. `threads` 0 lets onnxruntime choose."""
+def load_model(directory: Path, execution: Execution | None = None) -> LoadedModel:
+    """Loads, checks, binds and warms up (batch 1) one model directory."""
+    execution = execution or Execution()
     card_path, onnx_path = directory / CARD_FILE, directory / ONNX_FILE
     for path in (card_path, onnx_path):
         if not path.is_file():
@@ -122,11 +151,10 @@ def load_model(directory: Path, providers: Providers = "cpu", threads: int = 0) 
         )
     check_card_against_contract(card, directory)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = execution.threads
     options.inter_op_num_threads = 1
-    chain = provider_chain(providers)
     try:
-        session = ort.InferenceSession(str(onnx_path), options, providers=chain)
+        session = ort.InferenceSession(str(onnx_path), options, providers=execution.chain())
     except Exception as e:  # onnxruntime raises its own exception types for bad graphs
         raise ModelLoadError(f"{onnx_path}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from e
     inputs, outputs = session_signature(session)
@@ -135,16 +163,29 @@ def load_model(directory: Path, providers: Providers = "cpu", threads: int = 0) 
             f"{card_path}: the card's signature {card.inputs} -> {card.outputs} "
             f"is not the graph's {inputs} -> {outputs}"
         )
-    bound = session.get_providers()[0]
-    if providers in ("cuda", "tensorrt") and bound != chain[0]:
-        raise ModelLoadError(
-            f"{onnx_path}: {chain[0]} was asked for but {bound} bound (missing GPU or CUDA libraries?); "
-            "use providers=auto to allow the fallback"
-        )
-    model = LoadedModel(card, session, directory, bound, [t.name for t in inputs])
-    model.run(*_warm_up_inputs(card))
-    log.info("loaded %s v%s from %s on %s", card.name, card.version, directory, bound)
+    bound = check_binding(session, execution, onnx_path)
+    device = f"cuda:{execution.device_id}" if bound in (CUDA, TENSORRT) else "cpu"
+    model = LoadedModel(card, session, directory, bound, [t.name for t in inputs], device)
+    model.warm_up([1])
+    log.info("loaded %s v%s from %s on %s (%s)", card.name, card.version, directory, bound, model.device)
     return model
+
+
+def check_binding(session: ort.InferenceSession, execution: Execution, onnx_path: Path) -> str:
+    """The provider that actually bound. onnxruntime falls back to the CPU quietly when a GPU provider
+    cannot start (no GPU, CUDA libraries missing, the CPU-only package): a GPU asked for and not
+    bound refuses the model (fallback "fail") or says so in the log (fallback "warn")."""
+    bound = session.get_providers()[0]
+    if bound != execution.wanted:
+        problem = (
+            f"{onnx_path}: {execution.wanted} was asked for (NNSERVE_PROVIDERS={execution.providers}) but {bound} "
+            f"bound; onnxruntime offers {ort.get_available_providers()} (is onnxruntime-gpu installed, a GPU "
+            "visible, CUDA and cuDNN on the library path?)"
+        )
+        if execution.fallback == "fail" and execution.providers != "auto":  # auto means: whatever binds
+            raise ModelLoadError(problem + "; NNSERVE_PROVIDER_FALLBACK=warn serves on it anyway")
+        log.warning("%s; serving on %s (NNSERVE_PROVIDER_FALLBACK=warn)", problem, bound)
+    return bound
 
 
 def discover(models_dir: Path) -> list[Path]:

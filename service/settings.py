@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.runtime import Providers
+from service.runtime import Execution, Providers
 
 REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -21,8 +22,29 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NNSERVE_", frozen=True)
 
     models_dir: Path = Field(REPO_MODELS, description="Directory of model folders (model.onnx + card.json each).")
-    providers: Providers = Field("cpu", description="onnxruntime execution providers: cpu, cuda, tensorrt or auto.")
+    providers: Providers = Field(
+        "cpu",
+        description="onnxruntime execution providers: cpu, cuda, tensorrt, or auto (CUDA when installed, else CPU).",
+    )
+    device_id: int = Field(0, ge=0, description="The GPU the CUDA and TensorRT providers run on.")
+    cuda_options: dict[str, str] = Field(
+        default_factory=dict,
+        description='onnxruntime CUDA provider options, as JSON: {"cudnn_conv_algo_search": "HEURISTIC"}.',
+    )
+    tensorrt_cache_dir: Path | None = Field(None, description="TensorRT engine cache: built engines survive restarts.")
+    provider_fallback: Literal["fail", "warn"] = Field(
+        "fail",
+        description="A GPU provider asked for but not bound: refuse the model (fail), or serve on the CPU and warn.",
+    )
     threads: int = Field(0, ge=0, description="onnxruntime intra-op threads per session; 0 lets it choose.")
+    dynamic_batch_max: int = Field(
+        0,
+        ge=0,
+        description="Most photos in one run of an image model (dynamic batching); 0: 32 on a GPU, off on the CPU.",
+    )
+    dynamic_batch_wait_ms: float = Field(
+        -1, ge=-1, description="How long a dynamic batch may wait to fill; -1: 2 ms on a GPU, 0 (never) on the CPU."
+    )
     workers: int = Field(0, ge=0, description="Worker processes, each with its own sessions; 0: one per CPU core.")
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest request body; larger gets 413.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest decoded photo (width x height); 413 beyond.")
@@ -44,6 +66,16 @@ class Settings(BaseSettings):
         "/livez,/readyz,/healthz,/metrics,/v2/health/live,/v2/health/ready",
         description="Comma-separated paths that need no API key: probes and the metrics scraper.",
     )
+
+    def execution(self) -> Execution:
+        return Execution(
+            self.providers,
+            self.device_id,
+            self.cuda_options,
+            self.tensorrt_cache_dir,
+            self.provider_fallback,
+            self.threads,
+        )
 
 
 @lru_cache(maxsize=1)

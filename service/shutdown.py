@@ -8,6 +8,7 @@ Triton's shutdown: readiness turns false at once, new inference requests get 503
 `Connection: close` (a client's retry opens a new connection, to another replica behind a balancer),
 requests in flight complete, and after NNSERVE_SHUTDOWN_GRACE_S the worker exits whatever is left.
 Probes, metadata and /metrics keep answering while draining. A second SIGTERM skips the wait.
+/readyz is answered here too, with the details of the worker's health rather than BentoML's ".".
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -70,27 +72,31 @@ class Drain:
 drain = Drain()  # one per worker process
 
 
-class RefuseWhenDraining:
-    """Counts the prediction requests in flight; while draining, answers new ones 503 at once."""
+class ReadinessGate:
+    """Answers GET /readyz with this worker's health (models, the provider each bound, errors, whether
+    it is draining), 200 or 503; counts the prediction requests in flight, and while draining answers
+    new ones 503 at once."""
 
-    def __init__(self, app: ASGIApp, state: Drain = drain) -> None:
+    def __init__(self, app: ASGIApp, health: Callable[[], dict[str, Any]], state: Drain = drain) -> None:
         self.app = app
+        self.health = health
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_prediction(scope["path"]):
-            if self.state.draining and scope["path"] == "/readyz":  # say why, rather than BentoML's generic text
-                await send_json(send, 503, {"error": "not ready: shutting down", "detail": []})
-                return
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
-        if self.state.draining:
+        elif scope["path"] == "/readyz" and scope["method"] in ("GET", "HEAD"):
+            health = self.health()
+            await send_json(send, 200 if health["ready"] else 503, health)
+        elif not is_prediction(scope["path"]):
+            await self.app(scope, receive, send)
+        elif self.state.draining:
             headers = [(b"retry-after", b"1"), (b"connection", b"close")]
             await send_json(send, 503, {"error": "shutting down: retry on a new connection", "detail": []},
                             {"headers": headers})  # fmt: skip
-            return
-        self.state.in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.state.in_flight -= 1
+        else:
+            self.state.in_flight += 1
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self.state.in_flight -= 1

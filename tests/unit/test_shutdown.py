@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from service.shutdown import Drain, RefuseWhenDraining
+from service.shutdown import Drain, ReadinessGate
 
 
 async def _call(app, path: str) -> tuple[int, dict]:
@@ -15,7 +15,7 @@ async def _call(app, path: str) -> tuple[int, dict]:
     async def send(message):
         sent.append(message)
 
-    await app({"type": "http", "path": path, "headers": []}, None, send)
+    await app({"type": "http", "method": "GET", "path": path, "headers": []}, None, send)
     return sent[0]["status"], dict(sent[0]["headers"])
 
 
@@ -27,7 +27,8 @@ async def _ok(scope, receive, send):
 def test_while_draining_predictions_and_readyz_get_503_and_the_rest_is_served():
     async def scenario():
         state = Drain()
-        app = RefuseWhenDraining(_ok, state)
+        app = ReadinessGate(_ok, lambda: {"ready": not state.draining}, state)
+        assert (await _call(app, "/readyz"))[0] == 200
         assert (await _call(app, "/v1/housing-price/predict"))[0] == 200
         state.draining = True
         status, headers = await _call(app, "/v1/housing-price/predict")

@@ -1,0 +1,109 @@
+"""Dynamic batching: concurrent requests for one image model share one onnxruntime run.
+
+Under load, requests for a model arrive while it is busy. Rather than running them one after another,
+the batcher runs whatever has queued as one batch (at most `max_rows` photos), as Triton's dynamic
+batcher and BentoML's adaptive batching do. With `max_wait_s` 0 (NNSERVE_BATCH_WAIT_MS, the CPU
+default) it never waits to fill a batch: a lone request runs at once, and batches grow with load. On
+a GPU a wait of a millisecond or two pays, since a batch of 32 costs little more than a batch of 1.
+
+`pad` rounds each batch up to a power of two (1, 2, 4, ... max_rows) with zero rows, so that only a
+few shapes ever reach the session and each can be warmed up at load (`bucket_sizes`): on CUDA, the
+first run of a new shape pays for cuDNN's algorithm search. On the CPU padding would only add work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import numpy as np
+
+
+def bucket_sizes(max_rows: int) -> list[int]:
+    """The padded batch sizes: powers of two below max_rows, and max_rows itself."""
+    sizes, size = [], 1
+    while size < max_rows:
+        sizes.append(size)
+        size *= 2
+    return [*sizes, max_rows]
+
+
+class Batcher:
+    def __init__(
+        self,
+        run: Callable[[np.ndarray], np.ndarray],
+        max_rows: int,
+        max_wait_s: float = 0.0,
+        pad: bool = False,
+        observe: Callable[[int], None] = lambda rows: None,  # told the rows of each run (a metric)
+    ) -> None:
+        self.run = run
+        self.observe = observe
+        self.max_rows = max_rows
+        self.max_wait_s = max_wait_s
+        self.buckets = bucket_sizes(max_rows) if pad else []
+        self.pending: deque[tuple[np.ndarray, asyncio.Future]] = deque()
+        self._worker: asyncio.Task | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"max_batch": self.max_rows, "max_wait_ms": self.max_wait_s * 1000, "padded_sizes": self.buckets}
+
+    async def __call__(self, rows: np.ndarray) -> np.ndarray:
+        """Runs `rows` (a batch of one request's inputs) in a shared batch; returns their outputs."""
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((rows, future))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self.pending:
+            if self.max_wait_s and self._queued_rows() < self.max_rows:
+                await asyncio.sleep(self.max_wait_s)  # let a batch gather (GPU)
+            taken = self._take()
+            if not taken:
+                continue
+            batch = np.concatenate([rows for rows, _ in taken])
+            n = len(batch)
+            try:
+                out = await anyio.to_thread.run_sync(self._run_padded, batch)
+            except Exception as e:  # the model failed: every request of the batch gets the error
+                for _, future in taken:
+                    if not future.done():
+                        future.set_exception(e)
+                continue
+            self.observe(n)
+            start = 0
+            for rows, future in taken:
+                if not future.done():  # a cancelled request (timeout, disconnect) is skipped
+                    future.set_result(out[start : start + len(rows)])
+                start += len(rows)
+
+    def _queued_rows(self) -> int:
+        return sum(len(rows) for rows, future in self.pending if not future.done())
+
+    def _take(self) -> list[tuple[np.ndarray, asyncio.Future]]:
+        """Requests in arrival order while they fit in max_rows (the first always: a request larger
+        than max_rows runs alone). Requests already cancelled are dropped."""
+        taken: list[tuple[np.ndarray, asyncio.Future]] = []
+        rows = 0
+        while self.pending:
+            item, future = self.pending[0]
+            if future.done():
+                self.pending.popleft()
+                continue
+            if taken and rows + len(item) > self.max_rows:
+                break
+            taken.append(self.pending.popleft())
+            rows += len(item)
+        return taken
+
+    def _run_padded(self, batch: np.ndarray) -> np.ndarray:
+        n = len(batch)
+        size = next((b for b in self.buckets if b >= n), n)
+        if size > n:
+            batch = np.concatenate([batch, np.zeros((size - n, *batch.shape[1:]), dtype=batch.dtype)])
+        return self.run(batch)[:n]
