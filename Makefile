@@ -6,21 +6,33 @@ PORT ?= 3000
 SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve test test-unit models lint format clean bento container container-test loadtest overload bench soak soak-housing scale-curve activation-curve fuzz
+.PHONY: serve serve-gpu gpu-check gpu-prepare test test-unit models lint format clean bento container container-test loadtest overload bench soak soak-housing scale-curve activation-curve fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Serving needs only the base dependencies (no torch).
+# Serving needs only the base dependencies and onnxruntime's CPU package (no torch).
 $(SERVE_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e '.[cpu]'
 	touch $@
 
 # Tests and training need the train and dev extras too (torch is pinned to the on-disk CPU wheel).
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[train,dev]'
+	$(BIN)/pip install -q -e '.[cpu,train,dev]'
 	touch $@ $(SERVE_STAMP)
+
+# The GPU runtime lives in its own virtual environment: onnxruntime-gpu and onnxruntime install the same
+# package and must not meet. NNSERVE_PROVIDERS defaults to cuda there: no GPU, no service (or set auto).
+GPU_VENV := .venv-gpu
+$(GPU_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/pip install -q --upgrade pip
+	$(GPU_VENV)/bin/pip install -q -e '.[gpu]'
+	touch $@
+
+serve-gpu: $(GPU_VENV)/.installed
+	NNSERVE_PROVIDERS=$${NNSERVE_PROVIDERS:-cuda} $(GPU_VENV)/bin/bentoml serve service.app:NNServe --host 0.0.0.0 --port $(PORT)
 
 serve: $(SERVE_STAMP)
 	$(BIN)/bentoml serve service.app:NNServe --host 0.0.0.0 --port $(PORT)
@@ -53,6 +65,26 @@ container: $(SERVE_STAMP)
 # and compares every endpoint's answers; the test removes its containers.
 container-test: $(DEV_STAMP) container
 	NNSERVE_IMAGE=$(IMAGE) PATH="/usr/bin:$$PATH" $(BIN)/pytest tests/container
+
+# The GPU check (loadtests/GPU.md). gpu-prepare, here: the onnxruntime-gpu wheel in parts and a kit
+# (wheels for the GPU machine's CPython 3.12, a 1000-class 224x224 model, the sample photos) under
+# .gpuwheel/ (ignored). gpu-check, on the GPU machine: loadtests/gpu_check.sh.
+gpu-prepare: $(DEV_STAMP)
+	../shared/gpu/split-ort-gpu-wheel.sh 1.31.1 $(or $(PART_SIZE),40M)
+	rm -rf .gpuwheel/kit && mkdir -p .gpuwheel/kit/photos
+	basename .gpuwheel/whl/onnxruntime_gpu-*.whl > .gpuwheel/kit/wheel-name
+	cp .gpuwheel/whl.sha256 .gpuwheel/kit/wheel.sha256
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d .gpuwheel/kit/wheels \
+	  pydantic==2.14.3 pydantic-core==2.50.4 annotated-types==0.8.0 typing-extensions==4.16.0 \
+	  typing-inspection==0.4.5 pillow==13.0.0 anyio==4.16.0 idna==3.20
+	cp ../shared/data/images/sample_photos/* .gpuwheel/kit/photos/
+	$(BIN)/python -c "from pathlib import Path; from loadtests.bench import imagenet_models_dir as m; m(Path('.gpuwheel/kit/tmp'))"
+	mv .gpuwheel/kit/tmp/models/imagenet-classifier .gpuwheel/kit/ && rm -rf .gpuwheel/kit/tmp
+	du -sh .gpuwheel/kit .gpuwheel/part*
+
+gpu-check:
+	loadtests/gpu_check.sh
 
 # Headless Locust against a service it starts (or URL=http://127.0.0.1:PORT), reports in reports/.
 DURATION ?= 60

@@ -9,6 +9,7 @@ disagrees with the contract. No torch here: this module is on the serving path.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -58,6 +59,29 @@ class Execution:
         if wanted == CUDA:
             return [(CUDA, cuda), CPU]
         return [CPU]
+
+
+def onnxruntime_packages(site: Path) -> list[str]:
+    """The onnxruntime distributions installed in `site` (a site-packages directory)."""
+    names = {d.metadata["Name"].lower() for d in importlib.metadata.distributions(path=[str(site)])}
+    return sorted(names & {"onnxruntime", "onnxruntime-gpu"})
+
+
+ORT_SITE = Path(ort.__file__).resolve().parents[1]  # the site-packages onnxruntime was imported from
+
+
+def check_one_onnxruntime(site: Path = ORT_SITE) -> None:
+    """onnxruntime and onnxruntime-gpu install the same `onnxruntime` package: in one directory, the one
+    installed last overwrites the other file by file, and the result may bind no GPU or not load at all."""
+    found = onnxruntime_packages(site)
+    if len(found) > 1:
+        raise ImportError(
+            f"{site} holds both {' and '.join(found)}: they overwrite each other. Reinstall one: "
+            "pip uninstall -y onnxruntime onnxruntime-gpu && pip install -e '.[gpu]' (or '.[cpu]')"
+        )
+
+
+check_one_onnxruntime()
 
 
 class ModelLoadError(RuntimeError):

@@ -16,7 +16,9 @@ VERSION="$(sed -n 's/^__version__ = "\(.*\)".*/\1/p' service/__init__.py)"
 COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 IMAGE="${1:-nnserve:$VERSION}"
 STANDARD_BASE="$(awk '/base_image:/ {print $2; exit}' bentofile.yaml)"
-GPU_BASE="nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04"
+# onnxruntime-gpu 1.31.1 from PyPI is built for CUDA 13 (libcublas.so.13, cuDNN 9): a CUDA 13 runtime base.
+# The tag is not verified here (no registry reachable): check it exists before a GPU build.
+GPU_BASE="nvidia/cuda:13.0.0-cudnn-runtime-ubuntu24.04"
 
 if [[ "${GPU:-}" == 1 ]]; then
   BASE_IMAGE="${BASE_IMAGE:-$GPU_BASE}"

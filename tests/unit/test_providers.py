@@ -73,3 +73,21 @@ def test_settings_build_the_execution_from_the_environment(monkeypatch):
     monkeypatch.setenv("NNSERVE_PROVIDERS", "gpu")
     with pytest.raises(ValueError, match="providers"):
         Settings()
+
+
+def _dist(site: Path, name: str) -> None:
+    info = site / f"{name.replace('-', '_')}-1.31.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.31.1\n")
+
+
+def test_onnxruntime_and_onnxruntime_gpu_in_one_place_are_refused(tmp_path):
+    from service.runtime import check_one_onnxruntime, onnxruntime_packages
+
+    check_one_onnxruntime()  # this environment: one of them
+    _dist(tmp_path, "onnxruntime-gpu")
+    assert onnxruntime_packages(tmp_path) == ["onnxruntime-gpu"]
+    check_one_onnxruntime(tmp_path)
+    _dist(tmp_path, "onnxruntime")
+    with pytest.raises(ImportError, match="both onnxruntime and onnxruntime-gpu"):
+        check_one_onnxruntime(tmp_path)
