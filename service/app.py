@@ -31,7 +31,7 @@ from starlette.routing import Route
 from service import __version__
 from service.admission import AdmissionControl
 from service.auth import ApiKeyAuth, load_keys
-from service.bentoml_patches import patch_timeout_middleware
+from service.bentoml_patches import patch_timeout_middleware, patch_tracing_middleware
 from service.contract import AD_CLICK, HOUSING
 from service.errors import InvalidInput, QuietClientErrors, ServiceError, field_error
 from service.images import decode_photo, to_input, top_k
@@ -69,6 +69,7 @@ logging.getLogger("service").setLevel(logging.INFO)  # model loads and shutdown 
 settings = get_settings()
 logging.getLogger("bentoml._internal.server.http_app").addFilter(QuietClientErrors())
 patch_timeout_middleware()
+patch_tracing_middleware()
 P = ParamSpec("P")
 R = TypeVar("R")
 

@@ -1,11 +1,21 @@
-"""A fix for BentoML 1.4.40's TimeoutMiddleware, applied when the service is imported.
+"""Two changes to BentoML 1.4.40, applied when the service is imported.
+
+1. A fix for its TimeoutMiddleware.
 
 The original schedules `loop.call_later(timeout, ...)` for every request and never cancels it: with
 the 60 s default, tens of thousands of timer handles and futures stay alive under load, the heap
 grows, and each full garbage collection freezes the event loop longer (PERFORMANCE.md: p99 209 ms).
 It also waits the whole timeout when the app fails before answering. The replacement cancels the
 timer when the request ends and stops waiting when the app finishes, answering 504 on a timeout as
-before. It replaces only the exact code it was written against: another BentoML version, or a changed
+before.
+
+2. No OpenTelemetry middleware when no tracing exporter is configured. BentoML installs it on every
+service; without an exporter it records nothing, yet it cost ~18% of a worker's CPU on one-row
+requests (py-spy, loadtests/RESULTS.md). In its place a pass-through gives each request what the
+rest of BentoML takes from it: a request id (the X-BentoML-Request-ID header). Log lines then carry
+no trace id; configure a tracing exporter (BentoML's `tracing` settings) and the middleware is back.
+
+Each replaces only the exact code it was written against: another BentoML version, or a changed
 method, stops start-up with a message instead of being patched blindly.
 """
 
@@ -14,15 +24,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
+import random
 from typing import Any
 
 import bentoml
+from _bentoml_impl.server.app import ServiceAppFactory
+from bentoml._internal.configuration.containers import BentoMLContainer
+from bentoml._internal.context import trace_context
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 PATCHED_VERSION = "1.4.40"
 PATCHED_SOURCE_SHA256 = "fd8b9e3da28ed2b44cfd508d641617e049fcd4986138197ce7bb227332505896"
 ORIGINAL_CALL = TimeoutMiddleware.__call__
+MIDDLEWARES_SOURCE_SHA256 = "bce0377ff45b69beb184cb7c8817d7eca51873ed1e2394c732ae58da296c8d31"
+ORIGINAL_MIDDLEWARES = ServiceAppFactory.middlewares
 
 
 class BentoMLChanged(RuntimeError):
@@ -59,10 +78,45 @@ def source_sha256(function: Any) -> str:
     return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
 
 
-def patch_timeout_middleware(version: str = bentoml.__version__, original: Any = ORIGINAL_CALL) -> None:
-    if version != PATCHED_VERSION or source_sha256(original) != PATCHED_SOURCE_SHA256:
+def _check(what: str, version: str, original: Any, sha256: str) -> None:
+    if version != PATCHED_VERSION or source_sha256(original) != sha256:
         raise BentoMLChanged(
-            f"service/bentoml_patches.py fixes TimeoutMiddleware of BentoML {PATCHED_VERSION}; found BentoML "
-            f"{version} with different code: check whether the timer leak is fixed there, then update or drop the patch"
+            f"service/bentoml_patches.py changes {what} of BentoML {PATCHED_VERSION}; found BentoML {version} "
+            "with different code: check whether the patch is still needed there, then update or drop it"
         )
+
+
+def patch_timeout_middleware(version: str = bentoml.__version__, original: Any = ORIGINAL_CALL) -> None:
+    _check("TimeoutMiddleware (its timer leak)", version, original, PATCHED_SOURCE_SHA256)
     TimeoutMiddleware.__call__ = _call  # type: ignore[method-assign]
+
+
+class RequestId:
+    """Stands in for OpenTelemetry's middleware when nothing is traced: a request id, nothing else."""
+
+    def __init__(self, app: ASGIApp, **_: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            trace_context.request_id = random.getrandbits(64)
+        await self.app(scope, receive, send)
+
+
+def tracing_configured() -> bool:
+    return BentoMLContainer.tracing.exporter_type.get() is not None
+
+
+def without_idle_tracing(middlewares: list[Middleware]) -> list[Middleware]:
+    if tracing_configured():
+        return middlewares
+    return [Middleware(RequestId) if m.cls is OpenTelemetryMiddleware else m for m in middlewares]
+
+
+def _middlewares(self: ServiceAppFactory) -> list[Middleware]:
+    return without_idle_tracing(ORIGINAL_MIDDLEWARES.fget(self))
+
+
+def patch_tracing_middleware(version: str = bentoml.__version__, original: Any = ORIGINAL_MIDDLEWARES.fget) -> None:
+    _check("the middlewares of ServiceAppFactory (tracing)", version, original, MIDDLEWARES_SOURCE_SHA256)
+    ServiceAppFactory.middlewares = property(_middlewares)  # type: ignore[method-assign]

@@ -291,3 +291,8 @@ def test_malformed_multipart_is_a_400(server, content_type):
 def test_hostile_json_is_a_400(server, body):
     r = post(server, "/v1/housing-price/predict", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"], r.text
+
+
+def test_every_answer_carries_its_own_request_id(server):
+    ids = {post(server, "/v1/housing-price/predict", json=HOUSE).headers["x-bentoml-request-id"] for _ in range(5)}
+    assert len(ids) == 5 and all(len(i) == 16 for i in ids)

@@ -66,3 +66,44 @@ def test_importing_the_service_applies_the_patch():
     import service.app  # noqa: F401
 
     assert TimeoutMiddleware.__call__ is bentoml_patches._call
+
+
+def _middleware_classes(monkeypatch, traced: bool) -> list:
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from starlette.middleware import Middleware
+
+    monkeypatch.setattr(bentoml_patches, "tracing_configured", lambda: traced)
+    bentomls = [Middleware(TimeoutMiddleware, timeout=1), Middleware(OpenTelemetryMiddleware, excluded_urls=None)]
+    return [m.cls for m in bentoml_patches.without_idle_tracing(bentomls)]
+
+
+def test_without_a_tracing_exporter_opentelemetry_gives_way_to_a_request_id(monkeypatch):
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    untraced = _middleware_classes(monkeypatch, traced=False)
+    assert bentoml_patches.RequestId in untraced and OpenTelemetryMiddleware not in untraced
+    traced = _middleware_classes(monkeypatch, traced=True)
+    assert OpenTelemetryMiddleware in traced and bentoml_patches.RequestId not in traced
+    assert len(traced) == len(untraced)  # nothing else changed
+
+
+def test_the_request_id_is_new_for_every_request():
+    from bentoml._internal.context import trace_context
+
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(trace_context.request_id)
+
+    async def run():
+        middleware = bentoml_patches.RequestId(app)
+        for _ in range(3):
+            await middleware({"type": "http"}, None, None)
+
+    asyncio.run(run())
+    assert len(set(seen)) == 3 and all(isinstance(i, int) for i in seen)
+
+
+def test_a_changed_middlewares_method_is_not_patched_blindly():
+    with pytest.raises(BentoMLChanged, match="tracing"):
+        bentoml_patches.patch_tracing_middleware(original=_ok)
