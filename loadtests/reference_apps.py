@@ -34,7 +34,8 @@ from service.schemas import (
 )
 from service.settings import Settings
 
-_settings = Settings(models_dir=Path(os.environ.get("NNSERVE_MODELS_DIR", Settings().models_dir)))
+# One process: its sessions get every core (workers=1), as onnxruntime's own default would give them.
+_settings = Settings(models_dir=Path(os.environ.get("NNSERVE_MODELS_DIR", Settings().models_dir)), workers=1)
 registry = Registry(_settings)
 TAGGER = os.environ.get("BENCH_TAGGER", "image-tagging")
 

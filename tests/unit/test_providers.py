@@ -63,9 +63,10 @@ def test_settings_build_the_execution_from_the_environment(monkeypatch):
     monkeypatch.setenv("NNSERVE_CUDA_OPTIONS", '{"arena_extend_strategy": "kSameAsRequested"}')
     monkeypatch.setenv("NNSERVE_TENSORRT_CACHE_DIR", "/var/cache/trt")
     monkeypatch.setenv("NNSERVE_PROVIDER_FALLBACK", "warn")
+    monkeypatch.setenv("NNSERVE_THREADS", "2")
     execution = Settings().execution()
     assert execution == Execution(
-        "cuda", 2, {"arena_extend_strategy": "kSameAsRequested"}, Path("/var/cache/trt"), "warn", 0
+        "cuda", 2, {"arena_extend_strategy": "kSameAsRequested"}, Path("/var/cache/trt"), "warn", 2
     )
     monkeypatch.setenv("NNSERVE_PROVIDER_FALLBACK", "cpu")
     with pytest.raises(ValueError, match="provider_fallback"):
@@ -91,3 +92,12 @@ def test_onnxruntime_and_onnxruntime_gpu_in_one_place_are_refused(tmp_path):
     _dist(tmp_path, "onnxruntime")
     with pytest.raises(ImportError, match="both onnxruntime and onnxruntime-gpu"):
         check_one_onnxruntime(tmp_path)
+
+
+def test_threads_default_to_the_cores_shared_out_among_the_workers(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert Settings(workers=2).execution().threads == 4
+    assert Settings(workers=0).execution().threads == 1  # one worker per core
+    assert Settings(workers=16).execution().threads == 1
+    assert Settings(workers=1).execution().threads == 8
+    assert Settings(workers=2, threads=3).execution().threads == 3  # set: taken as it is
