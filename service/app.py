@@ -185,18 +185,22 @@ class NNServe:
     def __is_ready__(self) -> bool:
         return self.registry.ready
 
-    def _tabular(self, name: str, rows: list[dict[str, Any]]) -> tuple[LoadedModel, Any, list[list[FieldWarning]]]:
+    async def _tabular(
+        self, name: str, rows: list[dict[str, Any]]
+    ) -> tuple[LoadedModel, Any, list[list[FieldWarning]]]:
         """Encode rows, run the model: (model, one output value per row, warnings per row)."""
         model = self.registry.get(name)
         numeric, codes, warnings = self.registry.encoders[name].encode(rows)
-        return model, model.run(numeric, codes)[:, 0], warnings
+        batcher = self.registry.batchers.get(name)
+        out = model.run(numeric, codes) if batcher is None else await batcher(numeric, codes)
+        return model, out[:, 0], warnings
 
     # --- housing-price -------------------------------------------------------------------------
     @bentoml.api(route="/v1/housing-price/predict", input_spec=HouseFeatures, output_spec=PricePrediction)
     @answers_client_errors
     async def housing_price(self, **house: Any) -> PricePrediction:
         """Predict the sale price of one house."""
-        model, prices, warnings = self._tabular(HOUSING.name, [house])
+        model, prices, warnings = await self._tabular(HOUSING.name, [house])
         return PricePrediction(
             price=float(prices[0]), warnings=warnings[0], model=model.name, version=model.card.version
         )
@@ -205,7 +209,7 @@ class NNServe:
     @answers_client_errors
     async def housing_price_batch(self, houses: list[HouseFeatures]) -> PriceBatch:  # type: ignore[valid-type]
         """Predict the sale prices of a batch of houses."""
-        model, prices, warnings = self._tabular(HOUSING.name, [h.model_dump() for h in houses])
+        model, prices, warnings = await self._tabular(HOUSING.name, [h.model_dump() for h in houses])
         rows = [PriceRow(price=float(p), warnings=w) for p, w in zip(prices, warnings, strict=True)]
         return PriceBatch(predictions=rows, model=model.name, version=model.card.version)
 
@@ -214,7 +218,7 @@ class NNServe:
     @answers_client_errors
     async def ad_click(self, **impression: Any) -> ClickPrediction:
         """Predict the probability that one impression is clicked."""
-        model, ps, warnings = self._tabular(AD_CLICK.name, [impression])
+        model, ps, warnings = await self._tabular(AD_CLICK.name, [impression])
         return ClickPrediction(
             click_probability=float(ps[0]), warnings=warnings[0], model=model.name, version=model.card.version
         )
@@ -223,7 +227,7 @@ class NNServe:
     @answers_client_errors
     async def ad_click_batch(self, impressions: list[Impression]) -> ClickBatch:  # type: ignore[valid-type]
         """Predict click probabilities for a batch of impressions."""
-        model, ps, warnings = self._tabular(AD_CLICK.name, [i.model_dump() for i in impressions])
+        model, ps, warnings = await self._tabular(AD_CLICK.name, [i.model_dump() for i in impressions])
         rows = [ClickRow(click_probability=float(p), warnings=w) for p, w in zip(ps, warnings, strict=True)]
         return ClickBatch(predictions=rows, model=model.name, version=model.card.version)
 

@@ -31,30 +31,35 @@ def bucket_sizes(max_rows: int) -> list[int]:
     return [*sizes, max_rows]
 
 
+Inputs = tuple[np.ndarray, ...]  # one array per model input, rows first
+
+
 class Batcher:
     def __init__(
         self,
-        run: Callable[[np.ndarray], np.ndarray],
+        run: Callable[..., np.ndarray],
         max_rows: int,
         max_wait_s: float = 0.0,
         pad: bool = False,
         observe: Callable[[int], None] = lambda rows: None,  # told the rows of each run (a metric)
+        inline: bool = False,
     ) -> None:
-        self.run = run
+        self.run = run  # the model: its inputs (a batch each) in, its output out
         self.observe = observe
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
         self.buckets = bucket_sizes(max_rows) if pad else []
-        self.pending: deque[tuple[np.ndarray, asyncio.Future]] = deque()
+        self.inline = inline  # run in the event loop: for models that take microseconds
+        self.pending: deque[tuple[Inputs, asyncio.Future]] = deque()
         self._worker: asyncio.Task | None = None
 
     def describe(self) -> dict[str, Any]:
         return {"max_batch": self.max_rows, "max_wait_ms": self.max_wait_s * 1000, "padded_sizes": self.buckets}
 
-    async def __call__(self, rows: np.ndarray) -> np.ndarray:
-        """Runs `rows` (a batch of one request's inputs) in a shared batch; returns their outputs."""
+    async def __call__(self, *inputs: np.ndarray) -> np.ndarray:
+        """Runs one request's rows (one array per model input) in a shared batch; returns their outputs."""
         future = asyncio.get_running_loop().create_future()
-        self.pending.append((rows, future))
+        self.pending.append((inputs, future))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain())
         return await future
@@ -66,10 +71,13 @@ class Batcher:
             taken = self._take()
             if not taken:
                 continue
-            batch = np.concatenate([rows for rows, _ in taken])
-            n = len(batch)
+            batch = tuple(np.concatenate(arrays) for arrays in zip(*(inputs for inputs, _ in taken), strict=True))
+            n = len(batch[0])
             try:
-                out = await anyio.to_thread.run_sync(self._run_padded, batch)
+                if self.inline:
+                    out = self._run_padded(batch)
+                else:
+                    out = await anyio.to_thread.run_sync(self._run_padded, batch)
             except Exception as e:  # the model failed: every request of the batch gets the error
                 for _, future in taken:
                     if not future.done():
@@ -77,33 +85,36 @@ class Batcher:
                 continue
             self.observe(n)
             start = 0
-            for rows, future in taken:
+            for inputs, future in taken:
+                rows = len(inputs[0])
                 if not future.done():  # a cancelled request (timeout, disconnect) is skipped
-                    future.set_result(out[start : start + len(rows)])
-                start += len(rows)
+                    future.set_result(out[start : start + rows])
+                start += rows
+            if self.inline:
+                await asyncio.sleep(0)  # let the requests just answered, and new ones, run
 
     def _queued_rows(self) -> int:
-        return sum(len(rows) for rows, future in self.pending if not future.done())
+        return sum(len(inputs[0]) for inputs, future in self.pending if not future.done())
 
-    def _take(self) -> list[tuple[np.ndarray, asyncio.Future]]:
+    def _take(self) -> list[tuple[Inputs, asyncio.Future]]:
         """Requests in arrival order while they fit in max_rows (the first always: a request larger
         than max_rows runs alone). Requests already cancelled are dropped."""
-        taken: list[tuple[np.ndarray, asyncio.Future]] = []
+        taken: list[tuple[Inputs, asyncio.Future]] = []
         rows = 0
         while self.pending:
-            item, future = self.pending[0]
+            inputs, future = self.pending[0]
             if future.done():
                 self.pending.popleft()
                 continue
-            if taken and rows + len(item) > self.max_rows:
+            if taken and rows + len(inputs[0]) > self.max_rows:
                 break
             taken.append(self.pending.popleft())
-            rows += len(item)
+            rows += len(inputs[0])
         return taken
 
-    def _run_padded(self, batch: np.ndarray) -> np.ndarray:
-        n = len(batch)
+    def _run_padded(self, batch: Inputs) -> np.ndarray:
+        n = len(batch[0])
         size = next((b for b in self.buckets if b >= n), n)
         if size > n:
-            batch = np.concatenate([batch, np.zeros((size - n, *batch.shape[1:]), dtype=batch.dtype)])
-        return self.run(batch)[:n]
+            batch = tuple(np.concatenate([a, np.zeros((size - n, *a.shape[1:]), dtype=a.dtype)]) for a in batch)
+        return self.run(*batch)[:n]

@@ -98,10 +98,11 @@ class OIP:
         body = _decompress(await self._read(request), request.headers.get("content-encoding", ""), self.max_body_bytes)
         header, binary = _split(body, request.headers.get(HEADER_LENGTH))
         inputs = _inputs(model, header, binary)
-        if model.card.image is None:  # microseconds: a thread hop would cost more than the model
+        batcher = self.registry().batchers.get(model.name)
+        if batcher is not None:  # shared with /v1's requests for the same model
+            outputs = [await batcher(*(inputs[name] for name in model.input_names))]
+        elif model.card.image is None:  # microseconds: a thread hop would cost more than the model
             outputs = model.session.run(None, inputs)
-        elif (batcher := self.registry().batchers.get(model.name)) is not None:  # shared with /v1's requests
-            outputs = [await batcher(*inputs.values())]
         else:
             outputs = await anyio.to_thread.run_sync(lambda: model.session.run(None, inputs))
         return _response(model, header, dict(zip((t.name for t in model.card.outputs), outputs, strict=True)))

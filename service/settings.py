@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     threads: int = Field(
         0, ge=0, description="onnxruntime intra-op threads per session; 0: the cores shared out among the workers."
     )
+    tabular_batch_max: int = Field(
+        64, ge=0, description="Most rows of waiting tabular requests run together (never waits for more); 0 or 1: off."
+    )
     dynamic_batch_max: int = Field(
         0,
         ge=0,

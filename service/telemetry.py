@@ -1,7 +1,7 @@
 """nnserve's own Prometheus series, on /metrics beside BentoML's request metrics:
 
     nnserve_model_info{model, version, provider, device} 1    the provider each model actually bound
-    nnserve_dynamic_batch_size{model}                          photos per run of a dynamic batcher
+    nnserve_dynamic_batch_size{model}                          rows (photos, table rows) per batched run
 
 prometheus_client is imported when a worker creates the service, not when this module is imported:
 BentoML sets PROMETHEUS_MULTIPROC_DIR in the worker only then, and a client imported earlier would
@@ -26,7 +26,7 @@ def _series() -> tuple[Any, Any]:
         ["model", "version", "provider", "device"], multiprocess_mode="livemax",
     )  # fmt: skip
     sizes = Histogram(
-        "nnserve_dynamic_batch_size", "Photos per run of an image model's dynamic batcher.", ["model"],
+        "nnserve_dynamic_batch_size", "Rows (photos, table rows) per run of a model's dynamic batcher.", ["model"],
         buckets=[1, 2, 4, 8, 16, 32, 64, 128],
     )  # fmt: skip
     return info, sizes

@@ -1,5 +1,5 @@
-"""Execution settings against a real `bentoml serve`: a GPU asked for on a machine without one, and
-dynamic batching of photos (off by default on the CPU, switched on here)."""
+"""Execution settings against a real `bentoml serve`: a GPU asked for on a machine without one, dynamic
+batching of photos (off by default on the CPU, switched on here) and of table rows (on by default)."""
 
 from __future__ import annotations
 
@@ -64,3 +64,20 @@ def test_dynamic_batching_gives_each_request_its_own_answer():
         # Every photo went through the batcher (how they grouped depends on timing: tests/unit covers that).
         metrics = metrics_containing(batched, 'nnserve_dynamic_batch_size_sum{model="image-tagging"} 48.0')
         assert 'nnserve_dynamic_batch_size_sum{model="image-tagging"} 48.0' in metrics
+
+
+def test_concurrent_one_row_requests_share_runs_and_each_gets_its_own_answer(server):
+    from service.contract import HOUSING
+    from tests.integration.test_http import HOUSE, _row, session
+
+    houses = [{**HOUSE, "sqft_living": 900 + 37 * i} for i in range(64)]
+    with ThreadPoolExecutor(32) as pool:
+        prices = list(
+            pool.map(lambda h: httpx.post(server + "/v1/housing-price/predict", json=h).json()["price"], houses)
+        )
+    model = session("housing-price")
+    expected = [
+        model.run(None, dict(zip(("numeric", "categorical"), _row(HOUSING, h), strict=True)))[0][0, 0] for h in houses
+    ]
+    assert np.allclose(prices, expected, rtol=1e-5)
+    assert httpx.get(server + "/v1/models/housing-price").json()["dynamic_batching"]["max_batch"] == 64

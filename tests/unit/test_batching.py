@@ -130,3 +130,20 @@ def test_gpu_batches_are_padded_to_a_bucket_and_a_wait_lets_them_fill():
         assert sizes == [3]  # the metric counts real rows
 
     asyncio.run(scenario())
+
+
+def test_inline_batches_of_two_input_models_keep_rows_with_their_requests():
+    async def scenario():
+        runs: list[int] = []
+
+        def model(numeric, codes):  # a tabular model: two inputs, one output column
+            runs.append(len(numeric))
+            return numeric[:, :1] + codes[:, :1]
+
+        batcher = Batcher(model, max_rows=4, inline=True)
+        requests = [(np.full((1, 2), i, np.float32), np.full((1, 3), 100 * i, np.int64)) for i in range(6)]
+        outs = await asyncio.gather(*(batcher(*r) for r in requests))
+        assert [o.tolist() for o in outs] == [[[101.0 * i]] for i in range(6)]
+        assert sum(runs) == 6 and max(runs) <= 4 and len(runs) < 6  # waiting requests shared runs
+
+    asyncio.run(scenario())
