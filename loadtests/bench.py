@@ -7,6 +7,10 @@ the plain Starlette app and the FastAPI app of loadtests/reference_apps.py (same
 onnxruntime call, one process), one after the other; raw onnxruntime in-process is the ceiling. The
 table shows medians over the rounds and ratios, and is appended to loadtests/RESULTS.md with the
 date, commit and machine. Load goes to 127.0.0.1 only, for --duration seconds per run.
+
+Besides the issue's five scenarios, adclick-batch256-oip-binary sends the same 256 impressions as
+binary tensors to the Open Inference Protocol route (the bulk path, no JSON per row); the reference
+apps have no such route, so it is measured against the onnxruntime ceiling only.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from loadtests.payloads import SHARED, cifar_jpegs, houses, impressions
+from service.contract import AD_CLICK
 from service.runtime import load_model
 from tests.serving import REPO, bentoml_serve, free_port
 
@@ -49,6 +54,8 @@ class Scenario:
     unit: str  # what one request counts: req, rows, images
     per_request: int  # rows or images in one request
     models: str = "committed"  # or "imagenet": a models dir holding one 1000-class 224x224 classifier
+    headers: dict[str, str] = field(default_factory=dict)  # besides Content-Type
+    references: bool = True  # False: a route only nnserve has (OIP), measured without the reference apps
     ceiling: float = 0.0  # raw onnxruntime in-process, same unit per second
     results: dict[str, list[dict]] = field(default_factory=dict)
 
@@ -99,15 +106,34 @@ def imagenet_models_dir(root: Path) -> Path:
     return root / "models"
 
 
+def oip_binary_batch(rows: list[dict]) -> tuple[bytes, dict[str, str]]:
+    """An OIP infer request for the ad-click model with its tensors in binary (the bulk path)."""
+    numeric = np.array([[r["age"]] for r in rows], "<f4")
+    codes = np.array([[f.code(r[f.name]) for f in AD_CLICK.categorical] for r in rows], "<i8")
+    header = json.dumps({
+        "inputs": [
+            {"name": "numeric", "shape": list(numeric.shape), "datatype": "FP32",
+             "parameters": {"binary_data_size": numeric.nbytes}},
+            {"name": "categorical", "shape": list(codes.shape), "datatype": "INT64",
+             "parameters": {"binary_data_size": codes.nbytes}},
+        ],
+        "outputs": [{"name": "click_probability", "parameters": {"binary_data": True}}],
+    }).encode()  # fmt: skip
+    return header + numeric.tobytes() + codes.tobytes(), {"Inference-Header-Content-Length": str(len(header))}
+
+
 def scenarios() -> list[Scenario]:
     house = json.dumps(houses()[0]).encode()
     impression = json.dumps(impressions()[0]).encode()
     batch = json.dumps({"impressions": impressions()[:256]}).encode()
+    oip_body, oip_headers = oip_binary_batch(impressions()[:256])
     form = f"multipart/form-data; boundary={BOUNDARY}"
     return [
         Scenario("housing-1row", "/v1/housing-price/predict", 16, house, "application/json", "req", 1),
         Scenario("adclick-1row", "/v1/ad-click/predict", 64, impression, "application/json", "req", 1),
         Scenario("adclick-batch256", "/v1/ad-click/predict-batch", 16, batch, "application/json", "rows", 256),
+        Scenario("adclick-batch256-oip-binary", "/v2/models/ad-click/infer", 16, oip_body, "application/octet-stream",
+                 "rows", 256, headers=oip_headers, references=False),
         Scenario("tagger-cifar", "/v1/image-tagging/predict", 16, multipart(cifar_jpegs()[0][1]), form, "images", 1),
         Scenario("tagger-224-1000class", "/v1/image-tagging/predict", 16, multipart(photo_224()), form, "images", 1,
                  models="imagenet"),
@@ -175,7 +201,8 @@ def wrk(url: str, scenario: Scenario, seconds: int) -> dict:
         script.write_text(
             'wrk.method = "POST"\n'
             f'wrk.headers["Content-Type"] = "{scenario.content_type}"\n'
-            f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
+            + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in scenario.headers.items())
+            + f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
         )
         out = subprocess.run(
             ["wrk", "-t2", f"-c{scenario.connections}", f"-d{seconds}s", "--latency", "-s", str(script),
@@ -209,17 +236,16 @@ STACKS = ("nnserve", "starlette", "fastapi")
 def run_scenario(scenario: Scenario, models_dir: Path, seconds: int, rounds: int) -> None:
     tagger = "imagenet-classifier" if scenario.models == "imagenet" else "image-tagging"
     with ExitStack() as stack:
-        urls = {
-            "nnserve": stack.enter_context(bentoml_serve(models_dir)),
-            "starlette": stack.enter_context(uvicorn_app("starlette_app", models_dir, tagger)),
-            "fastapi": stack.enter_context(uvicorn_app("fastapi_app", models_dir, tagger)),
-        }
+        urls = {"nnserve": stack.enter_context(bentoml_serve(models_dir))}
+        if scenario.references:
+            urls["starlette"] = stack.enter_context(uvicorn_app("starlette_app", models_dir, tagger))
+            urls["fastapi"] = stack.enter_context(uvicorn_app("fastapi_app", models_dir, tagger))
         for url in urls.values():  # a warm-up, and a check that every stack answers this request
-            r = httpx.post(url + scenario.route, content=scenario.body, headers={"content-type": scenario.content_type})
-            r.raise_for_status()
+            headers = {"content-type": scenario.content_type, **scenario.headers}
+            httpx.post(url + scenario.route, content=scenario.body, headers=headers).raise_for_status()
             wrk(url, scenario, 2)
         for _ in range(rounds):
-            for name in STACKS:
+            for name in urls:
                 scenario.results.setdefault(name, []).append(wrk(urls[name], scenario, seconds))
     scenario.ceiling = ceiling(scenario, models_dir)
 
@@ -235,14 +261,14 @@ def table(done: list[Scenario]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in done:
-        plain = median(s.results["starlette"], "throughput")
-        fast = median(s.results["fastapi"], "throughput")
-        for name in STACKS:
-            runs = s.results[name]
+        plain = median(s.results["starlette"], "throughput") if s.references else 0.0
+        fast = median(s.results["fastapi"], "throughput") if s.references else 0.0
+        for name, runs in s.results.items():
             t = median(runs, "throughput")
+            vs = f"{t / plain:.2f} | {t / fast:.2f}" if s.references else "(no reference app) | "
             lines.append(
                 f"| {s.name} | {name} | {t:,.0f} {s.unit}/s | {median(runs, 'p50'):.2f} | {median(runs, 'p99'):.2f} "
-                f"| {sum(r['non_2xx'] for r in runs)} | {t / plain:.2f} | {t / fast:.2f} | {t / s.ceiling:.3f} |"
+                f"| {sum(r['non_2xx'] for r in runs)} | {vs} | {t / s.ceiling:.3f} |"
             )
         lines.append(f"| {s.name} | onnxruntime in-process (ceiling) | {s.ceiling:,.0f} {s.unit}/s | | | | | | 1 |")
     return lines
@@ -254,6 +280,9 @@ def targets(done: list[Scenario]) -> list[str]:
     for s in done:
         ours = s.results["nnserve"]
         t, p99 = median(ours, "throughput"), median(ours, "p99")
+        if not s.references:  # not one of the issue's scenarios: the same target as the batch one, for comparison
+            out.append(f"(bulk path) {s.name}: {t / s.ceiling:.3f}x onnxruntime (scenario 3's bar: 0.5)")
+            continue
         plain, fast = median(s.results["starlette"], "throughput"), median(s.results["fastapi"], "throughput")
         if s.name == "housing-1row":
             checks = [(t >= fast, f"{t:.0f} >= FastAPI {fast:.0f}"),
@@ -290,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         if any(s.models == "imagenet" for s in chosen):
             dirs["imagenet"] = imagenet_models_dir(Path(tmp))
         for s in chosen:
-            rounds = f"{args.rounds} rounds x {len(STACKS)} stacks x {args.duration} s"
+            rounds = f"{args.rounds} rounds x {len(STACKS) if s.references else 1} stacks x {args.duration} s"
             print(f"{s.name}: {rounds}, {s.connections} connections", flush=True)
             run_scenario(s, dirs[s.models], args.duration, args.rounds)
     commit = subprocess.run(
