@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,7 +37,10 @@ def bentoml_serve(models_dir: Path, expect_ready: bool = True, deadline_s: float
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = server_log(url)
-    environment = {**os.environ, "NNSERVE_MODELS_DIR": str(models_dir), **env}
+    # Each server its own BENTOML_HOME: `bentoml serve` wipes $BENTOML_HOME/prometheus_multiproc_dir at
+    # start, so a second server on the same home would erase the first one's metrics.
+    home = Path(tempfile.gettempdir()) / f"nnserve-bentoml-home-{port}"
+    environment = {**os.environ, "NNSERVE_MODELS_DIR": str(models_dir), "BENTOML_HOME": str(home), **env}
     bentoml = Path(sys.executable).parent / "bentoml"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
@@ -60,6 +64,7 @@ def bentoml_serve(models_dir: Path, expect_ready: bool = True, deadline_s: float
         yield url
     finally:
         stop(proc)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def stop(proc: subprocess.Popen) -> None:

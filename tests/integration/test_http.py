@@ -284,13 +284,43 @@ def test_malformed_multipart_is_a_400(server, content_type):
     assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["body"], r.text
 
 
+HOSTILE_JSON = [
+    b"[" * 100_000 + b"]" * 100_000,
+    b'\xff\xfe{"sqft_living": 1}',
+    b'{"sqft_living": 1e999999}',
+    b'{"sqft_living": 1800, "bedrooms": 3, "zipcode": 1180591620717411303424}',  # 2**70
+    b'{"sqft_living": 1800, "bedrooms": 3, "zipcode": 98103, "note": "' + b"a" * 1_000_000 + b'"}',
+]
+
+
 @pytest.mark.parametrize(
-    "body", [b"[" * 100_000 + b"]" * 100_000, b'\xff\xfe{"sqft_living": 1}', b'{"sqft_living": 1e999999}'],
-    ids=["deeply nested", "not UTF-8", "huge exponent"],
-)  # fmt: skip
+    "body", HOSTILE_JSON, ids=["deeply nested", "not UTF-8", "huge exponent", "integer beyond 64 bits", "very long"]
+)
 def test_hostile_json_is_a_400(server, body):
     r = post(server, "/v1/housing-price/predict", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"], r.text
+
+
+def test_huge_top_k_is_a_400_naming_it(server):
+    r = post(server, "/v1/image-tagging/predict-base64", json={"image_base64": "AAAA", "top_k": 10**30})
+    assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["top_k"], r.text
+    photo = (SAMPLE_PHOTOS / "rocket.jpg").read_bytes()
+    r = _tag(server, photo, top_k="99999999999999999999")
+    assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["top_k"], r.text
+
+
+def test_no_error_answer_shows_a_trace_a_path_or_library_internals(server):
+    answers = [post(server, route, json=payload) for _, route, payload, _, _ in BAD_JSON]
+    answers += [
+        post(server, "/v1/housing-price/predict", content=body, headers={"content-type": "application/json"})
+        for body in HOSTILE_JSON
+    ]
+    answers += [_tag(server, b"\xff\xd8\xff" + b"\x00" * 300), _tag(server, b"GIF89a" + b"\x00" * 40)]
+    answers.append(post(server, "/v2/models/ad-click/infer", content=b'{"inputs": [{"name": "numeric"}]}'))
+    for r in answers:
+        assert 400 <= r.status_code < 500, r.text
+        for leak in ("Traceback", "site-packages", 'File "', ".py", "/work/", "pydantic_core", "XIODescriptor"):
+            assert leak not in r.text, (leak, r.text[:300])
 
 
 def test_every_answer_carries_its_own_request_id(server):
