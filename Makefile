@@ -95,7 +95,7 @@ loadtest: $(DEV_STAMP)
 # Locust at 4x what the service admits for 60 s: only 200 or 503 + Retry-After, bounded p99 and memory,
 # healthy within seconds after (loadtests/overload.py; thresholds in loadtests/slo.toml).
 overload: $(DEV_STAMP)
-	$(BIN)/python -m loadtests.overload --seconds $(DURATION)
+	$(BIN)/python -m loadtests.overload --seconds $(DURATION) --record
 
 # nnserve against a plain Starlette app, a FastAPI app and raw onnxruntime, same run; appends to
 # loadtests/RESULTS.md. About 10 minutes. Needs wrk (installed from Debian's packages when missing).

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 
+from loadtests.bench import RESULTS, machine
 from loadtests.payloads import cifar_jpegs, houses
 from loadtests.run import locust, scrape, server_view
 from tests.serving import REPO, bentoml_serve, server_processes
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--factor", type=int, default=4, help="users as a multiple of capacity (default 4)")
     parser.add_argument("--slo", type=Path, default=Path(__file__).with_name("slo.toml"))
     parser.add_argument("--reports", type=Path, default=REPO / "reports")
+    parser.add_argument("--record", action="store_true", help="append the figures to loadtests/RESULTS.md")
     args = parser.parse_args(argv)
     slo = tomllib.loads(args.slo.read_text())["overload"]
     out = args.reports / time.strftime("overload-%Y%m%d-%H%M%S")
@@ -125,6 +127,19 @@ def main(argv: list[str] | None = None) -> int:
     for breach in breaches:
         print(f"BREACHED: {breach}")
     print("overload handled" if not breaches else f"{len(breaches)} breach(es); reports in {out}")
+    if args.record:
+        accepted = {k: v for k, v in overload.items() if k not in ("Aggregated", REFUSED)}
+        with open(RESULTS, "a") as f:
+            f.write(
+                f"## overload {time.strftime('%Y-%m-%d %H:%M')} UTC, {machine()}\n\n"
+                f"{users} Locust users ({args.factor}x the {CAPACITY} admitted) for {args.seconds} s: "
+                f"{refused} of {overload['Aggregated']['Request Count']} requests refused with 503 + Retry-After, "
+                f"{overload['Aggregated']['Failure Count']} other failures; accepted "
+                + ", ".join(f"{k} {float(v['Requests/s']):.0f} req/s p99 {v['99%']} ms" for k, v in accepted.items())
+                + f" (at capacity: {float(capacity['Aggregated']['Requests/s']):.0f} req/s in all); memory "
+                f"{rss[0]:.0f} MB -> {min(rss[1:]):.0f}-{max(rss[1:]):.0f} MB; healthy {recovered_s:.2f} s after; "
+                f"{'held' if not breaches else 'BREACHED: ' + '; '.join(breaches)}\n\n"
+            )
     return 1 if breaches else 0
 
 
