@@ -44,6 +44,19 @@ async def running(model: Model) -> None:
     await asyncio.to_thread(model.entered.wait, 10)
 
 
+async def two_queued_behind_a_running_one(second: np.ndarray, third: np.ndarray):
+    """A batcher whose model is busy with a first request while two more wait; the model runs on
+    once the caller sets model.gate. Returns (model, batcher, first, second, third)."""
+    model = Model()
+    batcher = Batcher(model, max_rows=8)
+    model.gate.clear()
+    first = asyncio.create_task(batcher(rows(0)))
+    await running(model)
+    tasks = [asyncio.create_task(batcher(x)) for x in (second, third)]
+    await queued(batcher, 2)
+    return model, batcher, first, *tasks
+
+
 def test_bucket_sizes():
     assert bucket_sizes(32) == [1, 2, 4, 8, 16, 32]
     assert bucket_sizes(24) == [1, 2, 4, 8, 16, 24]
@@ -81,14 +94,8 @@ def test_a_lone_request_runs_at_once_and_a_big_one_runs_alone():
 
 def test_a_failed_run_fails_only_its_own_requests():
     async def scenario():
-        model = Model()
-        batcher = Batcher(model, max_rows=8)
-        model.gate.clear()
-        first = asyncio.create_task(batcher(rows(0)))
-        await running(model)
-        bad = asyncio.create_task(batcher(np.full((1, 1), np.nan, dtype=np.float32)))
-        mate = asyncio.create_task(batcher(rows(1)))
-        await queued(batcher, 2)
+        nan = np.full((1, 1), np.nan, dtype=np.float32)
+        model, batcher, first, bad, mate = await two_queued_behind_a_running_one(nan, rows(1))
         model.gate.set()
         assert (await first).tolist() == [[0.0]]
         with pytest.raises(ValueError):
@@ -102,14 +109,7 @@ def test_a_failed_run_fails_only_its_own_requests():
 
 def test_a_cancelled_request_is_dropped_from_its_batch():
     async def scenario():
-        model = Model()
-        batcher = Batcher(model, max_rows=8)
-        model.gate.clear()
-        first = asyncio.create_task(batcher(rows(0)))
-        await running(model)
-        gone = asyncio.create_task(batcher(rows(1)))
-        kept = asyncio.create_task(batcher(rows(2)))
-        await queued(batcher, 2)
+        model, _, first, gone, kept = await two_queued_behind_a_running_one(rows(1), rows(2))
         gone.cancel()  # a timeout or a disconnect
         model.gate.set()
         await first
