@@ -9,6 +9,7 @@ onnxruntime sessions), in one process, without BentoML.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from fastapi import FastAPI, File, Form, UploadFile
@@ -21,6 +22,7 @@ from starlette.routing import Route
 from service.contract import AD_CLICK, HOUSING
 from service.images import decode_photo, to_input, top_k
 from service.registry import Registry
+from service.runtime import Execution
 from service.schemas import (
     ClickBatch,
     ClickPrediction,
@@ -34,8 +36,16 @@ from service.schemas import (
 )
 from service.settings import Settings
 
-# One process: its sessions get every core (workers=1), as onnxruntime's own default would give them.
-_settings = Settings(models_dir=Path(os.environ.get("NNSERVE_MODELS_DIR", Settings().models_dir)), workers=1)
+
+class _OneProcess(Settings):
+    """The reference is one process: its sessions keep onnxruntime's own thread default (threads 0),
+    as in every bench before nnserve's sharing-out of cores, not nnserve's one thread per worker."""
+
+    def execution(self) -> Execution:
+        return replace(super().execution(), threads=0)
+
+
+_settings = _OneProcess(models_dir=Path(os.environ.get("NNSERVE_MODELS_DIR", Settings().models_dir)))
 registry = Registry(_settings)
 TAGGER = os.environ.get("BENCH_TAGGER", "image-tagging")
 

@@ -1,5 +1,6 @@
-"""The tabular encoder against a row-by-row oracle built from the contract: same tensors, same warnings
-in the same order, on rows with unseen IDs and numbers outside the range seen in training."""
+"""The tabular encoder, both of its ways (a few rows, many rows), against a row-by-row oracle built from
+the contract: same tensors, same warnings in the same order, on rows with unseen IDs and numbers
+outside the range seen in training."""
 
 from __future__ import annotations
 
@@ -43,3 +44,8 @@ def test_the_encoder_agrees_with_the_row_by_row_oracle():
         assert np.array_equal(numeric, expected_numeric) and np.array_equal(codes, expected_codes)
         assert [[w.field for w in row] for row in warnings] == expected_fields
         assert any(expected_fields), "the rows must include values that get warnings"
+        encoder = TabularEncoder(spec, card)
+        for row, fields in zip(rows[:20], expected_fields[:20], strict=True):  # one row: the other way
+            one_numeric, one_codes, one_warnings = encoder.encode([row])
+            assert one_numeric.shape == (1, len(spec.numeric)) and one_codes.shape == (1, len(spec.categorical))
+            assert [w.field for w in one_warnings[0]] == fields
