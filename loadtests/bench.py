@@ -35,6 +35,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from loadtests.gpu_check import per_second
 from loadtests.payloads import SHARED, cifar_jpegs, houses, impressions
 from service.contract import AD_CLICK
 from service.runtime import load_model
@@ -141,15 +142,6 @@ def scenarios() -> list[Scenario]:
 
 
 # --- the ceiling: raw onnxruntime in-process --------------------------------------------------------
-def _per_second(run, seconds: float = 2.0) -> float:
-    run()  # warm up
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        run()
-        n += 1
-    return n / (time.perf_counter() - start)
-
-
 def ceiling(scenario: Scenario, models_dir: Path) -> float:
     """Rows or images per second onnxruntime does in this process: batch 1 for single-row scenarios,
     256 for the batch one, the best of 1/8/32/64 for images (decoding not counted)."""
@@ -160,12 +152,12 @@ def ceiling(scenario: Scenario, models_dir: Path) -> float:
         best = 0.0
         for n in (1, 8, 32, 64):
             x = np.zeros([n, *shape[1:]], dtype=model.card.inputs[0].dtype)
-            best = max(best, n * _per_second(lambda x=x: model.run(x)))
+            best = max(best, per_second(lambda x=x: model.run(x), n, 2.0))
         return best
     model = load_model(models_dir / ("housing-price" if "housing" in scenario.route else "ad-click"))
     n = scenario.per_request
     inputs = [np.zeros([n, t.shape[1]], dtype=t.dtype) for t in model.card.inputs]
-    return n * _per_second(lambda: model.run(*inputs))
+    return per_second(lambda: model.run(*inputs), n, 2.0)
 
 
 # --- the HTTP stacks -------------------------------------------------------------------------------

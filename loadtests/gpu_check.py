@@ -88,6 +88,7 @@ def probabilities(model: LoadedModel, scores: np.ndarray) -> np.ndarray:
 
 
 def per_second(run, rows: int, seconds: float) -> float:
+    """Rows per second of `run` (one call = `rows` rows) over at least `seconds` (the bench's ceiling too)."""
     run()  # warm-up: kernel selection for this shape
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds or n < 3:

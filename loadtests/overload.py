@@ -21,7 +21,6 @@ service was healthy again within [overload].recover_s. This file is also the Loc
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 import tomllib
@@ -31,22 +30,13 @@ import httpx
 
 from loadtests.bench import RESULTS, machine
 from loadtests.payloads import cifar_jpegs, houses
-from loadtests.run import locust, scrape, server_view
-from tests.serving import REPO, bentoml_serve, server_processes
+from loadtests.run import locust, read_stats, scrape, server_view
+from tests.serving import REPO, bentoml_serve, service_rss_mb
 
 LIMITS = {"NNSERVE_WORKERS": "2", "NNSERVE_MAX_IN_FLIGHT": "4", "NNSERVE_MAX_QUEUE": "8"}
 CAPACITY = 2 * (4 + 8)  # requests the service admits at a time with LIMITS
 REFUSED = "refused: 503 + Retry-After"  # the name flood.py gives those answers
 FLOOD = Path(__file__).with_name("flood.py")
-
-
-def rss_mb(url: str) -> float:
-    return sum(p.memory_info().rss for p in server_processes(url) if p.is_running()) / 1e6
-
-
-def read_stats(out: Path) -> dict[str, dict[str, str]]:
-    with open(out / "locust_stats.csv", newline="") as f:
-        return {row["Name"]: row for row in csv.DictReader(f)}
 
 
 def recover(url: str, deadline_s: float = 60) -> float:
@@ -106,14 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     with bentoml_serve(REPO / "models", **LIMITS) as url:
         print(f"capacity: {CAPACITY} users for 10 s against {url}")
         print(locust(FLOOD, url, CAPACITY, CAPACITY, 10, out / "capacity").wait())
-        rss = [rss_mb(url)]
+        rss = [service_rss_mb(url)]
         users = args.factor * CAPACITY
         print(f"overload: {users} users ({args.factor}x capacity) for {args.seconds} s; reports in {out}")
         before = scrape(url)
         run = locust(FLOOD, url, users, users, args.seconds, out / "overload")
         while run.process.poll() is None:
             time.sleep(5)  # sampling interval
-            rss.append(rss_mb(url))
+            rss.append(service_rss_mb(url))
         print(run.wait())
         # Locust's latencies include its own queueing on a CPU it shares: the server's view is apart.
         print("\n".join(line for line in server_view(before, scrape(url)) if "adaptive" not in line))

@@ -85,18 +85,22 @@ def server_view(before: dict, after: dict) -> list[str]:
     return lines
 
 
-def check_slo(stats_csv: Path, slo: dict) -> list[str]:
-    """Breaches of the SLO in Locust's per-endpoint stats; empty when it held."""
+def read_stats(out: Path) -> dict[str, dict[str, str]]:
+    """Locust's per-endpoint stats of a run that wrote its CSV into `out`, by name ("Aggregated": all)."""
+    with open(out / "locust_stats.csv", newline="") as f:
+        return {row["Name"]: row for row in csv.DictReader(f)}
+
+
+def check_slo(stats: dict[str, dict[str, str]], slo: dict) -> list[str]:
+    """Breaches of the SLO in Locust's per-endpoint stats (read_stats); empty when it held."""
     breaches = []
-    with open(stats_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    total = next(r for r in rows if r["Name"] == "Aggregated")
+    total = stats["Aggregated"]
     requests, failures = int(total["Request Count"]), int(total["Failure Count"])
     if requests == 0:
         breaches.append("no request completed")
     elif failures / requests > slo.get("max_failure_ratio", 0.0):
         breaches.append(f"{failures} of {requests} requests failed")
-    for row in rows:
+    for row in stats.values():
         limit = slo.get("p99_ms", {}).get(row["Name"])
         if limit is not None and row["99%"] not in ("N/A", "") and float(row["99%"]) > limit:
             breaches.append(f"{row['Name']}: p99 {row['99%']} ms > {limit} ms")
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         after = scrape(url)
     print(log)
     print("\n".join(server_view(before, after)))
-    breaches = check_slo(out / "locust_stats.csv", slo)
+    breaches = check_slo(read_stats(out), slo)
     for b in breaches:
         print(f"SLO BREACHED: {b}")
     print("SLO held" if not breaches else f"{len(breaches)} SLO breach(es); reports in {out}")

@@ -16,29 +16,22 @@ shared and noisy). Both append their series' summary to loadtests/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
 
 from loadtests.bench import RESULTS, machine, scenarios, wrk
-from loadtests.run import LOCUSTFILE, locust
-from tests.serving import REPO, bentoml_serve, server_processes
+from loadtests.run import LOCUSTFILE, locust, read_stats
+from tests.serving import REPO, bentoml_serve, service_rss_mb
 
 MAX_RSS_GROWTH = 0.05
-
-
-def service_rss_mb(url: str) -> float:
-    """Resident memory of the `bentoml serve` at `url`: the server process and its workers."""
-    return sum(p.memory_info().rss for p in server_processes(url) if p.is_running()) / 1e6
 
 
 def mixed_minute(url: str, users: int, out: Path) -> dict:
     """One minute of the mixed Locust load: requests, failures, p99 per endpoint."""
     out.mkdir(parents=True)
     locust(LOCUSTFILE, url, users, users, 60, out).wait()
-    with open(out / "locust_stats.csv", newline="") as f:
-        rows = {r["Name"]: r for r in csv.DictReader(f)}
+    rows = read_stats(out)
     total = rows.pop("Aggregated")
     return {
         "requests": int(total["Request Count"]),

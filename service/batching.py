@@ -1,10 +1,12 @@
-"""Dynamic batching: concurrent requests for one image model share one onnxruntime run.
+"""Dynamic batching: concurrent requests for one model share one onnxruntime run.
 
 Under load, requests for a model arrive while it is busy. Rather than running them one after another,
-the batcher runs whatever has queued as one batch (at most `max_rows` photos), as Triton's dynamic
-batcher and BentoML's adaptive batching do. With `max_wait_s` 0 (NNSERVE_BATCH_WAIT_MS, the CPU
-default) it never waits to fill a batch: a lone request runs at once, and batches grow with load. On
-a GPU a wait of a millisecond or two pays, since a batch of 32 costs little more than a batch of 1.
+the batcher runs whatever has queued as one batch (at most `max_rows` rows or photos), as Triton's
+dynamic batcher and BentoML's adaptive batching do. With `max_wait_s` 0 (the default everywhere but
+image models on a GPU, NNSERVE_DYNAMIC_BATCH_WAIT_MS) it never waits to fill a batch: a lone request
+runs at once, and batches grow with load. On a GPU a wait of a millisecond or two pays, since a batch
+of 32 photos costs little more than a batch of 1. `inline` runs the model in the event loop, for
+tabular models that take microseconds (service/registry.py decides which model gets what).
 
 `pad` rounds each batch up to a power of two (1, 2, 4, ... max_rows) with zero rows, so that only a
 few shapes ever reach the session and each can be warmed up at load (`bucket_sizes`): on CUDA, the

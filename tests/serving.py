@@ -102,5 +102,10 @@ def server_processes(url: str) -> list:
     raise RuntimeError(f"no bentoml serve on port {port}")
 
 
+def service_rss_mb(url: str) -> float:
+    """Resident memory of the `bentoml serve` at `url`: the server process and its workers."""
+    return sum(p.memory_info().rss for p in server_processes(url) if p.is_running()) / 1e6
+
+
 def worker_pids(url: str) -> set[int]:
     return {p.pid for p in server_processes(url) if "_bentoml_impl.worker.service" in " ".join(p.cmdline())}

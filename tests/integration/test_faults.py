@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from tests.conftest import MODELS, SAMPLE_PHOTOS
-from tests.serving import bentoml_serve, server_log, server_processes, worker_pids
+from tests.serving import bentoml_serve, metrics_containing, server_log, server_processes, worker_pids
 
 HOUSE = {"sqft_living": 1000, "bedrooms": 2, "zipcode": 98103}
 
@@ -38,18 +38,6 @@ def read_answer(conn: socket.socket) -> tuple[int, dict]:
         data += chunk
     head, body = data.split(b"\r\n\r\n", 1)
     return int(head.split()[1]), json.loads(body)
-
-
-def in_progress(url: str, endpoint: str, expected: int = 3, deadline_s: float = 10) -> int:
-    """The server's gauge of requests in progress on `endpoint`, polled until it reads `expected`."""
-    end = time.monotonic() + deadline_s
-    while True:
-        lines = httpx.get(url + "/metrics").text.splitlines()
-        prefix = f'bentoml_service_request_in_progress{{endpoint="{endpoint}"'
-        value = sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
-        if value == expected or time.monotonic() > end:
-            return int(value)
-        time.sleep(0.05)  # polling interval, with a deadline
 
 
 def _length(data: bytes) -> int:
@@ -114,7 +102,12 @@ def test_sigterm_drains_refuses_new_work_finishes_in_flight_and_exits():
     body = json.dumps(HOUSE).encode()
     with bentoml_serve(MODELS, NNSERVE_WORKERS="1", NNSERVE_SHUTDOWN_GRACE_S="20") as url:
         in_flight = [start_slow_request(url, body, sent=10) for _ in range(3)]
-        assert in_progress(url, "/v1/housing-price/predict") == 3  # the worker has them
+        three = (
+            'bentoml_service_request_in_progress{endpoint="/v1/housing-price/predict",runner_name="nnserve",'
+            'service_name="nnserve",'
+            'service_version="not available"} 3.0'
+        )
+        assert three in metrics_containing(url, three)  # the worker has them
         main = server_processes(url)[0]
         main.send_signal(signal.SIGTERM)  # what Kubernetes or `docker stop` sends
         stopped_at = time.monotonic()
