@@ -110,7 +110,6 @@ def test_sigterm_drains_refuses_new_work_finishes_in_flight_and_exits():
         assert three in metrics_containing(url, three)  # the worker has them
         main = server_processes(url)[0]
         main.send_signal(signal.SIGTERM)  # what Kubernetes or `docker stop` sends
-        stopped_at = time.monotonic()
         ready = httpx.get(url + "/readyz", timeout=5)
         assert ready.status_code == 503 and "shutting down" in ready.json()["error"]
         assert httpx.get(url + "/v1/health", timeout=5).json()["draining"] is True
@@ -126,4 +125,4 @@ def test_sigterm_drains_refuses_new_work_finishes_in_flight_and_exits():
         main.wait(timeout=25)  # the grace period, and a margin: it exits once drained
         log = server_log(url).read_text()
         assert "3 in flight" in log and "drained: no prediction in flight" in log
-        assert time.monotonic() - stopped_at < 20
+        assert "grace period" not in log  # it exited because it drained, not because the grace period ran out
