@@ -13,18 +13,21 @@ if [[ -z "${DEBIAN_MIRROR:-}" ]]; then
   DEBIAN_MIRROR="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
   DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 fi
-ROOT="$(mktemp -d)"
+ROOT="$(mktemp -d)"  # under the caller's TMPDIR, if set
 trap 'rm -rf "$ROOT"' EXIT
+# Everything that runs inside the new root gets a clean TMPDIR: the caller's (say /work/tmp) does not
+# exist in there, and Debian's maintainer scripts fail on it ("mktemp: failed to create file").
+in_root() { env -u TMPDIR "$@"; }
 
-debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+in_root debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
   bookworm "$ROOT" "$DEBIAN_MIRROR" >/dev/null
 
 shopt -s nullglob
 for crt in ${EXTRA_CA_CERTS:-/usr/local/share/ca-certificates/*.crt}; do
   cp "$crt" "$ROOT/usr/local/share/ca-certificates/"
 done
-chroot "$ROOT" update-ca-certificates >/dev/null
-chroot "$ROOT" apt-get clean
+in_root chroot "$ROOT" update-ca-certificates >/dev/null
+in_root chroot "$ROOT" apt-get clean
 rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/usr/share/doc/* "$ROOT"/usr/share/man/* "$ROOT"/var/cache/debconf/*-old
 
 # SSL_CERT_FILE and UV_NATIVE_TLS make pip and uv (which bentoml's Dockerfile installs with) use the
