@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         folder = Path(str(item.fspath)).parent.name
         if folder in ("unit", "integration", "contract", "training", "container"):
             item.add_marker(getattr(pytest.mark, folder))
+
+
+_STATUS = pytest.StashKey[str | None]()
+
+
+def _git_status() -> str | None:
+    try:
+        out = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None  # None: not a git checkout (an unpacked copy)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_STATUS] = _git_status()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A test run must leave the checkout as it found it: no file written into the tree, no tracked
+    file changed. A run that does fails, naming what it changed."""
+    before, after = session.config.stash.get(_STATUS, None), _git_status()
+    if before is None or after is None or before == after:
+        return
+    changed = sorted(set(after.splitlines()) - set(before.splitlines()))
+    session.config.get_terminal_writer().line(
+        "the test run changed the checkout (git status): " + "; ".join(changed or after.splitlines()), red=True
+    )
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

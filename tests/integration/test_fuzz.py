@@ -17,12 +17,12 @@ EXAMPLES = int(os.environ.get("NNSERVE_FUZZ_EXAMPLES", "25"))
 CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance"
 
 
-def test_schemathesis_finds_no_server_error_and_no_schema_violation(server):
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_path):
     schemathesis = Path(sys.executable).parent / "schemathesis"
     out = subprocess.run(
         [str(schemathesis), "run", f"{server}/docs.json", "--checks", CHECKS, "--max-examples", str(EXAMPLES),
          "--no-color", "--seed", "1"],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,  # its cache (.schemathesis/) stays out of the tree
     )  # fmt: skip
     summary = out.stdout[-3000:]
     assert out.returncode == 0, summary
