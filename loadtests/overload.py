@@ -12,10 +12,12 @@ defaults (32 + 64). Users send single housing predictions and single CIFAR photo
 3. after: how long until /readyz and one prediction of each kind answer 200 again.
 
 It exits 1 unless: every answer was a 200 with a valid prediction or a 503 with Retry-After (no
-other status, no error); the p99 of accepted requests stayed under [overload].p99_ms of slo.toml;
-the service kept serving (accepted throughput at least half the capacity run's); memory during the
-overload stayed under [overload].max_rss_growth above its level at the end of the capacity run; the
-service was healthy again within [overload].recover_s. This file is also the Locust file it runs.
+other status, no error), some were refused, and the service became healthy again; and, the figures
+of slo.toml that --behaviour-only (the test suite's 10-second run) leaves out: the p99 of accepted
+requests stayed under [overload].p99_ms; the service kept serving (accepted throughput at least half
+the capacity run's); memory during the overload stayed under [overload].max_rss_growth above its
+level at the end of the capacity run; the service was healthy again within [overload].recover_s.
+This file is also the Locust file it runs.
 """
 
 from __future__ import annotations
@@ -58,14 +60,24 @@ def recover(url: str, deadline_s: float = 60) -> float:
     return float("inf")
 
 
-def judge(capacity: dict, overload: dict, rss: list[float], recovered_s: float, slo: dict) -> list[str]:
-    """Breaches of what overload must not do; empty when the service behaved."""
+def misbehaviour(overload: dict, recovered_s: float) -> list[str]:
+    """What overload must never cause, whatever the machine: answers other than a valid 200 or a 503
+    with Retry-After, no refusal at all (the load did not exceed capacity), no recovery (60 s deadline)."""
     breaches = []
     total = overload["Aggregated"]
     if int(total["Failure Count"]):
         breaches.append(f"{total['Failure Count']} answers were neither a valid 200 nor a 503 with Retry-After")
     if REFUSED not in overload:
         breaches.append("no request was refused: the load did not exceed capacity")
+    if recovered_s == float("inf"):
+        breaches.append("never healthy again after the load stopped")
+    return breaches
+
+
+def over_thresholds(capacity: dict, overload: dict, rss: list[float], recovered_s: float, slo: dict) -> list[str]:
+    """The [overload] figures of slo.toml: latency, throughput, memory and recovery time. They depend on
+    the machine and what else it runs, so `make overload` judges them, the test suite does not."""
+    breaches = []
     accepted = {name: row for name, row in overload.items() if name not in ("Aggregated", REFUSED)}
     for name, row in accepted.items():
         if float(row["99%"]) > slo["p99_ms"]:
@@ -88,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slo", type=Path, default=Path(__file__).with_name("slo.toml"))
     parser.add_argument("--reports", type=Path, default=REPO / "reports")
     parser.add_argument("--record", action="store_true", help="append the figures to loadtests/RESULTS.md")
+    parser.add_argument(
+        "--behaviour-only",
+        action="store_true",
+        help="judge only what must hold on any machine (statuses, refusals, recovery), not slo.toml's figures",
+    )
     args = parser.parse_args(argv)
     slo = tomllib.loads(args.slo.read_text())["overload"]
     out = args.reports / time.strftime("overload-%Y%m%d-%H%M%S")
@@ -113,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"refused: {refused} of {overload['Aggregated']['Request Count']} requests (503 + Retry-After)")
     print(f"memory: {rss[0]:.0f} MB at capacity; during overload {min(rss[1:]):.0f}-{max(rss[1:]):.0f} MB")
     print(f"healthy again {recovered_s:.2f} s after the load stopped")
-    breaches = judge(capacity, overload, rss, recovered_s, slo)
+    breaches = misbehaviour(overload, recovered_s)
+    if not args.behaviour_only:
+        breaches += over_thresholds(capacity, overload, rss, recovered_s, slo)
     for breach in breaches:
         print(f"BREACHED: {breach}")
     print("overload handled" if not breaches else f"{len(breaches)} breach(es); reports in {out}")

@@ -34,3 +34,18 @@ def test_server_view_lists_api_routes_with_new_requests_only():
     lines = server_view(before, after)
     assert any(route in line and "200: 20" in line and "p50" in line for line in lines)
     assert not any("/docs.json" in line for line in lines)
+
+
+def test_overload_behaviour_is_judged_apart_from_its_figures():
+    from loadtests.overload import REFUSED, misbehaviour, over_thresholds
+
+    row = {"Request Count": "100", "Failure Count": "0", "Requests/s": "50", "99%": "9000"}
+    capacity = {"Aggregated": {**row, "Requests/s": "60"}}
+    slow = {"Aggregated": row, "/v1/housing-price/predict": row, REFUSED: row}
+    slo = {"p99_ms": 1000, "max_rss_growth": 0.1, "recover_s": 5}
+    # A slow machine: a 9 s p99, memory up 50%, 20 s to recover. Behaviour is fine; the figures are not.
+    assert misbehaviour(slow, recovered_s=20) == []
+    assert len(over_thresholds(capacity, slow, [100, 150], 20, slo)) == 3
+    failing = {**slow, "Aggregated": {**row, "Failure Count": "3"}}
+    assert misbehaviour(failing, 1) and misbehaviour({"Aggregated": row}, 1)  # failures; nothing refused
+    assert misbehaviour(slow, float("inf"))  # never recovered
