@@ -6,7 +6,7 @@ PORT ?= 3000
 SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve serve-gpu gpu-check gpu-prepare test test-unit models lint format clean bento container container-test loadtest overload bench soak soak-housing scale-curve activation-curve fuzz
+.PHONY: serve serve-gpu gpu-check gpu-prepare test test-unit models lint format clean bento container container-test loadtest overload bench soak soak-housing memory scale-curve activation-curve fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,9 +45,9 @@ test-unit: $(DEV_STAMP)
 
 # Retrain and export all three models into models/ (about half an hour on 2 cores, most of it the CNN).
 models: $(DEV_STAMP)
-	$(BIN)/python -m training.train_housing
-	$(BIN)/python -m training.train_adclick
-	$(BIN)/python -m training.train_tagger
+	$(BIN)/python -m training.train_housing --publish
+	$(BIN)/python -m training.train_adclick --publish
+	$(BIN)/python -m training.train_tagger --publish
 
 # The bento (service/ and models/ only) and the image; see service/container/build.sh for the options
 # (BASE_IMAGE, LOCAL_BASE=1, EXTRA_CA_CERTS, GPU=1).
@@ -111,6 +111,11 @@ soak: $(DEV_STAMP)
 soak-housing: $(DEV_STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python -m loadtests.soak --housing
+
+# The largest legal requests on every bulk route for 20 s: resident memory before, during and 10 s after
+# (loadtests/memory.py; fails when it has not come back within [memory] of slo.toml).
+memory: $(DEV_STAMP)
+	$(BIN)/python -m loadtests.memory
 
 # The lecture's two claims on our data (training/lecture.py): PNG + CSV in training/docs/.
 scale-curve: $(DEV_STAMP)

@@ -1,6 +1,8 @@
 """The model card: the JSON file beside each `model.onnx`, written by training, read by the service.
 
-One pydantic model describes it, so the writer and the reader cannot disagree about its shape.
+One pydantic model describes it, so the writer and the reader cannot disagree about its shape. The
+card is the serving contract: the service builds a model's typed request and response types, its
+routes, its OpenAPI entries and its validation from the card alone (service/schemas.py).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.contract import Task
+Task = Literal["regression", "binary_classification", "image_classification"]
 
 CARD_FILE = "card.json"
 ONNX_FILE = "model.onnx"
@@ -33,9 +35,11 @@ class NumericCard(_Strict):
     unit: str
     allowed: tuple[float, float]  # outside: client error
     observed: tuple[float, float]  # seen in training data; outside: served with a warning
-    default: float | None
+    default: float | None  # None: required
     integer: bool
     boolean: bool
+    date: bool = False  # sent as "YYYY-MM-DD"; allowed, observed and default are decimal years
+    example: float | str | None = None  # for the API documentation and smoke checks
 
 
 class CategoricalCard(_Strict):
@@ -45,6 +49,8 @@ class CategoricalCard(_Strict):
     allowed: tuple[int, int]  # range of codes a client may send
     vocabulary: list[int]  # codes seen in training, each with its own embedding row; others -> unknown
     unknown_index: int = 0
+    default: int | str | None = None  # None: required
+    example: int | str | None = None
 
 
 class ImageInputCard(_Strict):
@@ -58,6 +64,20 @@ class ImageInputCard(_Strict):
     mean: tuple[float, float, float]  # on 0..1 pixels
     std: tuple[float, float, float]
     output_is: Literal["probabilities", "logits"]
+
+
+class ApiCard(_Strict):
+    """How a tabular model's typed endpoints name things in OpenAPI and for the BentoML client. Every
+    field may be left out: names are then derived from the model's name (service/schemas.py)."""
+
+    request: str | None = None  # the type of one row, e.g. HouseFeatures
+    request_doc: str | None = None  # what one row is, e.g. "One house for sale: what its seller knows about it."
+    batch_request: str | None = None  # the batch request's type, e.g. HouseBatch
+    batch_field: str | None = None  # the batch request's list field, e.g. houses (default: rows)
+    response_prefix: str | None = None  # e.g. Price: PricePrediction, PriceRow, PriceBatch
+    summary: str | None = None  # the single route's one-line summary
+    batch_summary: str | None = None  # the batch route's one-line summary
+    output_doc: str | None = None  # what the prediction is, e.g. "Predicted sale price, US dollars."
 
 
 class DataCard(_Strict):
@@ -86,6 +106,7 @@ class ModelCard(_Strict):
     categorical: list[CategoricalCard] = Field(default_factory=list)
     labels: list[str] = Field(default_factory=list)
     image: ImageInputCard | None = None
+    api: ApiCard | None = None
     data: DataCard | None = None
     metrics: dict[str, dict[str, float]] = Field(default_factory=dict)  # "model", "baseline", "oracle"
     bar: dict[str, Any] = Field(default_factory=dict)  # the acceptance bar and whether it held

@@ -1,21 +1,35 @@
-"""Request rows -> the graph's two tensors, with a warning for every value the model has not seen.
+"""Request rows -> the graph's two tensors, with a warning for every value the model has not seen,
+all from the model card.
 
 Unseen categorical codes are not errors: the graph sends them to the unknown bucket; the warning
-says so. Numbers inside the allowed range but outside the range seen in training are served too,
-with a warning that the model is extrapolating.
+says so. Numbers (and dates) inside the allowed range but outside the range seen in training are
+served too, with a warning that the model is extrapolating.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import numpy as np
 
 from service.cards import ModelCard
-from service.contract import TabularSpec
-from service.schemas import FieldWarning
 
 SMALL = 8  # rows up to which plain Python beats numpy's per-call overhead
+
+
+def decimal_year(day: dt.date) -> float:
+    """2015-04-01 -> 2015.2466: the year plus the share of it gone by, what a date feature feeds the model."""
+    start = dt.date(day.year, 1, 1)
+    return day.year + (day - start).days / (dt.date(day.year + 1, 1, 1) - start).days
+
+
+def date_of(year: float) -> str:
+    """The inverse of decimal_year, as YYYY-MM-DD (for messages and documentation)."""
+    whole = int(year)
+    start = dt.date(whole, 1, 1)
+    days = (dt.date(whole + 1, 1, 1) - start).days
+    return (start + dt.timedelta(days=min(days - 1, round((year - whole) * days)))).isoformat()
 
 
 class TabularEncoder:
@@ -26,39 +40,41 @@ class TabularEncoder:
     built only for the rare value that needs one. tests/unit/test_tabular.py checks both ways against
     a row-by-row oracle."""
 
-    def __init__(self, spec: TabularSpec, card: ModelCard) -> None:
+    def __init__(self, card: ModelCard) -> None:
         self.numeric = [(f.name, f.observed) for f in card.numeric]
-        self.categorical = [(f.name, spec_f) for f, spec_f in zip(card.categorical, spec.categorical, strict=True)]
+        self.dates = [f.date for f in card.numeric]
+        self.categorical = [(f.name, f.values) for f in card.categorical]
         inf = float("inf")
         # Booleans are never "outside the range seen": their bounds are open.
         self.low = np.array([-inf if f.boolean else f.observed[0] for f in card.numeric])
         self.high = np.array([inf if f.boolean else f.observed[1] for f in card.numeric])
         # Seen codes as one flat table: column j's code c is at offsets[j] + c - minimum[j].
-        self.minimum = np.array([spec_f.code_range[0] for _, spec_f in self.categorical], dtype=np.int64)
-        sizes = [spec_f.code_range[1] - spec_f.code_range[0] + 1 for _, spec_f in self.categorical]
+        self.minimum = np.array([f.allowed[0] for f in card.categorical], dtype=np.int64)
+        sizes = [f.allowed[1] - f.allowed[0] + 1 for f in card.categorical]
         self.offsets = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
         self.seen = np.zeros(sum(sizes), dtype=bool)
         for j, f in enumerate(card.categorical):
             self.seen[[self.offsets[j] + c - self.minimum[j] for c in f.vocabulary]] = True
         self.closed = [
-            {v: i for i, v in enumerate(spec_f.values)} if spec_f.values is not None else None
-            for _, spec_f in self.categorical
+            {v: i for i, v in enumerate(f.values)} if f.values is not None else None for f in card.categorical
         ]
         self.vocabularies = [frozenset(f.vocabulary) for f in card.categorical]
 
-    def encode(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[FieldWarning]]]:
+    def encode(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[dict[str, Any]]]]:
+        """Validated rows (field -> value) -> numeric [N, F] float32, codes [N, C] int64, warnings per row."""
         return self._few(rows) if len(rows) <= SMALL else self._many(rows)
 
-    def _few(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[FieldWarning]]]:
+    def _few(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[dict[str, Any]]]]:
         numeric = np.empty((len(rows), len(self.numeric)), dtype=np.float32)
         codes = np.empty((len(rows), len(self.categorical)), dtype=np.int64)
-        warnings: list[list[FieldWarning]] = []
-        low, high = self.low.tolist(), self.high.tolist()
+        warnings: list[list[dict[str, Any]]] = []
+        low, high, dates = self.low.tolist(), self.high.tolist(), self.dates
         for r, row in enumerate(rows):
             found = []
             for j, (name, _) in enumerate(self.numeric):
-                numeric[r, j] = value = row[name]
-                if not low[j] <= value <= high[j]:
+                value = row[name]
+                numeric[r, j] = decimal_year(value) if dates[j] else value
+                if not low[j] <= numeric[r, j] <= high[j]:  # as the model sees it, in float32
                     found.append(self._outside(row, j))
             for j, (name, _) in enumerate(self.categorical):
                 index = self.closed[j]
@@ -68,39 +84,48 @@ class TabularEncoder:
             warnings.append(found)
         return numeric, codes, warnings
 
-    def _many(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[FieldWarning]]]:
-        values = np.array([[row[name] for name, _ in self.numeric] for row in rows], dtype=np.float64)
-        values = values.reshape(len(rows), len(self.numeric))
-        columns = [(name, index) for (name, _), index in zip(self.categorical, self.closed, strict=True)]
+    def _many(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[dict[str, Any]]]]:
+        columns = [
+            (name, decimal_year if date else None) for (name, _), date in zip(self.numeric, self.dates, strict=True)
+        ]
+        values = (
+            np.array(
+                [[row[name] if convert is None else convert(row[name]) for name, convert in columns] for row in rows],
+                dtype=np.float64,
+            )
+            .reshape(len(rows), len(self.numeric))
+            .astype(np.float32)
+        )
+        closed = [(name, index) for (name, _), index in zip(self.categorical, self.closed, strict=True)]
         codes = np.array(
-            [[row[name] if index is None else index[str(row[name])] for name, index in columns] for row in rows],
+            [[row[name] if index is None else index[str(row[name])] for name, index in closed] for row in rows],
             dtype=np.int64,
         ).reshape(len(rows), len(self.categorical))
-        outside = (values < self.low) | (values > self.high)
+        outside = (values < self.low) | (values > self.high)  # as the model sees them, in float32
         position = np.clip(codes - self.minimum, 0, None) + self.offsets
         unseen = ~self.seen[np.minimum(position, len(self.seen) - 1)]
-        warnings: list[list[FieldWarning]] = [[] for _ in rows]
+        warnings: list[list[dict[str, Any]]] = [[] for _ in rows]
         if outside.any() or unseen.any():
             for r, j in zip(*np.nonzero(outside), strict=True):
                 warnings[r].append(self._outside(rows[r], j))
             for r, j in zip(*np.nonzero(unseen), strict=True):
                 warnings[r].append(self._unseen(rows[r], j))
-        return values.astype(np.float32), codes, warnings
+        return values, codes, warnings
 
-    def _outside(self, row: dict[str, Any], j: int) -> FieldWarning:
+    def _outside(self, row: dict[str, Any], j: int) -> dict[str, Any]:
         name, (lo, hi) = self.numeric[j]
         value = row[name]
-        return FieldWarning(
-            field=name, value=value,
-            message=f"{name} {value:g} is outside the range seen in training ({lo:g} to {hi:g}): "
-            "the model is extrapolating",
-        )  # fmt: skip
+        if self.dates[j]:
+            value, seen = value.isoformat(), f"{date_of(lo)} to {date_of(hi)}"
+        else:
+            seen = f"{lo:g} to {hi:g}"
+        shown = value if isinstance(value, str) else f"{value:g}"
+        message = f"{name} {shown} is outside the range seen in training ({seen}): the model is extrapolating"
+        return {"field": name, "value": value, "message": message}
 
-    def _unseen(self, row: dict[str, Any], j: int) -> FieldWarning:
-        name, spec = self.categorical[j]
+    def _unseen(self, row: dict[str, Any], j: int) -> dict[str, Any]:
+        name, values = self.categorical[j]
         value = row[name]
-        what = "ID" if spec.values is None else "value"
-        return FieldWarning(
-            field=name, value=value,
-            message=f"{name} {value}: {what} not seen in training, served through the unknown bucket",
-        )  # fmt: skip
+        what = "ID" if values is None else "value"
+        message = f"{name} {value}: {what} not seen in training, served through the unknown bucket"
+        return {"field": name, "value": value, "message": message}

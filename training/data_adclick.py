@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.contract import AD_CATEGORIES, AD_CLICK
+from training.contract import AD_CATEGORIES, AD_CLICK
 
 GENDERS = AD_CLICK.categorical[0].values
 DEVICES = AD_CLICK.categorical[1].values

@@ -2,29 +2,89 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
-from service.contract import HOUSING
-from training.data_tabular import TabularData, read_tabular_csv
+import numpy as np
 
-VALIDATION_FROM = "20150201"  # train on sales before February 2015, validate on Feb-Mar 2015
+from training.contract import HOUSING, TabularSpec
+from training.data_tabular import TabularData, parse_date, read_tabular_csv
+from training.runinfo import TrainingDataError
 
-
-def _sale_date(text: str) -> str:
-    """'20141013T000000' -> '20141013', checked to be a real date."""
-    day = text[:8]
-    dt.datetime.strptime(day, "%Y%m%d")
-    return day
+VALIDATION_FROM = "2015-02-01"  # train on sales before February 2015, validate on Feb-Mar 2015
 
 
-def load_housing(path: Path) -> TabularData:
-    """Features in contract order, plus `price` (USD) and `date` (YYYYMMDD) per sale.
+def _sale_day(text: str) -> str:
+    """'20141013T000000' -> '2014-10-13', checked to be a real date."""
+    return parse_date(text).isoformat()
+
+
+def housing_spec(drop: str = "") -> TabularSpec:
+    """The contract's housing features, less those named in `drop` (comma-separated), for ablations."""
+    names = {x.strip() for x in drop.split(",") if x.strip()}
+    unknown = names - {f.name for f in HOUSING.features}
+    if unknown:
+        raise TrainingDataError(f"--drop-features {sorted(unknown)}: no such feature; the features are "
+                                f"{[f.name for f in HOUSING.features]}")  # fmt: skip
+    if not names:
+        return HOUSING
+    return dataclasses.replace(
+        HOUSING,
+        numeric=tuple(f for f in HOUSING.numeric if f.name not in names),
+        categorical=tuple(f for f in HOUSING.categorical if f.name not in names),
+    )
+
+
+def load_housing(path: Path, spec: TabularSpec = HOUSING) -> TabularData:
+    """Features in contract order, plus `price` (USD) and `date` (YYYY-MM-DD) per sale.
 
     A house sold twice appears twice: both are real sales at their own dates."""
-    return read_tabular_csv(path, HOUSING, {"price": float, "date": _sale_date})
+    return read_tabular_csv(path, spec, {"price": float, "date": _sale_day})
 
 
-def split_by_date(data: TabularData) -> tuple[TabularData, TabularData]:
-    later = data.extra["date"] >= VALIDATION_FROM
-    return data.take(~later), data.take(later)
+def _date(text: str, flag: str) -> str:
+    try:
+        return parse_date(text).isoformat()
+    except ValueError:
+        raise TrainingDataError(
+            f"{flag} {text!r}: expected a date (2015-02-01) or, for --split, the share of the latest sales "
+            "to validate on (0.2)"
+        ) from None
+
+
+def split_by_date(
+    data: TabularData, at: str = VALIDATION_FROM, train_before: str = ""
+) -> tuple[TabularData, TabularData]:
+    """Validation: the sales from `at` on, where `at` is a date or a share of the latest sales ("0.2").
+    Training: the sales before `at`, or before `train_before` when given (a gap between the two shows
+    how the model ages). Refuses a side left empty, naming the data's dates."""
+    dates = data.extra["date"]
+    first, last = min(dates), max(dates)
+    try:
+        share = float(at)
+    except ValueError:
+        share = None
+    if share is not None:
+        if not 0 < share < 1:
+            raise TrainingDataError(f"--split {at}: a share of the latest sales must be between 0 and 1 (0.2)")
+        at = str(np.sort(dates)[int(len(dates) * (1 - share))])  # sales of one day stay on one side
+    else:
+        at = _date(at, "--split")
+    until = _date(train_before, "--train-before") if train_before else at
+    if until > at:
+        raise TrainingDataError(f"--train-before {until} is after --split {at}: training would overlap validation")
+    train, val = data.take(dates < until), data.take(dates >= at)
+    for side, rows, what in (("train on", train, f"before {until}"), ("validate on", val, f"from {at} on")):
+        if not len(rows):
+            raise TrainingDataError(
+                f"--split {at}: no sales {what} to {side}; the data runs from {first} to {last}: "
+                "choose a date inside that range, or a share of the latest sales (--split 0.2)"
+            )
+    return train, val
+
+
+def months(start: str, end: str) -> str:
+    """'2014-05-02', '2015-01-31' -> 'May 2014 - Jan 2015' (for the card's split text)."""
+    a, b = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    return f"{a:%b %Y} - {b:%b %Y}"

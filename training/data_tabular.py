@@ -9,6 +9,7 @@ count of dropped rows is logged and recorded: the service would refuse such a re
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from service.cards import CategoricalCard, NumericCard
-from service.contract import Categorical, Numeric, TabularSpec
+from service.tabular import decimal_year
+from training.contract import Categorical, Numeric, TabularSpec
 from training.runinfo import TrainingDataError
 
 log = logging.getLogger(__name__)
@@ -37,13 +39,32 @@ class TabularData:
         return TabularData(self.numeric[mask], self.categorical[mask], {k: v[mask] for k, v in self.extra.items()})
 
 
+def parse_date(text: str) -> dt.date:
+    """'2014-10-13', '20141013' or the King County file's '20141013T000000'."""
+    text = text.strip()
+    day = text[:10] if "-" in text[:10] else text[:8]
+    for layout in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            return dt.datetime.strptime(day, layout).date()
+        except ValueError:
+            continue
+    raise ValueError("expected a date as YYYY-MM-DD or YYYYMMDD")
+
+
 def _parse_numeric(feature: Numeric) -> Callable[[str], float]:
     def parse(text: str) -> float:
+        if feature.date:
+            return decimal_year(parse_date(text))
         if feature.boolean and text.strip().lower() in ("true", "false"):
             return float(text.strip().lower() == "true")
         return float(text)
 
     return parse
+
+
+def column(feature: Numeric | Categorical) -> str:
+    """The training file's column for a feature."""
+    return getattr(feature, "column", "") or feature.name
 
 
 def _parse_categorical(feature: Categorical) -> Callable[[str], int]:
@@ -60,35 +81,46 @@ def _parse_categorical(feature: Categorical) -> Callable[[str], int]:
 def read_tabular_csv(path: Path, spec: TabularSpec, extra: dict[str, Callable[[str], object]]) -> TabularData:
     """Reads the contract's features and the `extra` columns (name -> parser) from a CSV with a header."""
     if not path.is_file():
-        raise TrainingDataError(f"{path}: no such file")
+        raise TrainingDataError(f"{path}: no such file: check --data")
     numeric_parsers = [_parse_numeric(f) for f in spec.numeric]
     categorical_parsers = [_parse_categorical(f) for f in spec.categorical]
     numeric, categorical = [], []
     extras: dict[str, list] = {k: [] for k in extra}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames:
-            raise TrainingDataError(f"{path}: empty file (no header row)")
-        missing = [c for c in [*(x.name for x in spec.features), *extra] if c not in reader.fieldnames]
-        if missing:
-            raise TrainingDataError(f"{path}: missing column(s) {missing}; the header has {reader.fieldnames}")
-        for row in reader:
-            line = reader.line_num
-            column = ""
-            try:
-                for column, parse in zip((x.name for x in spec.numeric), numeric_parsers, strict=True):
-                    numeric.append(parse(row[column]))
-                for column, parse in zip((x.name for x in spec.categorical), categorical_parsers, strict=True):
-                    categorical.append(parse(row[column]))
-                for column, parse in extra.items():
-                    extras[column].append(parse(row[column]))
-            except (ValueError, TypeError) as e:
+    numeric_columns = [column(x) for x in spec.numeric]
+    categorical_columns = [column(x) for x in spec.categorical]
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames:
+                raise TrainingDataError(f"{path}: empty file (no header row): give a CSV file with a header line")
+            missing = [c for c in [*numeric_columns, *categorical_columns, *extra] if c not in reader.fieldnames]
+            if missing:
                 raise TrainingDataError(
-                    f"{path}: line {line}, column {column!r}: bad value {row[column]!r} ({e})"
-                ) from e
+                    f"{path}: line 1: missing column(s) {missing} (the header has {reader.fieldnames}): "
+                    "add them, or point --data at a file that has them"
+                )
+            for row in reader:
+                line = reader.line_num
+                name = ""
+                try:
+                    for name, parse in zip(numeric_columns, numeric_parsers, strict=True):
+                        numeric.append(parse(row[name]))
+                    for name, parse in zip(categorical_columns, categorical_parsers, strict=True):
+                        categorical.append(parse(row[name]))
+                    for name, parse in extra.items():
+                        extras[name].append(parse(row[name]))
+                except (ValueError, TypeError) as e:
+                    raise TrainingDataError(
+                        f"{path}: line {line}, column {name!r}: bad value {row[name]!r} ({e}): "
+                        "correct or remove that row"
+                    ) from e
+    except UnicodeDecodeError as e:
+        raise TrainingDataError(f"{path}: not UTF-8 text ({e}): give a UTF-8 CSV file") from e
+    except csv.Error as e:
+        raise TrainingDataError(f"{path}: not a readable CSV file ({e}): check its quoting and line ends") from e
     n = len(numeric) // max(len(spec.numeric), 1) if spec.numeric else len(categorical) // len(spec.categorical)
     if n == 0:
-        raise TrainingDataError(f"{path}: no data rows after the header")
+        raise TrainingDataError(f"{path}: no data rows after the header: give a file with data")
     data = TabularData(
         np.asarray(numeric, dtype=np.float32).reshape(n, len(spec.numeric)),
         np.asarray(categorical, dtype=np.int64).reshape(n, len(spec.categorical)),
@@ -138,19 +170,24 @@ def build_lookups(spec: TabularSpec, categorical: np.ndarray, min_count: int = 1
 def feature_cards(
     spec: TabularSpec, numeric_train: np.ndarray, vocabularies: list[list[int]]
 ) -> tuple[list[NumericCard], list[CategoricalCard]]:
-    numeric = [
-        NumericCard(
-            name=f.name,
-            description=f.description,
-            unit=f.unit,
-            allowed=(f.minimum, f.maximum),
-            observed=(float(numeric_train[:, i].min()), float(numeric_train[:, i].max())),
-            default=f.default,
-            integer=f.integer,
-            boolean=f.boolean,
+    numeric = []
+    for i, f in enumerate(spec.numeric):
+        observed = (float(numeric_train[:, i].min()), float(numeric_train[:, i].max()))
+        default = observed[1] if f.default == "latest" else f.default
+        numeric.append(
+            NumericCard(
+                name=f.name,
+                description=f.description,
+                unit=f.unit,
+                allowed=(f.minimum, f.maximum),
+                observed=observed,
+                default=default,
+                integer=f.integer,
+                boolean=f.boolean,
+                date=f.date,
+                example=f.example,
+            )
         )
-        for i, f in enumerate(spec.numeric)
-    ]
     categorical = [
         CategoricalCard(
             name=f.name,
@@ -158,6 +195,8 @@ def feature_cards(
             values=list(f.values) if f.values else None,
             allowed=f.code_range,
             vocabulary=vocab,
+            default=f.default,
+            example=f.example,
         )
         for f, vocab in zip(spec.categorical, vocabularies, strict=True)
     ]

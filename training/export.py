@@ -1,11 +1,19 @@
-"""ONNX export with a dynamic batch dimension, the torch-vs-onnxruntime parity check, and the model
-directory (model.onnx, card.json, training curves) that the service serves from."""
+"""ONNX export with a dynamic batch dimension, the torch-vs-onnxruntime parity check, the model
+directory (model.onnx, card.json, training curves), and how it reaches the served models directory.
+
+A run never writes into the served models directory: it writes to --out (by default a new folder
+under build/models/), and only `--publish`, after the card passed its bar, installs the result there.
+A dry run, or a run whose bar fails, leaves what is served untouched."""
 
 from __future__ import annotations
 
 import logging
+import shutil
+import sys
+import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -14,7 +22,7 @@ import torch
 from torch import nn
 
 from service.cards import ONNX_FILE, ModelCard, ParityCard, TensorSpec, session_signature, write_card
-from training.runinfo import sha256_file
+from training.runinfo import TrainingDataError, sha256_file
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -134,3 +142,50 @@ def report_bar(card: ModelCard) -> bool:
     for check, held in checks.items():
         print(f"  [{'PASS' if held else 'FAIL'}] {check}")
     return all(checks.values())
+
+
+def run_dir(cfg: Any, name: str) -> Path:
+    """Where this run writes its model: --out, or build/models/<name>/<UTC time>. Checked before
+    training starts: never inside the served models directory, and no publishing from a dry run."""
+    out = cfg.out or Path("build/models") / name / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    models = cfg.models_dir.resolve()
+    if out.resolve() == models or models in out.resolve().parents:
+        raise TrainingDataError(
+            f"--out {out} is inside the served models directory {cfg.models_dir}: write the run elsewhere "
+            "(by default it goes under build/models/) and add --publish to install it once its card passes its bar"
+        )
+    if cfg.dry_run and cfg.publish:
+        raise TrainingDataError("--dry-run and --publish: a dry run's model is never served; drop one of them")
+    return out
+
+
+def publish(staged: Path, models_dir: Path, name: str) -> Path:
+    """Installs a staged model folder as models_dir/name, replacing the one there by renames, so the
+    models directory never holds a half-copied model (the service skips folders starting with '.')."""
+    target = models_dir / name
+    incoming, previous = models_dir / f".{name}.incoming", models_dir / f".{name}.previous"
+    for leftover in (incoming, previous):
+        shutil.rmtree(leftover, ignore_errors=True)
+    shutil.copytree(staged, incoming)
+    if target.exists():
+        target.rename(previous)
+    incoming.rename(target)
+    shutil.rmtree(previous, ignore_errors=True)
+    return target
+
+
+def finish(card: ModelCard, out: Path, cfg: Any) -> int:
+    """Prints the bar; publishes when asked and the bar held. 0, or 1 when the bar failed."""
+    held = report_bar(card)
+    served = cfg.models_dir / card.name
+    if cfg.dry_run:
+        print(f"dry run: model written to {out} (a dry run is never published)")
+        return 0
+    if not held:
+        print(f"bar FAILED: the rejected model is in {out}; {served} is untouched", file=sys.stderr)
+        return 1
+    if cfg.publish:
+        print(f"bar held: published {out} to {publish(out, cfg.models_dir, card.name)}")
+    else:
+        print(f"bar held: model written to {out}; --publish installs it as {served}")
+    return 0

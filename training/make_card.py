@@ -20,7 +20,7 @@ import onnx
 
 from service.cards import ONNX_FILE, ImageInputCard, ModelCard, write_card
 from training.export import graph_signature, onnx_facts
-from training.runinfo import TrainingDataError, parse_config, sha256_file
+from training.runinfo import DATA_ERROR_EXIT, TrainingDataError, parse_config, sha256_file
 
 IMAGENET_MEAN = "0.485,0.456,0.406"
 IMAGENET_STD = "0.229,0.224,0.225"
@@ -28,15 +28,15 @@ IMAGENET_STD = "0.229,0.224,0.225"
 
 @dataclass
 class Config:
-    onnx: Path = Path("model.onnx")
-    labels: Path = Path("labels.txt")
-    name: str = "imagenet-classifier"
-    version: str = "1"
-    out: Path | None = None  # default: models/<name>
-    description: str = "An image classifier brought as an ONNX file with its labels."
-    resize_shorter: int = 256
+    onnx: Path = Path("model.onnx")  # the classifier's ONNX file: one 4-D image input, one [N, classes] output
+    labels: Path = Path("labels.txt")  # Keras-style index JSON, a JSON list, or one label a line
+    name: str = "imagenet-classifier"  # the model's name: its URL and its `model` field
+    version: str = "1"  # written into the card
+    out: Path | None = None  # the model folder to write; default models/<name>
+    description: str = "An image classifier brought as an ONNX file with its labels."  # shown in metadata
+    resize_shorter: int = 256  # resize the photo's shorter side to this, then centre-crop the input size
     mean: str = IMAGENET_MEAN  # on 0..1 pixels, applied by the service (the graph takes normalised floats)
-    std: str = IMAGENET_STD
+    std: str = IMAGENET_STD  # per channel, likewise
     output_is: str = "logits"  # or "probabilities" when the graph ends in a softmax
 
 
@@ -44,13 +44,21 @@ def read_labels(path: Path) -> list[str]:
     """Keras-style index JSON ({"0": [wnid, name]}), a JSON list, or a text file with one label a line
     (a leading WordNet id "n01440764 " is dropped, and only the first of comma-separated synonyms kept)."""
     if not path.is_file():
-        raise TrainingDataError(f"{path}: no such file")
+        raise TrainingDataError(f"{path}: no such file: check --labels")
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
-        data = json.loads(text)
-        if isinstance(data, dict):
-            return [str(data[str(i)][-1] if isinstance(data[str(i)], list) else data[str(i)]) for i in range(len(data))]
-        return [str(x) for x in data]
+        try:
+            data = json.loads(text)
+            if isinstance(data, dict):
+                return [
+                    str(data[str(i)][-1] if isinstance(data[str(i)], list) else data[str(i)]) for i in range(len(data))
+                ]
+            return [str(x) for x in data]
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            raise TrainingDataError(
+                f'{path}: not a label index ({type(e).__name__}: {e}): give {{"0": [id, label], ...}}, a JSON list, '
+                "or a text file with one label a line"
+            ) from None
     labels = []
     for line in text.splitlines():
         line = line.strip()
@@ -119,7 +127,12 @@ def make_card(cfg: Config) -> ModelCard:
 
 
 def main(argv: list[str] | None = None) -> int:
-    card = make_card(parse_config(Config, argv, __doc__ or ""))
+    cfg = parse_config(Config, argv, __doc__ or "")
+    try:
+        card = make_card(cfg)
+    except TrainingDataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return DATA_ERROR_EXIT
     print(f"wrote the card of {card.name}: {len(card.labels)} labels, input {card.inputs[0].shape}")
     return 0
 

@@ -27,7 +27,7 @@ class TabularNet(nn.Module):
     """Standardised numeric features + one embedding per categorical -> ReLU MLP -> one output.
 
     `output` decides the head: "log_dollars" returns exp(y * scale + shift) (dollars),
-    "probability" returns sigmoid(y)."""
+    "probability" returns sigmoid(y), "linear" returns y * scale + shift."""
 
     def __init__(
         self,
@@ -44,12 +44,21 @@ class TabularNet(nn.Module):
         bucket_edges: dict[int, torch.Tensor] | None = None,
         bucket_dim: int = 8,
         activation: str = "relu",
+        trend_mask: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         # Heavy-tailed features (areas) enter as log1p(x): the graph takes raw values either way.
         self.register_buffer("log_mask", torch.zeros_like(num_mean, dtype=torch.bool) if log_mask is None else log_mask)
         self.register_buffer("num_mean", num_mean.float())
         self.register_buffer("num_std", num_std.float())
+        # Trend columns (a sale date) bypass the MLP and add a linear term to the output: a ReLU stack
+        # extrapolates unpredictably past the last day of training, a line carries on at its rate.
+        trend = torch.zeros_like(num_mean, dtype=torch.bool) if trend_mask is None else trend_mask
+        self.register_buffer("mlp_columns", torch.nonzero(~trend).flatten())
+        self.register_buffer("trend_columns", torch.nonzero(trend).flatten())
+        self.trend = nn.Linear(int(trend.sum()), 1, bias=False) if trend.any() else None
+        if self.trend is not None:
+            nn.init.zeros_(self.trend.weight)  # no trend until the data shows one
         self.lookups = nn.ModuleList(lookups)
         self.embeddings = nn.ModuleList(
             nn.Embedding(int(lk.table.max()) + 1, d) for lk, d in zip(lookups, embedding_dims, strict=True)
@@ -62,7 +71,7 @@ class TabularNet(nn.Module):
             self.register_buffer(f"bucket_edges_{j}", edges[column].float())
         self.bucket_embeddings = nn.ModuleList(nn.Embedding(len(edges[c]) + 1, bucket_dim) for c in self.bucket_columns)
         layers: list[nn.Module] = []
-        width = num_mean.numel() + sum(embedding_dims) + bucket_dim * len(self.bucket_columns)
+        width = len(self.mlp_columns) + sum(embedding_dims) + bucket_dim * len(self.bucket_columns)
         for h in hidden:
             linear = nn.Linear(width, h)
             # ReLU keeps PyTorch's default (He-style, fan-in) initialisation, as the committed models were
@@ -87,19 +96,23 @@ class TabularNet(nn.Module):
     def raw(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         """The pre-activation output: standardised log price, or the click logit (what training fits)."""
         numeric = torch.where(self.log_mask, torch.log1p(numeric.clamp_min(0)), numeric)
-        parts = [(numeric - self.num_mean) / self.num_std]
+        scaled = (numeric - self.num_mean) / self.num_std
+        parts = [scaled if self.trend is None else scaled.index_select(1, self.mlp_columns)]
         for i, (lookup, emb) in enumerate(zip(self.lookups, self.embeddings, strict=True)):
             parts.append(emb(lookup(categorical[:, i])))
         for j, (column, emb) in enumerate(zip(self.bucket_columns, self.bucket_embeddings, strict=True)):
             edges = getattr(self, f"bucket_edges_{j}")
             # bin index = number of edges below the value (exports as Greater + ReduceSum)
             parts.append(emb((numeric[:, column : column + 1] > edges).sum(dim=1)))
-        return self.mlp(torch.cat(parts, dim=1))
+        out = self.mlp(torch.cat(parts, dim=1))
+        return out if self.trend is None else out + self.trend(scaled.index_select(1, self.trend_columns))
 
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         y = self.raw(numeric, categorical)
         if self.output == "log_dollars":
             return torch.exp(y * self.target_scale + self.target_shift)
+        if self.output == "linear":
+            return y * self.target_scale + self.target_shift
         return torch.sigmoid(y)
 
 

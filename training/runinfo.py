@@ -1,12 +1,19 @@
-"""What a training run records about itself: seeds, library versions, file digests, its config."""
+"""What a training run records about itself and how it starts and ends: its config from the command
+line (help generated from the config's own comments), seeds, library versions, file digests, where
+its model goes, and one clear line instead of a traceback when the data is wrong."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
+import io
 import logging
 import platform
 import random
+import sys
+import tokenize
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,10 +22,12 @@ import numpy as np
 from service.runtime import sha256_file  # noqa: F401  (re-exported: training records the same digest the service checks)
 
 C = TypeVar("C")
+log = logging.getLogger(__name__)
+DATA_ERROR_EXIT = 2  # argparse's code for a bad command line: the run never started
 
 
 class TrainingDataError(ValueError):
-    """Bad training input: the message names the file, the row or member, and the problem."""
+    """Bad training input: the message names the file, the row or member, the problem and what to do."""
 
 
 def seed_everything(seed: int) -> None:
@@ -43,23 +52,45 @@ def library_versions() -> dict[str, str]:
     }
 
 
+def field_comments(cls: type) -> dict[str, str]:
+    """The comment at the end of each field's line in a dataclass's source: `epochs: int = 30  # why`.
+    --help is built from these, so the help and the code cannot drift apart."""
+    comments: dict[str, str] = {}
+    tokens = tokenize.generate_tokens(io.StringIO(inspect.getsource(cls)).readline)
+    line_start: tokenize.TokenInfo | None = None
+    for token in tokens:
+        if token.type == tokenize.NAME and (line_start is None or line_start.start[0] != token.start[0]):
+            line_start = token
+        if token.type == tokenize.COMMENT and line_start is not None and line_start.start[0] == token.start[0]:
+            comments[line_start.string] = token.string.lstrip("#").strip()
+    return comments
+
+
 def parse_config(cls: type[C], argv: list[str] | None = None, description: str = "") -> C:
-    """Every dataclass field becomes a --flag with the dataclass default; bools become --flag/--no-flag."""
-    parser = argparse.ArgumentParser(description=description)
+    """Every dataclass field becomes a --flag with the dataclass default and its comment as help;
+    bools become --flag/--no-flag."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    comments = field_comments(cls)
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        shown = "none" if default is None else "empty" if default == "" else default
+        text = f"{comments.get(f.name, '')} (default: {shown})".lstrip()
+        text = text.replace("%", "%%")  # argparse formats help strings with %
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
         elif f.type in ("Path | None", "str | None"):
-            parser.add_argument(flag, type=Path if "Path" in str(f.type) else str, default=default)
+            kind = Path if "Path" in str(f.type) else str
+            parser.add_argument(flag, type=kind, default=default, help=text, metavar=f.name.upper())
         else:
-            parser.add_argument(flag, type=type(default), default=default)
+            parser.add_argument(flag, type=type(default), default=default, help=text, metavar=f.name.upper())
     return cls(**vars(parser.parse_args(argv)))
 
 
-def start_run(cls: type[C], argv: list[str] | None, description: str) -> C:
-    """What every trainer does first: its config from the command line, logging, seeds, torch threads."""
+def run_trainer(cls: type[C], argv: list[str] | None, description: str, train: Callable[[C], int]) -> int:
+    """What every trainer does: its config from the command line, logging, seeds, torch threads, then
+    `train`. Bad data or a bad combination of flags ends the run with one line and exit code 2, not a
+    traceback: the user has something to fix, not a bug to report."""
     import torch
 
     cfg = parse_config(cls, argv, description)
@@ -67,7 +98,11 @@ def start_run(cls: type[C], argv: list[str] | None, description: str) -> C:
     seed_everything(cfg.seed)  # type: ignore[attr-defined]
     if getattr(cfg, "threads", 0):
         torch.set_num_threads(cfg.threads)  # type: ignore[attr-defined]
-    return cfg
+    try:
+        return train(cfg)
+    except TrainingDataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return DATA_ERROR_EXIT
 
 
 def config_dict(config: Any) -> dict[str, Any]:

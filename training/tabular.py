@@ -1,14 +1,20 @@
-"""What the two tabular trainers share: building the net from training data, and its minibatches."""
+"""What the tabular trainers share: building the net from training data, its minibatches, and
+`train_tabular`, which trains and exports a model of any declared schema (a TabularSpec and rows):
+the service then serves it from its folder, typed endpoints and all, with no code."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from service.contract import TabularSpec
-from training.data_tabular import TabularData, build_lookups
+from service.cards import ModelCard
+from training.contract import CATEGORICAL_INPUT, NUMERIC_INPUT, TabularSpec
+from training.data_tabular import TabularData, build_lookups, feature_cards
 from training.models import TabularNet
 
 FORCE_UNKNOWN = -1  # a code no lookup table holds: the net sees the unknown bucket
@@ -22,6 +28,7 @@ def build_net(
     output: str,
     min_count: int = 1,
     log_features: tuple[str, ...] = (),
+    trend_features: tuple[str, ...] = (),
     bucketed: tuple[str, ...] = (),
     buckets: int = 20,
     **head: float,
@@ -38,7 +45,10 @@ def build_net(
         if f.name in bucketed:  # quantile bins of the (log-transformed where asked) training values
             column = x[:, j].double()
             edges[j] = torch.unique(torch.quantile(column, torch.linspace(0, 1, buckets + 1, dtype=torch.double)[1:-1]))
-    net = TabularNet(mean, std, lookups, dims, hidden, output, log_mask=log_mask, bucket_edges=edges, **head)
+    trend_mask = torch.tensor([f.name in trend_features for f in spec.numeric])
+    net = TabularNet(
+        mean, std, lookups, dims, hidden, output, log_mask=log_mask, bucket_edges=edges, trend_mask=trend_mask, **head
+    )
     return net, vocabularies
 
 
@@ -57,3 +67,60 @@ def batches(
         if unknown_rate:
             codes[torch.rand(codes.shape, generator=gen) < unknown_rate] = FORCE_UNKNOWN
         yield numeric[idx], codes, y[idx]
+
+
+def train_tabular(
+    spec: TabularSpec,
+    train: TabularData,
+    val: TabularData,
+    target: str,
+    out: Path,
+    epochs: int = 20,
+    hidden: tuple[int, ...] = (64, 32),
+    embedding_dim: int = 8,
+    lr: float = 3e-3,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> ModelCard:
+    """Trains a ReLU network on `train` (its `target` column: a number for regression, 0/1 for binary
+    classification), evaluates it on `val`, and exports model.onnx, card.json and the curves to `out`."""
+    from training.export import save_model  # here: export imports this module's neighbours
+    from training.loop import fit
+    from training.metrics import classification_metrics, regression_metrics
+    from training.runinfo import library_versions
+
+    started = time.time()
+    torch.manual_seed(seed)
+    y = train.extra[target].astype(np.float64)
+    regression = spec.task == "regression"
+    shift, scale = (float(y.mean()), float(y.std() or 1.0)) if regression else (0.0, 1.0)
+    net, vocabularies = build_net(
+        spec, train, hidden, embedding_dim, "linear" if regression else "probability", target_shift=shift,
+        target_scale=scale,
+    )  # fmt: skip
+    fitted = (y - shift) / scale
+    val_inputs = {NUMERIC_INPUT: torch.from_numpy(val.numeric), CATEGORICAL_INPUT: torch.from_numpy(val.categorical)}
+    score = regression_metrics if regression else classification_metrics
+
+    def loss_fn(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        numeric, codes, y_batch = batch
+        raw = net.raw(numeric, codes)
+        return F.mse_loss(raw, y_batch) if regression else F.binary_cross_entropy_with_logits(raw, y_batch)
+
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    history = fit(
+        net, lambda _: batches(train, fitted, batch_size, gen, 0.01), loss_fn, opt, epochs,
+        lambda: score(val.extra[target], net(*val_inputs.values()).numpy().ravel()), spec.name,
+    )  # fmt: skip
+    with torch.no_grad():
+        final = score(val.extra[target], net(*val_inputs.values()).numpy().ravel())
+    numeric_cards, categorical_cards = feature_cards(spec, train.numeric, vocabularies)
+    fields = {
+        "name": spec.name, "version": "1", "task": spec.task, "description": spec.description,
+        "output_unit": spec.output_unit, "api": spec.api, "numeric": numeric_cards, "categorical": categorical_cards,
+        "metrics": {"model": final},
+        "training": {"versions": library_versions(), "history": history, "duration_s": round(time.time() - started, 1)},
+    }  # fmt: skip
+    tolerance = 1e-4 * max(1.0, float(np.abs(y).max()))  # float32 rounding of the output's magnitude
+    return save_model(net, val_inputs, spec.output, out, tolerance, fields, history, next(iter(final)))

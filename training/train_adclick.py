@@ -1,10 +1,12 @@
-"""Train the ad-click model (ID embeddings + ReLU MLP) and export it to models/ad-click.
+"""Train the ad-click model (ID embeddings + ReLU MLP); export it with its card.
 
-    python -m training.train_adclick [--impressions 1000000] [--data real_log.csv] [--dry-run]
+    python -m training.train_adclick [--impressions N] [--data real_log.csv] [--dry-run] [--publish]
 
-Without --data it trains on impressions from training/data_adclick.py, written to --generated-csv
-first so the card can record the file's digest. A real log needs the contract's columns plus
-`timestamp` (sortable number) and `clicked` (0/1); `p_true` is optional (enables the oracle AUC).
+--help lists every flag with its default. Without --data it trains on impressions from
+training/data_adclick.py, written to --generated-csv first so the card can record the file's digest.
+A real log needs the contract's columns plus `timestamp` (sortable number) and `clicked` (0/1);
+`p_true` is optional (enables the oracle AUC). The model goes to build/models/ad-click/<time>/ (or
+--out); --publish installs it as models/ad-click once its card passes the bar.
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import OneHotEncoder
 
 from service.cards import DataCard
-from service.contract import AD_CLICK, CATEGORICAL_INPUT, NUMERIC_INPUT
+from training.contract import AD_CLICK, CATEGORICAL_INPUT, NUMERIC_INPUT
 from training.data_adclick import generate, write_csv
 from training.data_tabular import TabularData, feature_cards, read_tabular_csv
-from training.export import report_bar, save_model
+from training.export import finish, run_dir, save_model
 from training.loop import fit
 from training.metrics import classification_metrics
 from training.models import TabularNet
-from training.runinfo import config_dict, library_versions, sha256_file, start_run
+from training.runinfo import config_dict, library_versions, run_trainer, sha256_file
 from training.tabular import batches, build_net
 
 AUC_GAP_BAR = 0.01
@@ -39,23 +41,25 @@ CALIBRATION_BAR = 0.01
 @dataclass
 class Config:
     data: Path | None = None  # a real log (CSV); default: generate impressions
-    generated_csv: Path = Path("build/adclick/impressions.csv")
-    impressions: int = 2_000_000  # ~80k clicks at the 4% base rate
+    generated_csv: Path = Path("build/adclick/impressions.csv")  # where generated impressions are written
+    impressions: int = 2_000_000  # generated impressions: ~80k clicks at the 4% base rate
     holdout: float = 0.2  # the latest 20% of impressions, by timestamp, are held out
-    out: Path = Path("models/ad-click")
+    out: Path | None = None  # where the model is written; default build/models/ad-click/<UTC time>
+    publish: bool = False  # once the card passes its bar, install the model as <models-dir>/ad-click
+    models_dir: Path = Path("models")  # the served models directory (never written without --publish)
     epochs: int = 5  # validation loss is flat after 4-5 epochs
-    batch_size: int = 2048
+    batch_size: int = 2048  # impressions per Adam step
     lr: float = 3e-3  # Adam; cosine-decayed over the run
-    weight_decay: float = 1e-6
-    hidden: str = "128,64"
+    weight_decay: float = 1e-6  # Adam's L2 penalty
+    hidden: str = "128,64"  # ReLU layers after the embeddings
     embedding_dim: int = 16  # capped at vocabulary size + 1 per feature
     bucketed: str = "age"  # numeric features that also enter as embedded quantile bins (20)
     min_count: int = 5  # IDs seen fewer times share the unknown bucket, as unseen ones do at serving time
-    unknown_rate: float = 0.01
+    unknown_rate: float = 0.01  # share of codes hidden in training so the unknown bucket learns
     threads: int = 0  # 0: torch's default (all cores)
-    seed: int = 0
-    version: str = "1"
-    dry_run: bool = False  # 20k impressions, one epoch: seconds, for tests
+    seed: int = 0  # the generator's and torch's seed
+    version: str = "1"  # written into the card
+    dry_run: bool = False  # 20k impressions, one epoch: seconds, for tests; never published
 
 
 def load(cfg: Config) -> tuple[TabularData, dict]:
@@ -135,8 +139,8 @@ def train_net(cfg: Config, train: TabularData, val: TabularData) -> tuple[Tabula
     return net, vocabularies, history
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = start_run(Config, argv, __doc__ or "")
+def train(cfg: Config) -> int:
+    out = run_dir(cfg, AD_CLICK.name)
     if cfg.dry_run:
         cfg.impressions, cfg.epochs = 20_000, 1
     started = time.time()
@@ -171,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "task": AD_CLICK.task,
         "description": AD_CLICK.description,
         "output_unit": AD_CLICK.output_unit,
+        "api": AD_CLICK.api,
         "numeric": numeric_cards,
         "categorical": categorical_cards,
         "data": DataCard(
@@ -194,8 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     parity_rows = {k: v[:20_000] for k, v in val_inputs.items()}
-    card = save_model(net, parity_rows, AD_CLICK.output, cfg.out, 1e-5, card_fields, history, "auc")
-    return 0 if report_bar(card) or cfg.dry_run else 1
+    card = save_model(net, parity_rows, AD_CLICK.output, out, 1e-5, card_fields, history, "auc")
+    return finish(card, out, cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_trainer(Config, argv, __doc__ or "", train)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
-"""Train the housing-price ReLU network on King County sales and export it to models/housing-price.
+"""Train the housing-price ReLU network on King County sales; export it with its card.
 
-python -m training.train_housing [--data PATH] [--epochs 80] [--dry-run]
+    python -m training.train_housing [--data PATH] [--split DATE|SHARE] [--dry-run] [--publish]
+
+--help lists every flag with its default. The model goes to build/models/housing-price/<time>/ (or
+--out); --publish installs it as models/housing-price once its card passes the bar.
 """
 
 from __future__ import annotations
@@ -17,14 +20,14 @@ from sklearn.linear_model import Ridge
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from service.cards import DataCard
-from service.contract import CATEGORICAL_INPUT, HOUSING, NUMERIC_INPUT
-from training.data_housing import VALIDATION_FROM, load_housing, split_by_date
+from training.contract import CATEGORICAL_INPUT, HOUSING, NUMERIC_INPUT, TabularSpec
+from training.data_housing import VALIDATION_FROM, housing_spec, load_housing, months, split_by_date
 from training.data_tabular import TabularData, feature_cards
-from training.export import report_bar, save_model
+from training.export import finish, run_dir, save_model
 from training.loop import fit
 from training.metrics import regression_metrics
 from training.models import TabularNet
-from training.runinfo import config_dict, library_versions, sha256_file, start_run
+from training.runinfo import config_dict, library_versions, run_trainer, sha256_file
 from training.tabular import batches, build_net
 
 R2_BAR = 0.86
@@ -32,31 +35,43 @@ R2_BAR = 0.86
 
 @dataclass
 class Config:
-    data: Path = Path("../shared/data/housing/kc_house_sales_2014-05_to_2015-03.csv")
-    out: Path = Path("models/housing-price")
+    data: Path = Path("../shared/data/housing/kc_house_sales_2014-05_to_2015-03.csv")  # King County sales CSV
+    split: str = VALIDATION_FROM  # validate on sales from this date on, or on this share of the latest sales (0.2)
+    train_before: str = ""  # train only on sales before this date (empty: the split); a gap shows how a model ages
+    drop_features: str = ""  # features left out of the model, comma-separated (ablations: sale_date)
+    out: Path | None = None  # where the model is written; default build/models/housing-price/<UTC time>
+    publish: bool = False  # once the card passes its bar, install the model as <models-dir>/housing-price
+    models_dir: Path = Path("models")  # the served models directory (never written without --publish)
     epochs: int = 30  # validation loss bottoms out near here; 80 epochs overfit (R² 0.855)
-    batch_size: int = 128
+    batch_size: int = 128  # rows per Adam step
     lr: float = 2e-3  # Adam; cosine-decayed to zero over the run
-    weight_decay: float = 1e-4
+    weight_decay: float = 1e-4  # Adam's L2 penalty
     hidden: str = "256,128,64"  # the lecture's stack of ReLU neurons
     embedding_dim: int = 8  # per ZIP code: 70 codes
-    dropout: float = 0.1
+    dropout: float = 0.1  # after each hidden layer, in training only
     activation: str = "relu"  # or "sigmoid" (the lecture's comparison: make activation-curve)
     optimizer: str = "adam"  # or "sgd" (momentum 0.9)
     unknown_rate: float = 0.02  # share of ZIP codes hidden in training so the unknown bucket learns
-    log_features: str = "sqft_living,sqft_lot,sqft_basement"
+    log_features: str = "sqft_living,sqft_lot,sqft_basement"  # heavy-tailed features that enter as log1p
+    trend_features: str = "sale_date"  # features that enter as a linear trend on log price, outside the MLP
     threads: int = 1  # small MLP, batches of 128: a second thread costs more than it gives
-    seed: int = 0
-    version: str = "1"
-    dry_run: bool = False  # 2 epochs on 500 rows: seconds, for tests
+    seed: int = 0  # torch, numpy and Python seeds
+    version: str = "1"  # written into the card
+    dry_run: bool = False  # 2 epochs on 500 rows: seconds, for tests; never published
 
 
-def linear_baseline(train: TabularData, val: TabularData, log_features: tuple[str, ...]) -> np.ndarray:
+def names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def linear_baseline(
+    spec: TabularSpec, train: TabularData, val: TabularData, log_features: tuple[str, ...]
+) -> np.ndarray:
     """Ridge regression on log price: standardised features (same log transforms) + one-hot ZIP."""
 
     def design(d: TabularData) -> tuple[np.ndarray, np.ndarray]:
         x = d.numeric.astype(np.float64).copy()
-        for i, f in enumerate(HOUSING.numeric):
+        for i, f in enumerate(spec.numeric):
             if f.name in log_features:
                 x[:, i] = np.log1p(np.clip(x[:, i], 0, None))
         return x, d.categorical
@@ -73,19 +88,21 @@ def linear_baseline(train: TabularData, val: TabularData, log_features: tuple[st
     return np.exp(model.predict(a_va)) * smear
 
 
-def train_net(cfg: Config, train: TabularData, val: TabularData) -> tuple[TabularNet, list[list[int]], list[dict]]:
+def train_net(
+    cfg: Config, train: TabularData, val: TabularData, spec: TabularSpec = HOUSING
+) -> tuple[TabularNet, list[list[int]], list[dict]]:
     """Builds and trains the network on `train`, evaluating on `val` each epoch; returns the net with
     its smearing correction applied, the vocabularies and the per-epoch history."""
-    log_features = tuple(x for x in cfg.log_features.split(",") if x)
     y_train = np.log(train.extra["price"])
     shift, scale = float(y_train.mean()), float(y_train.std())
     net, vocabularies = build_net(
-        HOUSING,
+        spec,
         train,
         tuple(int(h) for h in cfg.hidden.split(",")),
         cfg.embedding_dim,
         "log_dollars",
-        log_features=log_features,
+        log_features=names(cfg.log_features),
+        trend_features=names(cfg.trend_features),
         target_shift=shift,
         target_scale=scale,
         dropout=cfg.dropout,
@@ -131,30 +148,32 @@ def train_net(cfg: Config, train: TabularData, val: TabularData) -> tuple[Tabula
     return net, vocabularies, history
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = start_run(Config, argv, __doc__ or "")
+def train(cfg: Config) -> int:
+    spec = housing_spec(cfg.drop_features)
+    out = run_dir(cfg, spec.name)
     started = time.time()
-    data = load_housing(cfg.data)
-    train, val = split_by_date(data)
+    data = load_housing(cfg.data, spec)
+    train, val = split_by_date(data, cfg.split, cfg.train_before)
     if cfg.dry_run:
         cfg.epochs = 2
         train, val = train.take(np.arange(len(train)) < 500), val.take(np.arange(len(val)) < 200)
-    log_features = tuple(x for x in cfg.log_features.split(",") if x)
-    net, vocabularies, history = train_net(cfg, train, val)
+    net, vocabularies, history = train_net(cfg, train, val, spec)
     val_inputs = {
         NUMERIC_INPUT: torch.from_numpy(val.numeric),
         CATEGORICAL_INPUT: torch.from_numpy(val.categorical),
     }
     with torch.no_grad():
         final = regression_metrics(val.extra["price"], net(*val_inputs.values()).numpy().ravel())
-    baseline = regression_metrics(val.extra["price"], linear_baseline(train, val, log_features))
-    numeric_cards, categorical_cards = feature_cards(HOUSING, train.numeric, vocabularies)
+    baseline = regression_metrics(val.extra["price"], linear_baseline(spec, train, val, names(cfg.log_features)))
+    numeric_cards, categorical_cards = feature_cards(spec, train.numeric, vocabularies)
+    train_dates, val_dates = train.extra["date"], val.extra["date"]
     card_fields = {
-        "name": HOUSING.name,
+        "name": spec.name,
         "version": cfg.version,
-        "task": HOUSING.task,
-        "description": HOUSING.description,
-        "output_unit": HOUSING.output_unit,
+        "task": spec.task,
+        "description": spec.description,
+        "output_unit": spec.output_unit,
+        "api": spec.api,
         "numeric": numeric_cards,
         "categorical": categorical_cards,
         "data": DataCard(
@@ -166,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                     "dropped_outside_contract": data.dropped,
                 }
             ],
-            split=f"by sale date: train before {VALIDATION_FROM}, validate from {VALIDATION_FROM} (Feb-Mar 2015)",
+            split=f"by sale date: train on {min(train_dates)} to {max(train_dates)} "
+            f"({months(min(train_dates), max(train_dates))}), validate on {min(val_dates)} to {max(val_dates)} "
+            f"({months(min(val_dates), max(val_dates))})",
             rows={"train": len(train), "validation": len(val)},
         ),
         "metrics": {"model": final, "baseline": baseline},
@@ -184,11 +205,28 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": round(time.time() - started, 1),
             "parameters": sum(p.numel() for p in net.parameters()),
             "smearing_shift": net.target_shift - float(np.log(train.extra["price"]).mean()),
+            **trend_per_year(net, spec),
         },
     }
     # Parity in dollars: float32 carries ~7 digits, so a few dollars on a $3M house is rounding; $25 is not.
-    card = save_model(net, val_inputs, HOUSING.output, cfg.out, 25.0, card_fields, history, "r2")
-    return 0 if report_bar(card) or cfg.dry_run else 1
+    card = save_model(net, val_inputs, spec.output, out, 25.0, card_fields, history, "r2")
+    return finish(card, out, cfg)
+
+
+def trend_per_year(net: TabularNet, spec: TabularSpec) -> dict[str, dict[str, float]]:
+    """The learned trend of each trend feature, as the price change per year it implies."""
+    if net.trend is None:
+        return {}
+    weights = net.trend.weight.detach().double().numpy().ravel()
+    out = {}
+    for w, column in zip(weights, net.trend_columns.tolist(), strict=True):
+        per_year = w * net.target_scale / float(net.num_std[column])  # log price per unit (a year)
+        out[spec.numeric[column].name] = round(float(np.expm1(per_year)), 5)
+    return {"trend_per_year": out}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_trainer(Config, argv, __doc__ or "", train)
 
 
 if __name__ == "__main__":

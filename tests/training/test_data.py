@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.contract import HOUSING
 from tests.conftest import CIFAR_VAL, HOUSING_CSV
+from training.contract import HOUSING
 from training.data_cifar import load_cifar_tar
 from training.data_housing import VALIDATION_FROM, load_housing, split_by_date
 from training.runinfo import TrainingDataError
@@ -63,7 +63,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def test_missing_column_is_named(tmp_path):
     header = open(HOUSING_CSV).readline().replace(",grade", "")
-    with pytest.raises(TrainingDataError, match=r"houses.csv: missing column\(s\) \['grade'\]"):
+    with pytest.raises(TrainingDataError, match=r"houses.csv: line 1: missing column\(s\) \['grade'\]"):
         load_housing(_write(tmp_path, header))
 
 

@@ -1,8 +1,9 @@
-"""The contract: each model's inputs and outputs, declared once.
+"""Our three models' inputs and outputs, declared once, for training.
 
-Training builds its tensors from these declarations, export copies them into the model card, the
-service builds its pydantic request types and its validation from them, and the load tests draw
-their payloads through them. Nothing else in the project lists a feature name.
+Training builds its tensors from these declarations and export copies them into the model card,
+which is the contract at serving time: the service reads only cards (a model of any schema is
+served from its folder) and never this module, which is why it lives here and not in service/. The
+load tests draw their payloads through these declarations.
 
 Tabular models take two tensors, in the order declared here:
 - ``numeric``: float32 [N, len(numeric)], raw values in the declared units (scaling is in the graph);
@@ -14,26 +15,31 @@ Tabular models take two tensors, in the order declared here:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
 
-Task = Literal["regression", "binary_classification", "image_classification"]
+from service.cards import ApiCard, Task
 
 
 @dataclass(frozen=True)
 class Numeric:
     """A number. Values outside [minimum, maximum] are client errors; inside it but outside the range
-    seen in training (recorded in the card) they are served with a warning."""
+    seen in training (recorded in the card) they are served with a warning.
+
+    A date is a number too: sent as "YYYY-MM-DD", fed to the model as a decimal year (2015.25 is
+    2015-04-01), so a trend learned on it carries on past the last day of training. Its bounds are
+    decimal years, and its default may be "latest": the last date seen in training."""
 
     name: str
     description: str
     unit: str
     minimum: float
     maximum: float
-    example: float
-    default: float | None = None  # None: the client must send it
+    example: float | str
+    default: float | str | None = None  # None: the client must send it
     integer: bool = False
     boolean: bool = False  # sent as true/false, fed to the model as 1.0/0.0
+    date: bool = False  # sent as "YYYY-MM-DD", fed to the model as a decimal year
+    column: str = ""  # the training file's column, when its name differs
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class TabularSpec:
     categorical: tuple[Categorical, ...]
     output: str  # name of the ONNX output, shape [N, 1]
     output_unit: str
+    api: ApiCard = field(default_factory=ApiCard)  # names and summaries of the typed endpoints
 
     @property
     def features(self) -> tuple[Numeric | Categorical, ...]:
@@ -158,6 +165,18 @@ HOUSING = TabularSpec(
             default=0,
             integer=True,
         ),
+        Numeric(
+            "sale_date",
+            "Date of the sale; default: the last sale date in training. Prices follow a trend learned over "
+            "the training months; dates outside them are served with a warning.",
+            "date",
+            2000,
+            2036,
+            "2015-01-31",
+            default="latest",
+            date=True,
+            column="date",
+        ),
     ),
     categorical=(
         Categorical(
@@ -170,6 +189,16 @@ HOUSING = TabularSpec(
     ),
     output="price",
     output_unit="USD",
+    api=ApiCard(
+        request="HouseFeatures",
+        request_doc="One house for sale: what its seller knows about it.",
+        batch_request="HouseBatch",
+        batch_field="houses",
+        response_prefix="Price",
+        summary="Predict the sale price of one house.",
+        batch_summary="Predict the sale prices of a batch of houses.",
+        output_doc="Predicted sale price, US dollars.",
+    ),
 )
 
 AD_CATEGORIES = (
@@ -207,6 +236,16 @@ AD_CLICK = TabularSpec(
     ),
     output="click_probability",
     output_unit="probability",
+    api=ApiCard(
+        request="Impression",
+        request_doc="One ad impression: who sees which ad, where and when.",
+        batch_request="ImpressionBatch",
+        batch_field="impressions",
+        response_prefix="Click",
+        summary="Predict the probability that one impression is clicked.",
+        batch_summary="Predict click probabilities for a batch of impressions.",
+        output_doc="Probability of a click.",
+    ),
 )
 
 CIFAR10_LABELS = (

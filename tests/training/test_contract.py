@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
-from service.contract import AD_CLICK, HOUSING, IMAGE_TAGGING, TABULAR, Categorical, Numeric
+from service.tabular import decimal_year
+from training.contract import AD_CLICK, HOUSING, IMAGE_TAGGING, TABULAR, Categorical, Numeric
 
 
 @pytest.mark.parametrize("spec", list(TABULAR.values()), ids=list(TABULAR))
@@ -15,7 +18,10 @@ def test_feature_names_are_unique(spec):
 
 @pytest.mark.parametrize("feature", HOUSING.features + AD_CLICK.features, ids=lambda f: f.name)
 def test_examples_and_defaults_are_allowed_values(feature):
-    if isinstance(feature, Numeric):
+    if isinstance(feature, Numeric) and feature.date:
+        assert feature.minimum <= decimal_year(dt.date.fromisoformat(str(feature.example))) <= feature.maximum
+        assert feature.default in (None, "latest")
+    elif isinstance(feature, Numeric):
         assert feature.minimum <= feature.example <= feature.maximum
         if feature.default is not None:
             assert feature.minimum <= feature.default <= feature.maximum
