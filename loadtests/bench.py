@@ -37,9 +37,9 @@ from PIL import Image
 
 from loadtests.gpu_check import per_second
 from loadtests.payloads import SHARED, cifar_jpegs, houses, impressions
-from service.contract import AD_CLICK
 from service.runtime import load_model
 from tests.serving import REPO, bentoml_serve, free_port
+from training.contract import AD_CLICK
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 BOUNDARY = "nnservebenchboundary"

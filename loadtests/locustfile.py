@@ -14,7 +14,7 @@ import random
 from locust import FastHttpUser, between, task
 
 from loadtests.payloads import cifar_jpegs, houses, impressions
-from service.contract import CIFAR10_LABELS
+from training.contract import CIFAR10_LABELS
 
 BATCH_ROWS = 64
 BATCH_PHOTOS = 8

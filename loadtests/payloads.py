@@ -11,8 +11,8 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from service.contract import AD_CLICK, HOUSING
 from tests.photos import cifar_photos
+from training.contract import AD_CLICK, HOUSING
 from training.data_adclick import AD_CATEGORIES, DEVICES, GENDERS, generate
 from training.data_housing import load_housing, split_by_date
 from training.data_tabular import TabularData
@@ -25,9 +25,12 @@ CIFAR_VAL = SHARED / "images" / "cifar10_val.tar.gz"
 def house_requests(data: TabularData) -> list[dict]:
     """Typed-endpoint requests for loaded housing rows, in their order."""
     out = []
-    for row, codes in zip(data.numeric, data.categorical, strict=True):
+    for row, codes, day in zip(data.numeric, data.categorical, data.extra["date"], strict=True):
         house: dict = {}
         for feature, value in zip(HOUSING.numeric, row, strict=True):
+            if feature.date:
+                house[feature.name] = str(day)  # the sale's own date, as a client sends it
+                continue
             house[feature.name] = bool(value) if feature.boolean else int(value) if feature.integer else float(value)
         house.update({f.name: int(code) for f, code in zip(HOUSING.categorical, codes, strict=True)})
         out.append(house)

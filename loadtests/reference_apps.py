@@ -1,6 +1,6 @@
 """The benchmark's reference points: a plain Starlette app and a FastAPI app doing exactly what nnserve
-does for each benchmarked route (the same pydantic validation, encoders, image decoding and
-onnxruntime sessions), in one process, without BentoML.
+does for each benchmarked route (the same pydantic types built from the cards, the same encoders,
+image decoding and onnxruntime sessions), in one process, without BentoML.
 
     uvicorn loadtests.reference_apps:starlette_app --loop asyncio --http h11
     uvicorn loadtests.reference_apps:fastapi_app --loop asyncio --http h11
@@ -11,30 +11,21 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, File, Form, UploadFile
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.contract import AD_CLICK, HOUSING
 from service.images import decode_photo, to_input, top_k
 from service.registry import Registry
 from service.runtime import Execution
-from service.schemas import (
-    ClickBatch,
-    ClickPrediction,
-    ClickRow,
-    HouseFeatures,
-    Impression,
-    ImpressionBatch,
-    PricePrediction,
-    Tag,
-    Tags,
-)
+from service.schemas import Tag, Tags
 from service.settings import Settings
+from service.tasks.tabular import Tabular
 
 
 class _OneProcess(Settings):
@@ -48,46 +39,41 @@ class _OneProcess(Settings):
 _settings = _OneProcess(models_dir=Path(os.environ.get("NNSERVE_MODELS_DIR", Settings().models_dir)))
 registry = Registry(_settings)
 TAGGER = os.environ.get("BENCH_TAGGER", "image-tagging")
+TABULAR = {name: a for name, a in registry.adapters.items() if isinstance(a, Tabular)}
 
 
-def house(payload: dict) -> PricePrediction:
-    model = registry.get(HOUSING.name)
-    numeric, codes, warnings = registry.encoders[model.name].encode([payload])
-    price = float(model.run(numeric, codes)[0, 0])
-    return PricePrediction(price=price, warnings=warnings[0], model=model.name, version=model.card.version)
-
-
-def click(payload: dict) -> ClickPrediction:
-    model = registry.get(AD_CLICK.name)
-    numeric, codes, warnings = registry.encoders[model.name].encode([payload])
-    p = float(model.run(numeric, codes)[0, 0])
-    return ClickPrediction(click_probability=p, warnings=warnings[0], model=model.name, version=model.card.version)
-
-
-def clicks(rows: list[dict]) -> ClickBatch:
-    model = registry.get(AD_CLICK.name)
-    numeric, codes, warnings = registry.encoders[model.name].encode(rows)
-    ps = model.run(numeric, codes)[:, 0]
-    out = [ClickRow(click_probability=float(p), warnings=w) for p, w in zip(ps, warnings, strict=True)]
-    return ClickBatch(predictions=out, model=model.name, version=model.card.version)
+def predict(adapter: Tabular, rows: list[dict[str, Any]], batch: bool) -> BaseModel:
+    """What nnserve answers, built as a framework user would: encode, run, a pydantic answer."""
+    numeric, codes, warnings = adapter.encoder.encode(rows)
+    values = adapter.model.run(numeric, codes)[:, 0]
+    types, served = adapter.types, {"model": adapter.name, "version": adapter.model.card.version}
+    if not batch:
+        return types.prediction(**served, **{types.output: float(values[0])}, warnings=warnings[0])
+    answers = zip(values, warnings, strict=True)
+    rows_out = [types.prediction_row(**{types.output: float(v)}, warnings=w) for v, w in answers]
+    return types.prediction_batch(**served, predictions=rows_out)
 
 
 def tag(data: bytes, k: int) -> Tags:
-    model = registry.classifier(TAGGER)
-    scores = model.run(to_input(decode_photo(data, _settings.max_image_pixels, ["photo"]), model.card.image))[0]
-    tags = [Tag(label=label, score=s) for label, s in top_k(scores, model.card.labels, k, model.card.image.output_is)]
+    model = registry.get(TAGGER).model
+    image = model.card.image
+    assert image is not None
+    scores = model.run(to_input(decode_photo(data, _settings.max_image_pixels, ["photo"]), image))[0]
+    tags = [Tag(label=label, score=s) for label, s in top_k(scores, model.card.labels, k, image.output_is)]
     return Tags(tags=tags, model=model.name, version=model.card.version)
 
 
 # --- plain Starlette -------------------------------------------------------------------------------
-def _json_route(request_model, handler, batch_field: str | None = None):
+def _json_route(adapter: Tabular, batch: bool):
+    request_model = adapter.types.batch if batch else adapter.types.row
+
     async def endpoint(request: Request) -> Response:
         try:
             valid = request_model.model_validate_json(await request.body())
         except ValidationError as e:
             return JSONResponse({"error": str(e)}, status_code=400)
-        payload = [r.model_dump() for r in getattr(valid, batch_field)] if batch_field else valid.model_dump()
-        return Response(handler(payload).model_dump_json(), media_type="application/json")
+        rows = [r.model_dump() for r in getattr(valid, adapter.types.batch_field)] if batch else [valid.model_dump()]
+        return Response(predict(adapter, rows, batch).model_dump_json(), media_type="application/json")
 
     return endpoint
 
@@ -101,9 +87,8 @@ async def _tag_route(request: Request) -> Response:
 
 starlette_app = Starlette(
     routes=[
-        Route("/v1/housing-price/predict", _json_route(HouseFeatures, house), methods=["POST"]),
-        Route("/v1/ad-click/predict", _json_route(Impression, click), methods=["POST"]),
-        Route("/v1/ad-click/predict-batch", _json_route(ImpressionBatch, clicks, "impressions"), methods=["POST"]),
+        *[Route(f"/v1/{name}/predict", _json_route(a, False), methods=["POST"]) for name, a in TABULAR.items()],
+        *[Route(f"/v1/{name}/predict-batch", _json_route(a, True), methods=["POST"]) for name, a in TABULAR.items()],
         Route("/v1/image-tagging/predict", _tag_route, methods=["POST"]),
     ]
 )
@@ -112,19 +97,24 @@ starlette_app = Starlette(
 fastapi_app = FastAPI()
 
 
-@fastapi_app.post("/v1/housing-price/predict", response_model=PricePrediction)
-async def fastapi_house(features: HouseFeatures) -> PricePrediction:  # type: ignore[valid-type]
-    return house(features.model_dump())
+def _fastapi_route(adapter: Tabular, batch: bool) -> None:
+    """An endpoint typed with the model's own request and response types, as a FastAPI user writes it."""
+    types = adapter.types
+    request_model = types.batch if batch else types.row
+    response_model = types.prediction_batch if batch else types.prediction
+
+    async def endpoint(body: Any) -> Any:
+        rows = [r.model_dump() for r in getattr(body, types.batch_field)] if batch else [body.model_dump()]
+        return predict(adapter, rows, batch)
+
+    endpoint.__annotations__ = {"body": request_model, "return": response_model}
+    route = f"/v1/{adapter.name}/predict" + ("-batch" if batch else "")
+    fastapi_app.post(route, response_model=response_model)(endpoint)
 
 
-@fastapi_app.post("/v1/ad-click/predict", response_model=ClickPrediction)
-async def fastapi_click(impression: Impression) -> ClickPrediction:  # type: ignore[valid-type]
-    return click(impression.model_dump())
-
-
-@fastapi_app.post("/v1/ad-click/predict-batch", response_model=ClickBatch)
-async def fastapi_clicks(batch: ImpressionBatch) -> ClickBatch:
-    return clicks([i.model_dump() for i in batch.impressions])
+for _adapter in TABULAR.values():
+    _fastapi_route(_adapter, False)
+    _fastapi_route(_adapter, True)
 
 
 @fastapi_app.post("/v1/image-tagging/predict", response_model=Tags)

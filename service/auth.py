@@ -1,7 +1,10 @@
 """Optional API-key authentication for every route but the probes: off unless keys are configured.
 
-Clients send `Authorization: Bearer <key>` or `X-API-Key: <key>`. Keys come from NNSERVE_API_KEYS
-(comma-separated) and/or NNSERVE_API_KEYS_FILE (one per line, # comments). Every configured key is
+Clients send `Authorization: Bearer <key>` or `X-API-Key: <key>`, exactly one of them, once: a
+request carrying two credentials is refused (400, RFC 6750's invalid_request) rather than letting one
+of them win. Keys come from NNSERVE_API_KEYS (comma-separated) and/or NNSERVE_API_KEYS_FILE (one per
+line, # comments). A setting or file that is configured but holds no key (an empty mounted secret,
+" , ") stops start-up: it must never quietly turn authentication off. Every configured key is
 compared with `hmac.compare_digest`, all of them every time, so the answer's timing does not tell
 which key, or how much of one, matched. Paths in NNSERVE_AUTH_EXEMPT_PATHS (the liveness, readiness
 and metrics probes by default) stay open, because orchestrators and scrapers call them without keys.
@@ -12,48 +15,60 @@ from __future__ import annotations
 import hmac
 from pathlib import Path
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from service.errors import ConfigError
 
-from service.middleware import send_json
+CHALLENGE = [(b"www-authenticate", b'Bearer realm="nnserve"')]
+MISSING = "missing API key: send Authorization: Bearer <key> or X-API-Key: <key>"
 
 
 def load_keys(inline: str, path: Path | None) -> list[bytes]:
     keys = [k.strip() for k in inline.split(",") if k.strip()]
+    if inline and not keys:
+        raise ConfigError(f"NNSERVE_API_KEYS is set ({inline!r}) but holds no key: set keys, or unset it")
     if path is not None:
-        lines = path.read_text().splitlines()  # a missing file stops start-up: keys were asked for
-        keys += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as e:
+            raise ConfigError(f"NNSERVE_API_KEYS_FILE {path}: cannot read it ({e.strerror})") from None
+        from_file = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if not from_file:
+            raise ConfigError(
+                f"NNSERVE_API_KEYS_FILE {path} holds no key (only comments or blank lines): "
+                "put one key per line, or unset it to turn authentication off"
+            )
+        keys += from_file
     return [k.encode() for k in keys]
 
 
-def presented_key(headers: dict[bytes, bytes]) -> bytes | None:
-    auth = headers.get(b"authorization", b"")
-    if auth[:7].lower() == b"bearer ":
-        return auth[7:].strip()
-    return headers.get(b"x-api-key")
+def presented_keys(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """Every credential the request carries: each Bearer Authorization header and each X-API-Key."""
+    keys = []
+    for name, value in headers:
+        name = name.lower()
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            keys.append(value[7:].strip())
+        elif name == b"x-api-key":
+            keys.append(value.strip())
+    return keys
 
 
 class ApiKeyAuth:
-    def __init__(self, app: ASGIApp, keys: list[bytes], exempt: frozenset[str]) -> None:
-        self.app = app
+    """Whether a request may pass: None, or the answer refusing it (status, message)."""
+
+    def __init__(self, keys: list[bytes], exempt: frozenset[str]) -> None:
         self.keys = keys
         self.exempt = exempt
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.keys or scope["type"] != "http" or scope["path"] in self.exempt:
-            await self.app(scope, receive, send)
-            return
-        key = presented_key(dict(scope["headers"]))
-        if key is not None:
+    def refusal(self, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+        if not self.keys or path in self.exempt:
+            return None
+        presented = presented_keys(headers)
+        if len(presented) > 1:
+            return 400, "ambiguous credentials: send exactly one Authorization: Bearer <key> or X-API-Key: <key> header"
+        if presented:
             matched = False
             for known in self.keys:  # no early exit: the same work whichever key matches
-                matched |= hmac.compare_digest(key, known)
+                matched |= hmac.compare_digest(presented[0], known)
             if matched:
-                await self.app(scope, receive, send)
-                return
-        message = (
-            "missing API key: send Authorization: Bearer <key> or X-API-Key: <key>"
-            if key is None
-            else "invalid API key"
-        )
-        challenge = {"headers": [(b"www-authenticate", b'Bearer realm="nnserve"')]}
-        await send_json(send, 401, {"error": message, "detail": []}, challenge)
+                return None
+        return 401, "invalid API key" if presented else MISSING

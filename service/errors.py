@@ -6,8 +6,11 @@ Unexpected failures are never described to the client: they are logged with the 
 
 from __future__ import annotations
 
-import logging
 from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be served with; start-up stops with this one line."""
 
 
 class ServiceError(Exception):
@@ -44,22 +47,3 @@ class ModelUnavailable(ServiceError):
 
 def field_error(loc: list[str | int], msg: str, received: Any, kind: str) -> dict[str, Any]:
     return {"loc": loc, "msg": msg, "received": received, "type": kind}
-
-
-class QuietClientErrors(logging.Filter):
-    """BentoML logs every request that fails pydantic validation as an ERROR with a full traceback.
-    Those are client mistakes, already answered 400: keep one INFO line, drop the traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and record.exc_info[1] is not None:
-            from pydantic import ValidationError
-
-            if isinstance(record.exc_info[1], ValidationError):
-                record.msg = (
-                    f"{record.getMessage()}: client error (400): {record.exc_info[1].error_count()} invalid field(s)"
-                )
-                record.args = ()
-                record.exc_info = None
-                record.exc_text = None
-                record.levelno, record.levelname = logging.INFO, "INFO"
-        return True

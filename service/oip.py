@@ -3,9 +3,10 @@
 Supported: server and model metadata, liveness and readiness, inference in JSON and with the binary
 tensor extension (`Inference-Header-Content-Length`, `binary_data_size`, `binary_data_output`,
 per-output `binary_data`), the classification extension (`classification: k` -> "score:index:label"),
-and gzip/deflate request bodies. Inputs are the graph's own tensors, described by the model card: the
-tabular models take `numeric` and `categorical`, the tagger takes decoded RGB pixels. Errors are
-{"error": "..."}: 404 for an unknown model or version, 400 for anything wrong with the request.
+and gzip/deflate request bodies. Inputs are the graph's own tensors as the card describes them; every
+request runs through the model's adapter (its batcher, its threading, the typed endpoints' limits).
+Errors are {"error": "..."}: 404 for an unknown model or version, 400 for anything wrong with the
+request, including protocol fields of the wrong shape, 413 past the body or batch limits.
 """
 
 from __future__ import annotations
@@ -16,55 +17,55 @@ import struct
 import zlib
 from typing import Any
 
-import anyio
 import numpy as np
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.routing import Route, Router
+from starlette.types import Receive, Scope, Send
 
-from service.errors import ServiceError
+from service.bodies import read_body
+from service.errors import PayloadTooLarge, ServiceError
+from service.registry import Registry
 from service.runtime import LoadedModel
+from service.settings import Settings
+from service.tasks.base import Adapter
+from service.transport import guarded
 
 EXTENSIONS = ["binary_tensor_data", "classification"]
-HEADER_LENGTH = "inference-header-content-length"
 OIP_DTYPES = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32", "uint8": "UINT8",
               "float16": "FP16"}  # fmt: skip
-NUMPY_DTYPES = {v: k for k, v in OIP_DTYPES.items()}
 
 
-class OIPError(Exception):
+class OIPError(ServiceError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
 
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message}
+
 
 class OIP:
-    """The /v2 routes over a registry getter (the registry exists once BentoML creates the service)."""
-
-    def __init__(self, registry: Any, server_version: str, max_body_bytes: int) -> None:
+    def __init__(self, registry: Registry, settings: Settings, server_version: str) -> None:
         self.registry = registry
         self.server_version = server_version
-        self.max_body_bytes = max_body_bytes
-        versioned = "/models/{name}/versions/{version}"
-        self.app = Starlette(
-            routes=[
-                Route("/", self.server_metadata, methods=["GET"]),
-                Route("/health/live", self.live, methods=["GET"]),
-                Route("/health/ready", self.ready, methods=["GET"]),
-                Route("/models/{name}", self.model_metadata, methods=["GET"]),
-                Route(versioned, self.model_metadata, methods=["GET"]),
-                Route("/models/{name}/ready", self.model_ready, methods=["GET"]),
-                Route(versioned + "/ready", self.model_ready, methods=["GET"]),
-                Route("/models/{name}/infer", self.infer, methods=["POST"]),
-                Route(versioned + "/infer", self.infer, methods=["POST"]),
-            ],
-            exception_handlers={OIPError: _error_response, HTTPException: _http_error},
-        )
+        self.max_body = settings.max_body_bytes
+        self.limits = {"image": (settings.max_batch_images, "NNSERVE_MAX_BATCH_IMAGES"),
+                       "tabular": (settings.max_batch_rows, "NNSERVE_MAX_BATCH_ROWS")}  # fmt: skip
+        model = "/v2/models/{name}"
+        routes = [("/v2/", self.server_metadata, "GET"), ("/v2/health/live", self.live, "GET"),
+                  ("/v2/health/ready", self.ready, "GET")]  # fmt: skip
+        for prefix in (model, model + "/versions/{version}"):
+            routes += [(prefix, self.model_metadata, "GET"), (prefix + "/ready", self.model_ready, "GET"),
+                       (prefix + "/infer", self.infer, "POST")]  # fmt: skip
+        self.router = Router([Route(path, handler, methods=[method]) for path, handler, method in routes])
 
-    # --- metadata and health -----------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The routes see the full path (a mount at /v2 keeps it), and their errors come to `guarded`,
+        # not to an enclosing app's exception handlers.
+        scope = {**scope, "root_path": "", "starlette.exception_handlers": ({}, {})}
+        await guarded(self.router(scope, receive, send), scope, send)
+
     async def server_metadata(self, _: Request) -> JSONResponse:
         return JSONResponse({"name": "nnserve", "version": self.server_version, "extensions": EXTENSIONS})
 
@@ -72,107 +73,50 @@ class OIP:
         return Response(status_code=200)
 
     async def ready(self, _: Request) -> Response:
-        return Response(status_code=200 if self.registry().ready else 503)
+        return Response(status_code=200 if self.registry.ready else 503)
 
-    def _model(self, request: Request) -> LoadedModel:
-        name = request.path_params["name"]
+    def _adapter(self, request: Request) -> Adapter:
+        name, version = request.path_params["name"], request.path_params.get("version")
         try:
-            model = self.registry().get(name)
+            adapter = self.registry.get(name)
         except ServiceError as e:
-            raise OIPError(404 if e.status == 404 else e.status, f"model {name!r}: {e.message}") from None
-        version = request.path_params.get("version")
-        if version is not None and version != model.card.version:
-            raise OIPError(404, f"model {name!r} has no version {version!r}; it serves version {model.card.version!r}")
-        return model
+            raise OIPError(e.status, f"model {name!r}: {e.message}") from None
+        if version is not None and version != adapter.model.card.version:
+            served = adapter.model.card.version
+            raise OIPError(404, f"model {name!r} has no version {version!r}; it serves version {served!r}")
+        return adapter
 
     async def model_ready(self, request: Request) -> Response:
-        self._model(request)
+        self._adapter(request)
         return Response(status_code=200)
 
     async def model_metadata(self, request: Request) -> JSONResponse:
-        return JSONResponse(metadata(self._model(request)))
+        return JSONResponse(metadata(self._adapter(request)))
 
-    # --- inference ---------------------------------------------------------------------------------
     async def infer(self, request: Request) -> Response:
-        model = self._model(request)
-        body = _decompress(await self._read(request), request.headers.get("content-encoding", ""), self.max_body_bytes)
-        header, binary = _split(body, request.headers.get(HEADER_LENGTH))
-        inputs = _inputs(model, header, binary)
-        batcher = self.registry().batchers.get(model.name)
-        if batcher is not None:  # shared with /v1's requests for the same model
-            outputs = [await batcher(*(inputs[name] for name in model.input_names))]
-        elif model.card.image is None:  # microseconds: a thread hop would cost more than the model
-            outputs = model.session.run(None, inputs)
-        else:
-            outputs = await anyio.to_thread.run_sync(lambda: model.session.run(None, inputs))
-        return _response(model, header, dict(zip((t.name for t in model.card.outputs), outputs, strict=True)))
-
-    async def _read(self, request: Request) -> bytes:
-        size = request.headers.get("content-length", "")
-        if size.isdigit() and int(size) > self.max_body_bytes:
-            raise OIPError(413, f"request body over {self.max_body_bytes} bytes")
-        parts, total = [], 0
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > self.max_body_bytes:
-                raise OIPError(413, f"request body over {self.max_body_bytes} bytes")
-            parts.append(chunk)
-        return b"".join(parts)
+        adapter = self._adapter(request)
+        model = adapter.model
+        try:
+            raw = await read_body(request.scope, request.receive, self.max_body)
+        except PayloadTooLarge:
+            raise OIPError(413, f"request body over {self.max_body} bytes") from None
+        body = _decompress(raw, request.headers.get("content-encoding", ""), self.max_body)
+        header, binary = _split(body, request.headers.get("inference-header-content-length"))
+        inputs = _inputs(model, header, binary, self.limits["image" if model.card.image else "tabular"])
+        output = await adapter.run(lambda: tuple(inputs[name] for name in model.input_names))
+        return _response(model, header, {model.card.outputs[0].name: output})
 
 
-class ServerMetadataPath:
-    """`GET /v2` is the server metadata; a Starlette mount at /v2 only matches /v2/..., and answers the
-    bare path with a redirect that HTTP clients such as tritonclient do not follow. Rewrite it."""
-
-    def __init__(self, app: ASGIApp, prefix: str = "/v2") -> None:
-        self.app = app
-        self.prefix = prefix
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == self.prefix:
-            scope = {**scope, "path": self.prefix + "/", "raw_path": (self.prefix + "/").encode()}
-        await self.app(scope, receive, send)
-
-
-def metadata(model: LoadedModel) -> dict[str, Any]:
-    """Model metadata in OIP terms, derived from the card (which the loader checked against the graph)."""
-    card = model.card
+def metadata(adapter: Adapter) -> dict[str, Any]:
+    """The graph's tensors from the card, and, from the adapter, how to build them."""
+    card = adapter.model.card
 
     def tensor(t: Any) -> dict[str, Any]:
         return {"name": t.name, "datatype": OIP_DTYPES[t.dtype], "shape": [-1 if d == "N" else d for d in t.shape]}
 
-    parameters: dict[str, Any] = {"task": card.task, "description": card.description}
-    if card.numeric or card.categorical:
-        parameters["numeric_columns"] = [f.name for f in card.numeric]
-        parameters["categorical_columns"] = [f.name for f in card.categorical]
-        parameters["input_note"] = "raw values in column order; categorical columns as integer codes (see the card)"
-    if card.image is not None:
-        h, w = card.image.size
-        parameters["labels"] = card.labels
-        parameters["input_note"] = (
-            f"decoded RGB pixels as the graph takes them: {card.image.dtype} {card.image.layout} {h}x{w}"
-            + ("" if card.image.normalise_in_graph else ", normalised with the card's mean and std")
-            + "; photo files go to POST /v1/image-tagging/predict"
-        )
-    return {
-        "name": card.name,
-        "versions": [card.version],
-        "platform": "onnxruntime_onnx",
-        "inputs": [tensor(t) for t in card.inputs],
-        "outputs": [tensor(t) for t in card.outputs],
-        "parameters": parameters,
-    }
-
-
-async def _error_response(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, OIPError)
-    return JSONResponse({"error": str(exc)}, status_code=exc.status)
-
-
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
-    """Starlette's own 404/405 answers (no such route), as the protocol's {"error": ...}."""
-    assert isinstance(exc, HTTPException)
-    return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+    return {"name": card.name, "versions": [card.version], "platform": "onnxruntime_onnx",
+            "inputs": [tensor(t) for t in card.inputs], "outputs": [tensor(t) for t in card.outputs],
+            "parameters": adapter.describe()}  # fmt: skip
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
@@ -193,40 +137,57 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
-    """The JSON header and the binary tail (empty without the binary extension)."""
-    if header_length is None:
-        json_part, binary = body, b""
-    else:
+    """The JSON header, checked for the protocol's shape, and the binary tail (empty without the
+    binary extension)."""
+    n = len(body)
+    if header_length is not None:
         if not header_length.strip().isdigit():
             raise OIPError(400, f"Inference-Header-Content-Length must be a byte count, got {header_length!r}")
-        n = int(header_length)
-        if n > len(body):
+        if (n := int(header_length)) > len(body):
             raise OIPError(400, f"Inference-Header-Content-Length {n} is larger than the body ({len(body)} bytes)")
-        json_part, binary = body[:n], body[n:]
     try:
-        header = json.loads(json_part)
+        header = json.loads(body[:n])
     except (ValueError, RecursionError) as e:
         raise OIPError(400, f"the inference request is not valid JSON: {e}") from None
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
         raise OIPError(400, 'the inference request must be a JSON object with an "inputs" list')
-    return header, binary
+    _parameters(header, "the request")
+    if not isinstance(header.get("outputs", []), list):
+        raise OIPError(400, f'"outputs" must be a list of {{"name": ...}} objects, got {_short(header["outputs"])}')
+    for kind, items in (("inputs", header["inputs"]), ("outputs", header.get("outputs") or [])):
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise OIPError(400, f'{kind}[{i}] must be an object with a string "name", got {_short(item)}')
+            _parameters(item, f"{kind[:-1]} {item['name']}")
+    return header, body[n:]
 
 
-def _inputs(model: LoadedModel, header: dict[str, Any], binary: bytes) -> dict[str, np.ndarray]:
-    """Checks every input against the graph's signature; returns the arrays the session takes."""
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:80] + "..."
+
+
+def _parameters(item: dict[str, Any], where: str) -> dict[str, Any]:
+    """An item's `parameters`: absent, or an object (the protocol's parameters are always a map)."""
+    params = item.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise OIPError(400, f"{where}: parameters must be an object, got {_short(params)}")
+    return params or {}
+
+
+def _inputs(model: LoadedModel, header: dict[str, Any], binary: bytes, limit: tuple[int, str]) -> dict[str, np.ndarray]:
+    """Checks every input against the graph's signature and the batch limit, from the declared shapes
+    before any array is made; returns the arrays the session takes."""
     expected = {t.name: t for t in model.card.inputs}
-    given = header["inputs"]
-    names = [i.get("name") if isinstance(i, dict) else None for i in given]
-    if sorted(map(str, names)) != sorted(expected):
+    names = [i["name"] for i in header["inputs"]]
+    if sorted(names) != sorted(expected):
         raise OIPError(400, f"model {model.name} takes inputs {sorted(expected)}, got {names}")
-    arrays: dict[str, np.ndarray] = {}
-    offset = 0
-    for item in given:
-        spec = expected[item["name"]]
+    batch_sizes = set()
+    for item in header["inputs"]:
+        spec, shape = expected[item["name"]], item.get("shape")
         want = OIP_DTYPES[spec.dtype]
         if item.get("datatype") != want:
-            raise OIPError(400, f"input {spec.name}: datatype must be {want}, got {item.get('datatype')!r}")
-        shape = item.get("shape")
+            raise OIPError(400, f"input {spec.name}: datatype must be {want}, got {_short(item.get('datatype'))}")
         if (
             not isinstance(shape, list)
             or len(shape) != len(spec.shape)
@@ -234,21 +195,33 @@ def _inputs(model: LoadedModel, header: dict[str, Any], binary: bytes) -> dict[s
             or any(s != "N" and d != s for d, s in zip(shape, spec.shape, strict=True))
         ):
             want_shape = [-1 if d == "N" else d for d in spec.shape]
-            raise OIPError(400, f"input {spec.name}: shape must be {want_shape} (-1: any batch size), got {shape!r}")
-        count = math.prod(shape)
-        dtype = np.dtype(spec.dtype)
+            raise OIPError(400, f"input {spec.name}: shape must be {want_shape} (-1: any batch size), "
+                                f"got {_short(shape)}")  # fmt: skip
+        rows = max((d for d, s in zip(shape, spec.shape, strict=True) if s == "N"), default=1)
+        batch_sizes.add(rows)
+        if rows > limit[0]:
+            raise OIPError(413, f"input {spec.name}: a batch of {rows} is over the limit of {limit[0]} ({limit[1]})")
+        if rows == 0:
+            raise OIPError(400, f"input {spec.name}: shape {shape} holds no rows")
+    if len(batch_sizes) > 1:
+        raise OIPError(400, f"inputs {names}: batch sizes {sorted(batch_sizes)} differ; every input needs the same")
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    for item in header["inputs"]:
+        spec, shape = expected[item["name"]], item["shape"]
+        count, dtype = math.prod(shape), np.dtype(spec.dtype)
         size = (item.get("parameters") or {}).get("binary_data_size")
-        if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise OIPError(400, f"input {spec.name}: binary_data_size {size!r} runs past the binary data "
-                                    f"({len(binary) - offset} bytes left)")  # fmt: skip
-            if size != count * dtype.itemsize:
-                raise OIPError(400, f"input {spec.name}: binary_data_size {size} is not shape {shape} x "
-                                    f"{dtype.itemsize} bytes = {count * dtype.itemsize}")  # fmt: skip
+        if size is None:
+            array = _from_json(spec.name, item.get("data"), dtype, count)
+        elif not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise OIPError(400, f"input {spec.name}: binary_data_size {size!r} runs past the binary data "
+                                f"({len(binary) - offset} bytes left)")  # fmt: skip
+        elif size != count * dtype.itemsize:
+            raise OIPError(400, f"input {spec.name}: binary_data_size {size} is not shape {shape} x "
+                                f"{dtype.itemsize} bytes = {count * dtype.itemsize}")  # fmt: skip
+        else:
             array = np.frombuffer(binary, dtype=dtype.newbyteorder("<"), count=count, offset=offset)
             offset += size
-        else:
-            array = _from_json(spec.name, item.get("data"), dtype, count)
         arrays[spec.name] = np.ascontiguousarray(array.reshape(shape), dtype=dtype)
     if offset != len(binary):
         raise OIPError(400, f"{len(binary) - offset} bytes of binary data are not claimed by any input")
@@ -277,64 +250,44 @@ def _from_json(name: str, data: Any, dtype: np.dtype, count: int) -> np.ndarray:
 
 
 def _response(model: LoadedModel, header: dict[str, Any], results: dict[str, np.ndarray]) -> Response:
-    params = header.get("parameters") or {}
-    binary_default = bool(params.get("binary_data_output", False))
-    requested = header.get("outputs") or [{"name": name} for name in results]
-    if not isinstance(requested, list):
-        raise OIPError(400, '"outputs" must be a list')
+    binary_default = bool(_parameters(header, "the request").get("binary_data_output", False))
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
-    for item in requested:
-        name = item.get("name") if isinstance(item, dict) else None
+    for item in header.get("outputs") or [{"name": name} for name in results]:
+        name, params = item["name"], item.get("parameters") or {}
         if name not in results:
             raise OIPError(400, f"model {model.name} has outputs {sorted(results)}, not {name!r}")
-        out_params = item.get("parameters") or {}
         value = results[name]
-        k = out_params.get("classification")
-        if k is not None:
-            value = _classify(model, value, k)
-        as_binary = bool(out_params.get("binary_data", binary_default))
-        entry: dict[str, Any] = {"name": name, "shape": list(value.shape)}
-        if value.dtype == object:
-            entry["datatype"] = "BYTES"
-            if as_binary:
+        if params.get("classification") is not None:
+            value = _classify(model, value, params["classification"])
+        strings = value.dtype == object  # the classification extension's "score:index:label"
+        entry: dict[str, Any] = {"name": name, "shape": list(value.shape),
+                                 "datatype": "BYTES" if strings else OIP_DTYPES[value.dtype.name]}  # fmt: skip
+        if params.get("binary_data", binary_default):
+            if strings:  # the protocol's BYTES: each string prefixed with its 4-byte length
                 data = b"".join(struct.pack("<I", len(s)) + s for s in (x.encode() for x in value.ravel()))
-                chunks.append(data)
-                entry["parameters"] = {"binary_data_size": len(data)}
             else:
-                entry["data"] = value.ravel().tolist()
-        else:
-            entry["datatype"] = OIP_DTYPES[value.dtype.name]
-            if as_binary:
                 data = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).tobytes()
-                chunks.append(data)
-                entry["parameters"] = {"binary_data_size": len(data)}
-            else:
-                entry["data"] = value.ravel().tolist()
+            chunks.append(data)
+            entry["parameters"] = {"binary_data_size": len(data)}
+        else:
+            entry["data"] = value.ravel().tolist()
         outputs.append(entry)
-    answer: dict[str, Any] = {"model_name": model.name, "model_version": model.card.version, "outputs": outputs}
-    if "id" in header:
-        answer["id"] = header["id"]
-    head = json.dumps(answer).encode()
+    answer = {"model_name": model.name, "model_version": model.card.version, "outputs": outputs}
+    head = json.dumps(answer | ({"id": header["id"]} if "id" in header else {})).encode()
     if not chunks:
         return Response(head, media_type="application/json")
-    return Response(
-        head + b"".join(chunks),
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(len(head))},
-    )
+    headers = {"Inference-Header-Content-Length": str(len(head))}
+    return Response(head + b"".join(chunks), media_type="application/octet-stream", headers=headers)
 
 
 def _classify(model: LoadedModel, scores: np.ndarray, k: Any) -> np.ndarray:
     """Triton's classification extension: the top-k of each row as "score:index:label" strings."""
-    if not model.card.labels:
+    labels = model.card.labels
+    if not labels:
         raise OIPError(400, f"model {model.name} has no labels: the classification extension does not apply")
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= len(model.card.labels):
-        raise OIPError(400, f"classification must be an integer from 1 to {len(model.card.labels)}, got {k!r}")
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= len(labels):
+        raise OIPError(400, f"classification must be an integer from 1 to {len(labels)}, got {k!r}")
     rows = scores.reshape(scores.shape[0], -1)
     best = np.argsort(-rows, axis=1, kind="stable")[:, :k]
-    out = np.empty(best.shape, dtype=object)
-    for r, row in enumerate(best):
-        for c, index in enumerate(row):
-            out[r, c] = f"{rows[r, index]:f}:{index}:{model.card.labels[index]}"
-    return out
+    return np.array([[f"{rows[r, i]:f}:{i}:{labels[i]}" for i in row] for r, row in enumerate(best)], dtype=object)

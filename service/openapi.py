@@ -1,139 +1,115 @@
-"""The OpenAPI document served at /docs.json: BentoML's, made valid and complete.
+"""The API's two descriptions, built once per worker from the endpoints of the loaded models: the
+OpenAPI 3.0 document at /docs.json (typed routes with the models' own schemas, descriptions and
+examples, and every error answer), and BentoML's /schema.json, from which
+`bentoml.SyncHTTPClient(url)` learns its methods.
 
-BentoML 1.4 writes `type: file` for uploads and `anyOf: [..., {type: null}]` for optional fields,
-neither of which OpenAPI 3.0 allows; it documents error bodies that are not ours, and it leaves
-out mounted Starlette routes. This module fixes the document once, at start-up.
+The fixed part of the API (metadata, probes, the Open Inference Protocol, the error shapes) is a
+static document, static/openapi.json; the loaded models' typed routes are added to it here.
 """
 
 from __future__ import annotations
 
 import json
-import logging
+from pathlib import Path
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from pydantic import BaseModel
 
-log = logging.getLogger(__name__)
+from service.bodies import Form
+from service.tasks.base import Endpoint
 
-ERROR_SCHEMA = {
-    "type": "object",
-    "title": "Error",
-    "required": ["error", "detail"],
-    "properties": {
-        "error": {"type": "string", "description": "What went wrong, in one line.", "example": "invalid request"},
-        "detail": {
-            "type": "array",
-            "description": "One item per problem.",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "loc": {
-                        "type": "array",
-                        "items": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
-                        "description": "Where the problem is: field names and list indices.",
-                        "example": ["sqft_living"],
-                    },
-                    "msg": {"type": "string", "description": "What was expected.", "example": "Input should be >= 100"},
-                    "received": {"description": "What came (null when the field was missing).", "example": -5},
-                    "type": {
-                        "type": "string",
-                        "description": "A machine-readable kind.",
-                        "example": "greater_than_equal",
-                    },
-                },
-            },
-        },
-    },
-}
-_ERRORS = {
+BASE = (Path(__file__).parent / "static" / "openapi.json").read_text()
+ERRORS = {
     "400": "Invalid input: the body names each field, what was expected and what came.",
+    "401": "Missing or invalid API key (when keys are configured).",
     "404": "Model not loaded.",
     "413": "Body or photo too large.",
     "415": "Wrong content type, or not a supported image.",
     "500": "Unexpected server error (no internals; see the server log).",
-    "503": "Model failed to load, or the service is not ready.",
-}
-_JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
-_METADATA_PATHS = {
-    "/v1/models": {"summary": "Every loaded model's card, provider and signature, with readiness."},
-    "/v1/models/{name}": {"summary": "One model's card, the provider that bound, and its signature."},
-    "/v1/health": {"summary": "Readiness with reasons: loaded models and their providers, failed folders."},
+    "503": "Model failed to load, the service is not ready or shutting down, or overloaded (Retry-After).",
+    "504": "Not answered within the request timeout.",
 }
 
 
-def _fix_schema(node: Any) -> Any:
-    """Rewrites, recursively, what OpenAPI 3.0 does not accept."""
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _openapi30(node: Any) -> Any:
+    """pydantic writes JSON Schema (OpenAPI 3.1); rewrite, recursively, what OpenAPI 3.0 does not take."""
     if isinstance(node, list):
-        return [_fix_schema(x) for x in node]
+        return [_openapi30(x) for x in node]
     if not isinstance(node, dict):
         return node
-    node = {k: _fix_schema(v) for k, v in node.items()}
-    if node.get("type") == "file":
-        node["type"] = "string"
-        node["format"] = "binary"
-    if node.get("type") == "array" and isinstance(node.get("items"), dict) and node["items"].get("type") == "file":
-        node["items"] = {"type": "string", "format": "binary"}
+    node = {k: _openapi30(v) for k, v in node.items() if k != "title" or isinstance(v, dict)}
     for key in ("anyOf", "oneOf"):
         options = node.get(key)
         if isinstance(options, list) and {"type": "null"} in options:
             rest = [o for o in options if o != {"type": "null"}]
             del node[key]
             node["nullable"] = True
-            if len(rest) == 1:
-                node.update(rest[0])
-            else:
+            if len(rest) > 1:
                 node[key] = rest
+            else:  # a $ref takes no siblings in 3.0: wrap it
+                node.update(rest[0] if "$ref" not in rest[0] else {"allOf": rest})
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    if "examples" in node and "example" not in node:
+        node["example"] = node.pop("examples")[0]
     return node
 
 
-def fix_document(spec: dict[str, Any]) -> dict[str, Any]:
-    doc = _fix_schema(json.loads(json.dumps(spec)))  # the JSON round trip turns BentoML's int status keys to str
-    doc["info"]["description"] = "Typed endpoints for the housing-price, ad-click and image-tagging models."
-    doc["info"]["contact"] = {"name": "nnserve"}
-    doc.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
-    error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-    for path, item in doc["paths"].items():
-        post = item.get("post")
-        if post and path.startswith("/v1/"):
-            post["responses"] = {
-                "200": post["responses"]["200"],
-                **{code: {"description": text, "content": error_ref} for code, text in _ERRORS.items()},
-            }
-    for path, meta in _METADATA_PATHS.items():
-        get: dict[str, Any] = {
-            "tags": ["Infrastructure"],
-            "summary": meta["summary"],
-            "responses": {"200": {"description": "OK", "content": _JSON_OBJECT}},
-        }
-        if "{name}" in path:
-            get["parameters"] = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
-            get["responses"]["404"] = {"description": _ERRORS["404"], "content": error_ref}
-        if path == "/v1/health":
-            get["responses"]["503"] = {"description": "Not ready.", "content": _JSON_OBJECT}
-        doc["paths"][path] = {"get": get}
+def _schemas(models: list[type[BaseModel]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        out |= schema.pop("$defs", {})
+        out[model.__name__] = schema
+    return {name: _openapi30(schema) for name, schema in out.items()}
+
+
+def _form_schema(form: Form, file_type: dict[str, Any]) -> dict[str, Any]:
+    """The multipart form: its file field (`file_type` each), and its text fields from their model."""
+    schema = _openapi30(form.fields.model_json_schema())
+    files = {"type": "array", "items": file_type, "minItems": 1, "maxItems": form.max_files} if form.many else file_type
+    schema["properties"] = {form.file: {**files, "description": form.description}, **schema.get("properties", {})}
+    schema["required"] = [form.file, *schema.get("required", [])]
+    return schema
+
+
+def document(endpoints: list[Endpoint], model_names: list[str], version: str) -> dict[str, Any]:
+    """The OpenAPI 3.0 document of everything this worker serves."""
+    doc = json.loads(BASE)
+    doc["info"]["version"] = version
+    doc["components"]["parameters"]["ModelName"]["schema"]["enum"] = model_names
+    models = [m for e in endpoints for m in (e.response, e.request) if m is not None]
+    doc["components"]["schemas"] |= _schemas(list(dict.fromkeys(models)))
+    errors = {code: {"description": text, "content": {"application/json": {"schema": _ref("Error")}}}
+              for code, text in ERRORS.items()}  # fmt: skip
+    for e in endpoints:
+        if e.request is not None:
+            content = {"application/json": {"schema": _ref(e.request.__name__)}}
+        else:
+            content = {"multipart/form-data": {"schema": _form_schema(e.form, {"type": "string", "format": "binary"})}}
+        answer = {"description": "OK", "content": {"application/json": {"schema": _ref(e.response.__name__)}}}
+        doc["paths"][e.route] = {"post": {
+            "tags": [e.route.split("/")[2]], "summary": e.summary, "operationId": e.name,
+            "requestBody": {"required": True, "content": content}, "responses": {"200": answer, **errors},
+        }}  # fmt: skip
     return doc
 
 
-class ServeOpenAPI:
-    """Answers GET /docs.json with the fixed document; everything else passes through."""
+def client_schema(endpoints: list[Endpoint]) -> dict[str, Any]:
+    """BentoML's /schema.json: what `bentoml.SyncHTTPClient(url)` reads to learn each method's route,
+    its arguments (a "file" type makes it send multipart) and its answer."""
+    routes = []
+    for e in endpoints:
+        inputs = e.request.model_json_schema() if e.request is not None else _form_schema(e.form, {"type": "file"})
+        output = {**e.response.model_json_schema(), "media_type": "application/json"}
+        routes.append({"name": e.name, "route": e.route, "doc": e.summary, "batchable": False, "is_task": False,
+                       "input": inputs, "output": output})  # fmt: skip
+    return {"name": "nnserve", "type": "service", "routes": routes}
 
-    def __init__(self, app: ASGIApp, document: Any) -> None:
-        self.app = app
-        self.document = document  # a callable returning the dict: built on first request, then kept
-        self.body: bytes | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/docs.json" or scope["method"] != "GET":
-            await self.app(scope, receive, send)
-            return
-        status = 200
-        if self.body is None:
-            try:
-                self.body = json.dumps(self.document()).encode()
-            except Exception:  # a middleware that raises leaves the request hanging: answer instead
-                log.exception("cannot build the OpenAPI document")
-                status = 500
-        body = self.body or b'{"error": "the OpenAPI document could not be built; see the server log", "detail": []}'
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+def to_bytes(document: dict[str, Any]) -> bytes:
+    return json.dumps(document).encode()

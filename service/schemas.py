@@ -1,128 +1,143 @@
-"""Pydantic request and response types. The tabular request types are built from the contract, so a
-feature added there appears in validation, in OpenAPI (with its description, unit, range and
-example) and in the load tests at once.
+"""Pydantic request and response types, built from a model card at start-up: a tabular model's typed
+endpoints, their validation and their OpenAPI schemas (descriptions, units, ranges, examples) come
+from its card alone, so a model of a new schema is served from its folder with no code.
 
 Decisions: unknown fields are rejected (a misspelt optional feature would otherwise be silently
 replaced by its default); numbers are strict (a string where a number goes is an error, not
-coerced); NaN and Infinity are rejected.
+coerced); NaN and Infinity are rejected; dates are "YYYY-MM-DD" strings.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-from service.contract import AD_CLICK, HOUSING, Categorical, Numeric, TabularSpec
-from service.settings import get_settings
+from service.cards import ApiCard, CategoricalCard, ModelCard, NumericCard
+from service.tabular import date_of
 
-
-def example(value: Any) -> dict[str, Any]:
-    """OpenAPI 3.0's singular `example`: BentoML's OpenAPI builder drops pydantic's `examples` list."""
-    return {"example": value}
+REQUEST_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
-_REQUEST_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
-_settings = get_settings()
+def _iso(value: Any) -> Any:
+    if isinstance(value, dt.date) or (isinstance(value, str) and len(value) == 10):
+        return value
+    raise ValueError("expected a date as a YYYY-MM-DD string")
 
 
-def _numeric_field(f: Numeric) -> tuple[Any, Any]:
-    if f.boolean:
-        default = False if f.default is None else bool(f.default)
-        return bool, Field(default, description=f.description, json_schema_extra=example(bool(f.example)))
-    kind = int if f.integer else float
-    text = f"{f.description} Unit: {f.unit}. Allowed: {f.minimum:g} to {f.maximum:g}."
-    lo, hi = (int(f.minimum), int(f.maximum)) if f.integer else (f.minimum, f.maximum)
-    sample = int(f.example) if f.integer else f.example
-    default = ... if f.default is None else (int(f.default) if f.integer else f.default)
-    return kind, Field(default, ge=lo, le=hi, description=text, json_schema_extra=example(sample))
-
-
-def _categorical_field(f: Categorical) -> tuple[Any, Any]:
-    default = ... if f.default is None else f.default
-    if f.values is not None:
-        return Literal[f.values], Field(default, description=f.description, json_schema_extra=example(f.example))  # type: ignore[valid-type]
-    text = f"{f.description} Integer from {f.minimum} to {f.maximum}."
-    return int, Field(default, ge=f.minimum, le=f.maximum, description=text, json_schema_extra=example(f.example))
-
-
-def request_model(name: str, spec: TabularSpec, doc: str) -> type[BaseModel]:
-    fields: dict[str, Any] = {f.name: _numeric_field(f) for f in spec.numeric}
-    fields |= {f.name: _categorical_field(f) for f in spec.categorical}
-    model = create_model(name, __config__=_REQUEST_CONFIG, __doc__=doc, **fields)
-    required = {f.name: f.example for f in spec.features if f.default is None or f.name in ("bathrooms", "grade")}
-    model.model_config["json_schema_extra"] = example(required)
-    return model
-
-
-HouseFeatures = request_model("HouseFeatures", HOUSING, "One house for sale: what its seller knows about it.")
-Impression = request_model("Impression", AD_CLICK, "One ad impression: who sees which ad, where and when.")
+# A date arrives as a string, in JSON and in Python alike (FastAPI validates parsed dicts): lax parsing
+# of that string, but nothing else (pydantic's lax dates would take a number as a Unix time).
+IsoDate = Annotated[dt.date, BeforeValidator(_iso), Field(strict=False)]
 
 
 class FieldWarning(BaseModel):
     """The request was served, but one value is unusual for the model."""
 
-    field: str = Field(description="The request field concerned.", json_schema_extra=example("zipcode"))
-    value: float | int | str = Field(description="The value received.", json_schema_extra=example(12345))
+    field: str = Field(description="The request field concerned.", examples=["zipcode"])
+    value: float | int | str = Field(description="The value received.", examples=[12345])
     message: str = Field(
         description="What the model did with it.",
-        json_schema_extra=example("zipcode 12345 was not seen in training: served through the unknown bucket"),
+        examples=["zipcode 12345: ID not seen in training, served through the unknown bucket"],
     )
 
 
-class _Served(BaseModel):
-    model: str = Field(description="Name of the model that answered.", json_schema_extra=example("housing-price"))
-    version: str = Field(description="Version of that model (from its card).", json_schema_extra=example("1"))
+class Served(BaseModel):
+    model: str = Field(description="Name of the model that answered.", examples=["housing-price"])
+    version: str = Field(description="Version of that model (from its card).", examples=["1"])
 
 
-class PricePrediction(_Served):
-    price: float = Field(description="Predicted sale price, US dollars.", json_schema_extra=example(612_345.0))
-    warnings: list[FieldWarning] = Field(default_factory=list, description="Unusual values in the request.")
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace("_", "-").split("-") if part)
 
 
-class PriceRow(BaseModel):
-    price: float = Field(description="Predicted sale price, US dollars.", json_schema_extra=example(612_345.0))
-    warnings: list[FieldWarning] = Field(default_factory=list)
+def _numeric_field(f: NumericCard) -> tuple[Any, Any]:
+    lo, hi = f.allowed
+    if f.boolean:
+        default = False if f.default is None else bool(f.default)
+        sample = bool(f.example) if f.example is not None else default
+        return bool, Field(default, description=f.description, examples=[sample])
+    if f.date:
+        first, last = dt.date.fromisoformat(date_of(lo)), dt.date.fromisoformat(date_of(hi))
+        text = f"{f.description} A date, YYYY-MM-DD, from {first} to {last}."
+        default = ... if f.default is None else dt.date.fromisoformat(date_of(f.default))
+        sample = f.example if f.example is not None else date_of(f.observed[1])
+        return IsoDate, Field(default, ge=first, le=last, description=text, examples=[sample])
+    kind: type = int if f.integer else float
+    bounds = (int(lo), int(hi)) if f.integer else (lo, hi)
+    text = f"{f.description} Unit: {f.unit}. Allowed: {lo:g} to {hi:g}."
+    default = ... if f.default is None else kind(f.default)
+    sample = kind(f.example if f.example is not None else (f.observed[0] + f.observed[1]) / 2)
+    return kind, Field(default, ge=bounds[0], le=bounds[1], description=text, examples=[sample])
 
 
-class PriceBatch(_Served):
-    predictions: list[PriceRow] = Field(description="One prediction per house, in request order.")
+def _categorical_field(f: CategoricalCard) -> tuple[Any, Any]:
+    default = ... if f.default is None else f.default
+    if f.values is not None:
+        sample = f.example if f.example is not None else f.values[0]
+        return Literal[tuple(f.values)], Field(default, description=f.description, examples=[sample])  # type: ignore[misc]
+    lo, hi = f.allowed
+    sample = f.example if f.example is not None else (f.vocabulary[0] if f.vocabulary else lo)
+    text = f"{f.description} Integer from {lo} to {hi}."
+    return int, Field(default, ge=lo, le=hi, description=text, examples=[sample])
 
 
-class HouseBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    houses: list[HouseFeatures] = Field(  # type: ignore[valid-type]
-        min_length=1,
-        max_length=_settings.max_batch_rows,
-        description=f"1 to {_settings.max_batch_rows} houses (NNSERVE_MAX_BATCH_ROWS).",
+@dataclass(frozen=True)
+class TabularTypes:
+    """A tabular model's typed API: one row, a batch of rows, and the three answers."""
+
+    row: type[BaseModel]
+    batch: type[BaseModel]
+    batch_field: str
+    output: str  # the answer's field: the graph's output name
+    prediction: type[BaseModel]
+    prediction_row: type[BaseModel]
+    prediction_batch: type[BaseModel]
+    summary: str
+    batch_summary: str
+
+
+def tabular_types(card: ModelCard, max_rows: int) -> TabularTypes:
+    api = card.api or ApiCard()
+    camel = _camel(card.name)
+    fields: dict[str, Any] = {f.name: _numeric_field(f) for f in card.numeric}
+    fields |= {f.name: _categorical_field(f) for f in card.categorical}
+    row_name = api.request or f"{camel}Request"
+    row = create_model(row_name, __config__=REQUEST_CONFIG, __doc__=api.request_doc or card.description, **fields)
+    required = {name: info.examples[0] for name, info in row.model_fields.items() if info.is_required()}
+    row.model_config["json_schema_extra"] = {"examples": [required]}  # a minimal request: what must be sent
+
+    batch_field = api.batch_field or "rows"
+    items = Annotated[list[row], Field(min_length=1, max_length=max_rows)]  # type: ignore[valid-type]
+    batch = create_model(
+        api.batch_request or f"{camel}BatchRequest",
+        __config__=ConfigDict(extra="forbid"),
+        **{batch_field: (items, Field(description=f"1 to {max_rows} of them (NNSERVE_MAX_BATCH_ROWS)."))},
     )
 
-
-class ClickPrediction(_Served):
-    click_probability: float = Field(
-        ge=0, le=1, description="Probability of a click.", json_schema_extra=example(0.031)
+    output = card.outputs[0].name
+    probability = card.task == "binary_classification"
+    doc = api.output_doc or (f"Probability of {output}." if probability else f"Predicted {output}, {card.output_unit}.")
+    value_field = Field(description=doc, ge=0, le=1) if probability else Field(description=doc)
+    warnings = (list[FieldWarning], Field(default_factory=list, description="Unusual values in the request."))
+    prefix = api.response_prefix or camel
+    prediction = create_model(
+        f"{prefix}Prediction", __base__=Served, **{output: (float, value_field)}, warnings=warnings
     )
-    warnings: list[FieldWarning] = Field(default_factory=list, description="Unusual values in the request.")
-
-
-class ClickRow(BaseModel):
-    click_probability: float = Field(ge=0, le=1, json_schema_extra=example(0.031))
-    warnings: list[FieldWarning] = Field(default_factory=list)
-
-
-class ClickBatch(_Served):
-    predictions: list[ClickRow] = Field(description="One prediction per impression, in request order.")
-
-
-class ImpressionBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    impressions: list[Impression] = Field(  # type: ignore[valid-type]
-        min_length=1,
-        max_length=_settings.max_batch_rows,
-        description=f"1 to {_settings.max_batch_rows} impressions (NNSERVE_MAX_BATCH_ROWS).",
+    prediction_row = create_model(f"{prefix}Row", **{output: (float, value_field)}, warnings=warnings)
+    prediction_batch = create_model(
+        f"{prefix}Batch",
+        __base__=Served,
+        predictions=(list[prediction_row], Field(description="One prediction per row, in request order.")),  # type: ignore[valid-type]
     )
+    return TabularTypes(
+        row, batch, batch_field, output, prediction, prediction_row, prediction_batch,
+        api.summary or f"{card.description} One row.", api.batch_summary or f"{card.description} A batch of rows.",
+    )  # fmt: skip
 
 
+# --- image classification: the same types for every classifier ---------------------------------------
 TopK = Annotated[int, Field(ge=1, description="How many tags to return, best first (at most the label count).")]
 ModelName = Annotated[
     str | None,
@@ -131,16 +146,24 @@ ModelName = Annotated[
 
 
 class Tag(BaseModel):
-    label: str = Field(json_schema_extra=example("cat"))
-    score: float = Field(ge=0, le=1, description="Probability of the label.", json_schema_extra=example(0.93))
+    label: str = Field(examples=["cat"])
+    score: float = Field(ge=0, le=1, description="Probability of the label.", examples=[0.93])
 
 
-class Tags(_Served):
+class Tags(Served):
     tags: list[Tag] = Field(description="Top-k tags, highest score first.")
 
 
-class TagsBatch(_Served):
+class TagsBatch(Served):
     results: list[list[Tag]] = Field(description="Top-k tags per photo, in request order.")
+
+
+class PhotoOptions(BaseModel):
+    """The text fields of a multipart photo request (form values are text: "3" is 3)."""
+
+    model_config = ConfigDict(extra="forbid")
+    top_k: TopK = 5
+    model: ModelName = None
 
 
 class Base64Photo(BaseModel):
@@ -150,12 +173,18 @@ class Base64Photo(BaseModel):
     model: ModelName = None
 
 
-class Base64Photos(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    images_base64: list[str] = Field(
-        min_length=1,
-        max_length=_settings.max_batch_images,
-        description=f"1 to {_settings.max_batch_images} photo files, base64-encoded (NNSERVE_MAX_BATCH_IMAGES).",
+def base64_batch(max_images: int) -> type[BaseModel]:
+    return create_model(
+        "Base64Photos",
+        __config__=ConfigDict(extra="forbid", strict=True),
+        images_base64=(
+            list[str],
+            Field(
+                min_length=1,
+                max_length=max_images,
+                description=f"1 to {max_images} photo files, base64-encoded (NNSERVE_MAX_BATCH_IMAGES).",
+            ),
+        ),
+        top_k=(TopK, 5),
+        model=(ModelName, None),
     )
-    top_k: TopK = 5
-    model: ModelName = None

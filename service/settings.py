@@ -1,13 +1,13 @@
 """Every setting of the service, from one place: environment variables prefixed NNSERVE_.
 
-Nothing else in service/ reads the environment. `make serve`, the bento and the container all take
-the same variables, e.g. NNSERVE_PROVIDERS=auto NNSERVE_WORKERS=2 make serve.
+Nothing else in service/ reads the environment, and nothing reads it at import: service/app.py makes
+one Settings() and passes it on (in-process tests make their own). `make serve`, the bento and the
+container all take the same variables, e.g. NNSERVE_PROVIDERS=auto NNSERVE_WORKERS=2 make serve.
 """
 
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         "keep it under BentoML's 30 s kill and the orchestrator's grace period (Kubernetes: 30 s).",
     )
     access_log: bool = Field(True, description="Log one line per request.")
+    docs_ui: bool = Field(
+        True, description="Serve the API docs page at /docs and / (local assets only); /docs.json stays."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: BentoML's log lines; json: one JSON object per line, with the request id."
+    )
     api_keys: str = Field("", description="Comma-separated API keys; empty (and no keys file): no authentication.")
     api_keys_file: Path | None = Field(None, description="A file of API keys, one per line (# comments).")
     auth_exempt_paths: str = Field(
@@ -89,8 +95,3 @@ class Settings(BaseSettings):
         once each worker's sessions took one thread (loadtests/RESULTS.md)."""
         cores = os.cpu_count() or 1
         return max(1, cores // (self.workers or cores))
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()

@@ -5,10 +5,12 @@ Without this, uvicorn stops accepting at once on SIGTERM while BentoML's arbiter
 socket open: probes and new requests hang in the backlog until the process is gone (measured: /readyz
 and predictions timed out for 14 s), so a load balancer learns nothing and clients wait. Like
 Triton's shutdown: readiness turns false at once, new inference requests get 503 with Retry-After and
-`Connection: close` (a client's retry opens a new connection, to another replica behind a balancer),
-requests in flight complete, and after NNSERVE_SHUTDOWN_GRACE_S the worker exits whatever is left.
-Probes, metadata and /metrics keep answering while draining. A second SIGTERM skips the wait.
-/readyz is answered here too, with the details of the worker's health rather than BentoML's ".".
+`Connection: close` (a client's retry opens a new connection, to another replica behind a balancer;
+the edge reads an upload that is under way first, so its client gets the 503 rather than a reset),
+requests in flight complete, and after NNSERVE_SHUTDOWN_GRACE_S the worker exits whatever is left:
+uvicorn is told to stop waiting for open connections, so the setting holds. Probes, metadata and
+/metrics keep answering while draining. A second SIGTERM skips the wait. The edge (service/edge.py)
+counts the predictions in flight and answers /readyz from this state.
 """
 
 from __future__ import annotations
@@ -16,13 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
 from typing import Any
-
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from service.admission import is_prediction
-from service.middleware import send_json
 
 log = logging.getLogger(__name__)
 
@@ -64,39 +60,13 @@ class Drain:
             await asyncio.sleep(0.05)  # polling a counter, bounded by the grace period
         if self.in_flight:
             log.warning("grace period of %g s over with %d predictions in flight: exiting", grace_s, self.in_flight)
+            uvicorn_exit(sig, frame)
+            server = getattr(uvicorn_exit, "__self__", None)  # uvicorn's Server.handle_exit, bound
+            if server is not None:
+                server.force_exit = True  # else uvicorn waits for those connections, however long they take
         else:
             log.info("drained: no prediction in flight, exiting")
-        uvicorn_exit(sig, frame)
+            uvicorn_exit(sig, frame)
 
 
 drain = Drain()  # one per worker process
-
-
-class ReadinessGate:
-    """Answers GET /readyz with this worker's health (models, the provider each bound, errors, whether
-    it is draining), 200 or 503; counts the prediction requests in flight, and while draining answers
-    new ones 503 at once."""
-
-    def __init__(self, app: ASGIApp, health: Callable[[], dict[str, Any]], state: Drain = drain) -> None:
-        self.app = app
-        self.health = health
-        self.state = state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-        elif scope["path"] == "/readyz" and scope["method"] in ("GET", "HEAD"):
-            health = self.health()
-            await send_json(send, 200 if health["ready"] else 503, health)
-        elif not is_prediction(scope["path"]):
-            await self.app(scope, receive, send)
-        elif self.state.draining:
-            headers = [(b"retry-after", b"1"), (b"connection", b"close")]
-            await send_json(send, 503, {"error": "shutting down: retry on a new connection", "detail": []},
-                            {"headers": headers})  # fmt: skip
-        else:
-            self.state.in_flight += 1
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                self.state.in_flight -= 1

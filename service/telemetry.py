@@ -2,6 +2,8 @@
 
     nnserve_model_info{model, version, provider, device} 1    the provider each model actually bound
     nnserve_dynamic_batch_size{model}                          rows (photos, table rows) per batched run
+    nnserve_client_disconnects_total{endpoint}                 requests whose client hung up before they
+                                                               were read: not answered, not client errors
 
 prometheus_client is imported when a worker creates the service, not when this module is imported:
 BentoML sets PROMETHEUS_MULTIPROC_DIR in the worker only then, and a client imported earlier would
@@ -18,8 +20,8 @@ from service.runtime import LoadedModel
 
 
 @cache
-def _series() -> tuple[Any, Any]:
-    from prometheus_client import Gauge, Histogram
+def _series() -> tuple[Any, Any, Any]:
+    from prometheus_client import Counter, Gauge, Histogram
 
     info = Gauge(
         "nnserve_model_info", "The models served, with the execution provider that bound (value 1).",
@@ -29,15 +31,24 @@ def _series() -> tuple[Any, Any]:
         "nnserve_dynamic_batch_size", "Rows (photos, table rows) per run of a model's dynamic batcher.", ["model"],
         buckets=[1, 2, 4, 8, 16, 32, 64, 128],
     )  # fmt: skip
-    return info, sizes
+    disconnects = Counter(
+        "nnserve_client_disconnects", "Requests whose client hung up before they were read (not answered).",
+        ["endpoint"],
+    )  # fmt: skip
+    return info, sizes, disconnects
 
 
 def publish_models(models: list[LoadedModel]) -> None:
-    info, _ = _series()
+    info, _, _ = _series()
     for m in models:
         info.labels(model=m.name, version=m.card.version, provider=m.provider, device=m.device).set(1)
 
 
 def batch_size_observer(model: str) -> Callable[[int], None]:
-    _, sizes = _series()
+    _, sizes, _ = _series()
     return sizes.labels(model=model).observe
+
+
+def count_disconnect(endpoint: str) -> None:
+    _, _, disconnects = _series()
+    disconnects.labels(endpoint=endpoint).inc()

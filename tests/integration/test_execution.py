@@ -67,8 +67,8 @@ def test_dynamic_batching_gives_each_request_its_own_answer():
 
 
 def test_concurrent_one_row_requests_share_runs_and_each_gets_its_own_answer(server):
-    from service.contract import HOUSING
     from tests.integration.test_http import HOUSE, _row, session
+    from training.contract import HOUSING
 
     houses = [{**HOUSE, "sqft_living": 900 + 37 * i} for i in range(64)]
     with ThreadPoolExecutor(32) as pool:

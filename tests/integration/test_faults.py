@@ -4,6 +4,7 @@ process are its own."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,12 +20,12 @@ from tests.serving import bentoml_serve, metrics_containing, server_log, server_
 HOUSE = {"sqft_living": 1000, "bedrooms": 2, "zipcode": 98103}
 
 
-def start_slow_request(url: str, body: bytes, sent: int) -> socket.socket:
+def start_slow_request(url: str, body: bytes, sent: int, route: str = "/v1/housing-price/predict") -> socket.socket:
     """A prediction request whose client has sent the headers and `sent` bytes of the body, and waits:
     to the server, a request in flight for as long as the test likes."""
     port = int(url.rsplit(":", 1)[1])
     conn = socket.create_connection(("127.0.0.1", port), timeout=30)
-    head = b"POST /v1/housing-price/predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+    head = f"POST {route} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n".encode()
     conn.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body[:sent])
     return conn
 
@@ -126,3 +127,44 @@ def test_sigterm_drains_refuses_new_work_finishes_in_flight_and_exits():
         log = server_log(url).read_text()
         assert "3 in flight" in log and "drained: no prediction in flight" in log
         assert "grace period" not in log  # it exited because it drained, not because the grace period ran out
+
+
+def _in_flight(url: str, n: int) -> None:
+    needle = (
+        f'bentoml_service_request_in_progress{{endpoint="/v1/housing-price/predict",runner_name="nnserve",'
+        f'service_name="nnserve",service_version="not available"}} {n}.0'
+    )
+    assert needle in metrics_containing(url, needle)
+
+
+def test_an_upload_that_starts_during_the_drain_gets_the_503_not_a_reset():
+    body = json.dumps(HOUSE).encode()
+    with bentoml_serve(MODELS, NNSERVE_WORKERS="1", NNSERVE_SHUTDOWN_GRACE_S="20") as url:
+        holding = start_slow_request(url, body, sent=10)  # keeps the worker draining
+        _in_flight(url, 1)
+        server_processes(url)[0].send_signal(signal.SIGTERM)
+        while httpx.get(url + "/readyz", timeout=5).status_code == 200:
+            time.sleep(0.05)  # polling until the drain has begun, with the request's own deadline
+        upload = json.dumps({"image_base64": "A" * 15_000_000}).encode()  # an upload that starts now
+        refused = start_slow_request(url, upload, sent=1_000_000, route="/v1/image-tagging/predict-base64")
+        refused.sendall(upload[1_000_000:])  # the rest of it, after the server has seen it begin
+        status, answer = read_answer(refused)  # before the fix: ConnectionResetError, here or in sendall
+        assert status == 503 and "shutting down" in answer["error"]
+        holding.sendall(body[10:])
+        assert read_answer(holding)[0] == 200
+
+
+def test_the_grace_period_holds_even_for_a_request_that_never_finishes():
+    body = json.dumps(HOUSE).encode()
+    with bentoml_serve(MODELS, NNSERVE_WORKERS="1", NNSERVE_SHUTDOWN_GRACE_S="1") as url:
+        stuck = start_slow_request(url, body, sent=10)  # its client never sends the rest
+        _in_flight(url, 1)
+        main = server_processes(url)[0]
+        main.send_signal(signal.SIGTERM)
+        main.wait(timeout=25)  # a deadline, not a measurement: without the fix it waits for the client
+        log = server_log(url).read_text()
+        assert "grace period of 1 s over with 1 predictions in flight: exiting" in log
+        assert "Service instance cleanup finalized" not in log.split("grace period of 1 s over")[0]
+        stuck.settimeout(5)
+        with contextlib.suppress(ConnectionResetError):  # closed by the server, unanswered
+            assert stuck.recv(65536) == b""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 
 import httpx
@@ -12,11 +13,13 @@ import pytest
 from PIL import Image
 
 from loadtests.payloads import house_requests
-from service.contract import AD_CLICK, CIFAR10_LABELS, HOUSING
+from service.cards import read_card
+from service.tabular import decimal_year
 from tests.conftest import CIFAR_VAL, HOUSING_CSV, MODELS, SAMPLE_PHOTOS
 from tests.integration.conftest import TEST_MAX_BODY
 from tests.photos import cifar_photos, encode, png_bomb
 from tests.serving import metrics_containing
+from training.contract import AD_CLICK, CIFAR10_LABELS, HOUSING
 from training.data_housing import load_housing, split_by_date
 from training.metrics import regression_metrics
 
@@ -35,9 +38,18 @@ def session(name: str) -> ort.InferenceSession:
     return ort.InferenceSession(str(MODELS / name / "model.onnx"), providers=["CPUExecutionProvider"])
 
 
+def _number(spec, feature, request: dict) -> float:
+    if not feature.date:
+        return float(request.get(feature.name, feature.default))
+    if feature.name in request:
+        return decimal_year(dt.date.fromisoformat(request[feature.name]))
+    card = read_card(MODELS / spec.name)  # "latest": the last date seen in training, as the card records it
+    return next(f.default for f in card.numeric if f.name == feature.name)
+
+
 def _row(spec, request: dict) -> tuple[np.ndarray, np.ndarray]:
     """The graph's inputs for one request, built here from the contract, independently of the service."""
-    numeric = [float(request.get(f.name, f.default)) for f in spec.numeric]
+    numeric = [_number(spec, f, request) for f in spec.numeric]
     codes = []
     for f in spec.categorical:
         value = request.get(f.name, f.default)
@@ -163,7 +175,7 @@ def test_model_metadata(server):
     assert meta["provider"] == "CPUExecutionProvider"
     assert [f["name"] for f in meta["numeric"]] == [f.name for f in HOUSING.numeric]
     assert meta["numeric"][0]["allowed"] == [100, 20000] and "r2" in meta["metrics"]["model"]
-    assert meta["signature"]["inputs"][0] == {"name": "numeric", "dtype": "float32", "shape": ["N", 12]}
+    assert meta["signature"]["inputs"][0] == {"name": "numeric", "dtype": "float32", "shape": ["N", 13]}
     tagger = httpx.get(server + "/v1/models/image-tagging").json()
     assert tagger["labels"] == list(CIFAR10_LABELS) and tagger["training"]["versions"]["onnxruntime"]
     missing = httpx.get(server + "/v1/models/nope")

@@ -42,3 +42,32 @@ def test_client_error_shape(client):
 def test_readiness_and_metadata(client):
     assert client.get("/readyz").status_code == 200
     assert client.get("/v1/models/ad-click").json()["categorical"][3]["name"] == "ad_id"
+
+
+def test_settings_vary_in_process_without_a_server(tmp_path):
+    """The whole HTTP surface, built from settings in one step: no `bentoml serve`, no environment."""
+    import httpx
+
+    from service.server import standalone
+    from service.settings import Settings
+    from tests.conftest import MODELS
+
+    settings = Settings(models_dir=MODELS, max_batch_rows=2, api_keys="k1,k2", docs_ui=False)
+    app = standalone(settings)
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers={"x-api-key": "k2"}) as c:
+            three = await c.post("/v1/housing-price/predict-batch", json={"houses": [HOUSE] * 3})
+            two = await c.post("/v1/housing-price/predict-batch", json={"houses": [HOUSE] * 2})
+            keyless = await c.post("/v1/housing-price/predict", json=HOUSE, headers={"x-api-key": ""})
+            spec = (await c.get("/docs.json")).json()
+            docs = await c.get("/docs")
+        return three, two, keyless, spec, docs
+
+    three, two, keyless, spec, docs = __import__("asyncio").run(scenario())
+    assert three.status_code == 400 and three.json()["detail"][0]["loc"] == ["houses"]
+    assert two.status_code == 200 and len(two.json()["predictions"]) == 2
+    assert keyless.status_code == 401
+    assert spec["components"]["schemas"]["HouseBatch"]["properties"]["houses"]["maxItems"] == 2
+    assert docs.status_code == 404  # NNSERVE_DOCS_UI=false: no page

@@ -13,11 +13,11 @@ import pytest
 import tritonclient.http as triton
 from PIL import Image
 
-from service.contract import AD_CLICK, CIFAR10_LABELS, HOUSING
 from tests.conftest import CIFAR_VAL
 from tests.integration.test_http import HOUSE, IMPRESSION, _row
 from tests.photos import cifar_photos
 from tests.serving import metrics_containing
+from training.contract import AD_CLICK, CIFAR10_LABELS, HOUSING
 
 HOUSES = [HOUSE, {**HOUSE, "sqft_living": 3000, "zipcode": 98004}, {**HOUSE, "zipcode": 10001}]
 IMPRESSIONS = [IMPRESSION, {**IMPRESSION, "device": "desktop", "hour": 3}, {**IMPRESSION, "ad_id": 10**6}]
@@ -56,7 +56,7 @@ def test_health_and_metadata(client):
     assert not client.is_model_ready("nope")
     housing = client.get_model_metadata("housing-price")
     assert housing["inputs"] == [
-        {"name": "numeric", "datatype": "FP32", "shape": [-1, 12]},
+        {"name": "numeric", "datatype": "FP32", "shape": [-1, 13]},
         {"name": "categorical", "datatype": "INT64", "shape": [-1, 1]},
     ]
     assert housing["outputs"] == [{"name": "price", "datatype": "FP32", "shape": [-1, 1]}]
@@ -118,9 +118,9 @@ HOUSE_REQUEST = {
     "inputs": [
         {
             "name": "numeric",
-            "shape": [1, 12],
+            "shape": [1, 13],
             "datatype": "FP32",
-            "data": [1800, 3, 2, 7500, 1, 0, 0, 3, 7, 1975, 0, 0],
+            "data": [1800, 3, 2, 7500, 1, 0, 0, 3, 7, 1975, 0, 0, 2015.0822],  # sale date: 2015-01-31
         },
         {"name": "categorical", "shape": [1, 1], "datatype": "INT64", "data": [[98103]]},
     ],
@@ -146,7 +146,7 @@ def test_raw_json_following_the_protocol_text(server):
 def test_raw_binary_request_and_response(server):
     header = {
         "inputs": [
-            {"name": "numeric", "shape": [1, 12], "datatype": "FP32", "parameters": {"binary_data_size": 48}},
+            {"name": "numeric", "shape": [1, 13], "datatype": "FP32", "parameters": {"binary_data_size": 52}},
             {"name": "categorical", "shape": [1, 1], "datatype": "INT64", "parameters": {"binary_data_size": 8}},
         ],
         "outputs": [{"name": "price", "parameters": {"binary_data": True}}],
@@ -179,13 +179,14 @@ def _with(i: int, **changes):
 
 
 BAD = [
-    ("wrong shape", "/v2/models/housing-price/infer", _with(0, shape=[1, 11]), {}, 400, "shape must be [-1, 12]"),
+    ("wrong shape", "/v2/models/housing-price/infer", _with(0, shape=[1, 11]), {}, 400, "shape must be [-1, 13]"),
     ("wrong datatype", "/v2/models/housing-price/infer", _with(1, datatype="FP32"), {}, 400, "datatype must be INT64"),
     ("missing input", "/v2/models/housing-price/infer",
      json.dumps({"inputs": HOUSE_REQUEST["inputs"][:1]}), {}, 400, "takes inputs"),
-    ("data does not fill the shape", "/v2/models/housing-price/infer", _with(0, shape=[2, 12]), {}, 400, "do not fill"),
+    ("data does not fill the shape", "/v2/models/housing-price/infer", _with(0, data=[1.0] * 12), {}, 400,
+     "do not fill"),
     ("strings for numbers", "/v2/models/housing-price/infer", _with(1, data=["98103"]), {}, 400, "needs integers"),
-    ("NaN", "/v2/models/housing-price/infer", _with(0, data=[float("nan")] * 12), {}, 400, "NaN"),
+    ("NaN", "/v2/models/housing-price/infer", _with(0, data=[float("nan")] * 13), {}, 400, "NaN"),
     ("unknown model", "/v2/models/nope/infer", json.dumps(HOUSE_REQUEST), {}, 404, "nope"),
     ("unknown version", "/v2/models/housing-price/versions/9/infer", json.dumps(HOUSE_REQUEST), {}, 404, "version"),
     ("not JSON", "/v2/models/housing-price/infer", "{oops", {}, 400, "not valid JSON"),
@@ -203,6 +204,40 @@ BAD = [
     ("classification on a regressor", "/v2/models/housing-price/infer",
      json.dumps({**HOUSE_REQUEST, "outputs": [{"name": "price", "parameters": {"classification": 2}}]}), {}, 400,
      "labels"),
+    # Malformed shapes of the protocol's own fields: each a 400 naming the field, never a 500.
+    ("request parameters a list", "/v2/models/housing-price/infer",
+     json.dumps({**HOUSE_REQUEST, "parameters": [1]}), {}, 400, "the request: parameters must be an object"),
+    ("request parameters a string", "/v2/models/housing-price/infer",
+     json.dumps({**HOUSE_REQUEST, "parameters": "binary"}), {}, 400, "the request: parameters must be an object"),
+    ("input parameters a list", "/v2/models/housing-price/infer", _with(0, parameters=["binary_data_size"]), {}, 400,
+     "input numeric: parameters must be an object"),
+    ("input parameters a string", "/v2/models/housing-price/infer", _with(1, parameters="x"), {}, 400,
+     "input categorical: parameters must be an object"),
+    ("output parameters a list", "/v2/models/housing-price/infer",
+     json.dumps({**HOUSE_REQUEST, "outputs": [{"name": "price", "parameters": [2]}]}), {}, 400,
+     "output price: parameters must be an object"),
+    ("output name a list", "/v2/models/housing-price/infer",
+     json.dumps({**HOUSE_REQUEST, "outputs": [{"name": ["price"]}]}), {}, 400,
+     'outputs[0] must be an object with a string "name"'),
+    ("output name an object", "/v2/models/housing-price/infer",
+     json.dumps({**HOUSE_REQUEST, "outputs": [{"name": {"a": 1}}]}), {}, 400, "outputs[0]"),
+    ("outputs an object", "/v2/models/housing-price/infer",
+     json.dumps({**HOUSE_REQUEST, "outputs": {"name": "price"}}), {}, 400, '"outputs" must be a list'),
+    ("input name a list", "/v2/models/housing-price/infer",
+     json.dumps({"inputs": [{**HOUSE_REQUEST["inputs"][0], "name": ["numeric"]}, HOUSE_REQUEST["inputs"][1]]}), {},
+     400, 'inputs[0] must be an object with a string "name"'),
+    ("batch sizes differ", "/v2/models/housing-price/infer",
+     json.dumps({"inputs": [HOUSE_REQUEST["inputs"][0], {**HOUSE_REQUEST["inputs"][1], "shape": [2, 1],
+                                                         "data": [98103, 98103]}]}), {}, 400, "differ"),
+    # The typed endpoints' limits bind on /v2 too, from the declared shape, before any array is made.
+    ("photos over the batch limit", "/v2/models/image-tagging/infer",
+     json.dumps({"inputs": [{"name": "image", "shape": [6500, 32, 32, 3], "datatype": "UINT8",
+                             "parameters": {"binary_data_size": 6500 * 3072}}]}),
+     {}, 413, "batch of 6500 is over the limit of 64"),
+    ("rows over the batch limit", "/v2/models/ad-click/infer",
+     json.dumps({"inputs": [{"name": "numeric", "shape": [5000, 1], "datatype": "FP32", "data": [30.0] * 5000},
+                            {"name": "categorical", "shape": [5000, 9], "datatype": "INT64", "data": [1] * 45000}]}),
+     {}, 413, "over the limit of 1024 (NNSERVE_MAX_BATCH_ROWS)"),
 ]  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""Every example in the README works as printed, against a real server."""
+"""Every example in the README and in docs/ works as printed, against a real server."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 
 from tests.conftest import REPO
 
-README = (REPO / "README.md").read_text()
-BLOCKS = re.findall(r"```(\w+)\n(.*?)```", README, flags=re.S)
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+BLOCKS = [block for doc in DOCUMENTS for block in re.findall(r"```(\w+)\n(.*?)```", doc.read_text(), flags=re.S)]
 CURL_EXAMPLES = [
     (command, expected)
     for (kind, command), (next_kind, expected) in zip(BLOCKS, BLOCKS[1:], strict=False)

@@ -1,31 +1,21 @@
-"""API-key authentication: off by default, both header forms, probes exempt, 401 otherwise."""
+"""API-key authentication: off by default, both header forms, probes exempt, 401 otherwise, 400 for
+two credentials; keys configured but empty refuse to start."""
 
 from __future__ import annotations
-
-import asyncio
 
 import pytest
 
 from service.auth import ApiKeyAuth, load_keys
+from service.errors import ConfigError
 
 
-async def _ok(scope, receive, send):
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b"ok"})
+def _status(auth: ApiKeyAuth, path: str, headers: dict[str, str] | list[tuple[str, str]]) -> int:
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    refused = auth.refusal(path, [(k.lower().encode(), v.encode()) for k, v in pairs])
+    return 200 if refused is None else refused[0]
 
 
-def _status(middleware: ApiKeyAuth, path: str, headers: dict[str, str]) -> tuple[int, dict]:
-    sent: list = []
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {"type": "http", "path": path, "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
-    asyncio.run(middleware(scope, None, send))
-    return sent[0]["status"], dict(sent[0]["headers"])
-
-
-AUTH = ApiKeyAuth(_ok, [b"alpha", b"beta-key"], frozenset({"/livez", "/metrics"}))
+AUTH = ApiKeyAuth([b"alpha", b"beta-key"], frozenset({"/livez", "/metrics"}))
 
 
 @pytest.mark.parametrize(
@@ -41,21 +31,48 @@ AUTH = ApiKeyAuth(_ok, [b"alpha", b"beta-key"], frozenset({"/livez", "/metrics"}
     ],
 )
 def test_keys(headers, status):
-    got, response_headers = _status(AUTH, "/v1/housing-price/predict", headers)
-    assert got == status
-    if status == 401:
-        assert response_headers[b"www-authenticate"].startswith(b"Bearer")
+    assert _status(AUTH, "/v1/housing-price/predict", headers) == status
 
 
 def test_probes_are_exempt_and_no_keys_means_no_authentication():
-    assert _status(AUTH, "/livez", {})[0] == 200 and _status(AUTH, "/metrics", {})[0] == 200
-    assert _status(AUTH, "/v2/health/ready", {})[0] == 401  # not in this instance's exempt list
-    assert _status(ApiKeyAuth(_ok, [], frozenset()), "/v1/housing-price/predict", {})[0] == 200
+    assert _status(AUTH, "/livez", {}) == 200 and _status(AUTH, "/metrics", {}) == 200
+    assert _status(AUTH, "/v2/health/ready", {}) == 401  # not in this instance's exempt list
+    assert _status(ApiKeyAuth([], frozenset()), "/v1/housing-price/predict", {}) == 200
 
 
 def test_keys_from_the_setting_and_a_file(tmp_path):
     path = tmp_path / "keys"
     path.write_text("# production keys\nfile-key\n\n  other  \n")
     assert load_keys(" a, b ,,", path) == [b"a", b"b", b"file-key", b"other"]
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ConfigError, match="missing: cannot read it"):
         load_keys("", tmp_path / "missing")
+
+
+@pytest.mark.parametrize("inline", [" , ", ",", "  "])
+def test_a_key_setting_with_no_key_in_it_refuses_to_start(inline):
+    with pytest.raises(ConfigError, match="NNSERVE_API_KEYS is set .* but holds no key"):
+        load_keys(inline, None)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# rotated out\n  # old-key\n\n"])
+def test_a_keys_file_with_no_key_in_it_refuses_to_start(tmp_path, text):
+    path = tmp_path / "keys"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="holds no key"):
+        load_keys("", path)
+    with pytest.raises(ConfigError, match="holds no key"):
+        load_keys("inline-key", path)  # configured: an empty mounted secret is a mistake, even beside other keys
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Authorization", "Bearer alpha"), ("Authorization", "Bearer wrong")],
+        [("Authorization", "Bearer wrong"), ("Authorization", "Bearer alpha")],
+        [("X-API-Key", "wrong"), ("X-API-Key", "alpha")],
+        [("X-API-Key", "alpha"), ("X-API-Key", "alpha")],
+        [("Authorization", "Bearer beta-key"), ("X-API-Key", "alpha")],
+    ],
+)
+def test_two_credentials_are_refused_whichever_comes_last(headers):
+    assert _status(AUTH, "/v1/housing-price/predict", headers) == 400

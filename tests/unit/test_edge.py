@@ -1,51 +1,182 @@
-"""The HTTP edge: BentoML's validation errors reshaped, limits, and no torch on the serving path."""
+"""The HTTP edge, in front of a stand-in app: API keys, /readyz, the docs pages, the drain's refusal,
+admission control, JSON for plain-text errors, the request id; and no torch on the serving path."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
-from service.middleware import _rewrite
+from bentoml._internal.context import trace_context
+
+from service.admission import is_prediction
+from service.auth import ApiKeyAuth
+from service.edge import Edge
+from service.settings import Settings
+from service.shutdown import drain
 from tests.conftest import REPO
 
-
-def test_bentoml_validation_errors_get_the_received_values():
-    answer = json.dumps({
-        "error": "2 validation error for HouseFeaturesIODescriptor",
-        "detail": [{"type": "greater_than_equal", "loc": ["bedrooms"], "msg": "Input should be >= 0"},
-                   {"type": "missing", "loc": ["zipcode"], "msg": "Field required"}],
-    }).encode()  # fmt: skip
-    out = _rewrite(answer, b'{"bedrooms": -2}', "application/json")
-    assert out["detail"] == [
-        {"loc": ["bedrooms"], "msg": "Input should be >= 0", "received": -2, "type": "greater_than_equal"},
-        {"loc": ["zipcode"], "msg": "Field required", "received": None, "type": "missing"},
-    ]
-    assert "IODescriptor" not in out["error"] and "bedrooms" in out["error"]
+HEALTHY = SimpleNamespace(
+    registry=SimpleNamespace(health=lambda: {"ready": not drain.draining}), openapi=b"{}", client_schema=b"{}"
+)
 
 
-def test_values_inside_batches_and_awkward_values():
-    answer = json.dumps({"error": "x", "detail": [{"type": "t", "loc": ["houses", 1, "bedrooms"], "msg": "m"}]})
-    assert _rewrite(answer.encode(), b'{"houses": [{}, {"bedrooms": 1e999}]}', "")["detail"][0]["received"] == "inf"
-    big = b'{"houses": [{}, {"bedrooms": 123456789012345678901234567890}]}'
-    assert _rewrite(answer.encode(), big, "")["detail"][0]["received"] == "123456789012345678901234567890"
+async def _ok(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": b"{}"})
 
 
-def test_bentoml_list_wrapped_errors_become_objects():
-    assert _rewrite(b'[{"error": "bad"}]', b"", "") == {"error": "bad", "detail": []}
+async def _plain_405(scope, receive, send):
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"allow", b"GET")]
+    await send({"type": "http.response.start", "status": 405, "headers": headers})
+    await send({"type": "http.response.body", "body": b"Method Not Allowed"})
+
+
+def _edge(app=_ok, keys=(), server=HEALTHY, **settings) -> Edge:
+    auth = ApiKeyAuth(list(keys), frozenset({"/livez", "/readyz", "/metrics"}))
+    return Edge(app, Settings(**settings), auth, lambda: server)
+
+
+async def _call(edge, path, method="GET", headers=(), body=b"") -> tuple[int, dict, bytes]:
+    sent = []
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "headers": list(headers)}
+    await edge(scope, receive, send)
+    return sent[0]["status"], dict(sent[0]["headers"]), b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_which_paths_are_predictions():
+    assert is_prediction("/v1/housing-price/predict") and is_prediction("/v1/image-tagging/predict-batch-base64")
+    assert is_prediction("/v2/models/ad-click/infer") and is_prediction("/v2/models/ad-click/versions/1/infer")
+    assert not any(map(is_prediction, ["/livez", "/readyz", "/metrics", "/v1/models", "/v2/models/ad-click"]))
+
+
+def test_api_keys_are_checked_first_and_probes_stay_open():
+    async def scenario():
+        edge = _edge(keys=[b"k"])
+        assert (await _call(edge, "/v1/housing-price/predict", "POST"))[0] == 401
+        assert (await _call(edge, "/v1/housing-price/predict", "POST", [(b"x-api-key", b"k")]))[0] == 200
+        status, headers, body = await _call(edge, "/docs.json", headers=[(b"x-api-key", b"k"), (b"x-api-key", b"j")])
+        assert status == 400 and headers[b"www-authenticate"].startswith(b"Bearer")
+        assert "ambiguous" in json.loads(body)["error"]
+        assert (await _call(edge, "/readyz"))[0] == 200 and (await _call(edge, "/livez"))[0] == 200
+
+    asyncio.run(scenario())
+
+
+def test_readyz_answers_the_health_and_503_while_starting():
+    async def scenario():
+        status, _, body = await _call(_edge(), "/readyz")
+        assert status == 200 and json.loads(body) == {"ready": True}
+        status, _, body = await _call(_edge(server=None), "/readyz")
+        assert status == 503 and json.loads(body)["error"] == "starting"
+        assert (await _call(_edge(server=None), "/docs.json"))[0] == 503
+
+    asyncio.run(scenario())
+
+
+def test_the_docs_page_loads_nothing_from_outside_and_can_be_turned_off():
+    async def scenario():
+        for path in ("/docs", "/"):
+            status, headers, page = await _call(_edge(), path)
+            assert status == 200 and headers[b"content-type"].startswith(b"text/html")
+            assert b"/docs.json" in page and b"swagger-ui-bundle.js" in page
+            assert b"http://" not in page and b"https://" not in page and b"googletagmanager" not in page
+        status, _, _ = await _call(_edge(docs_ui=False), "/docs")
+        assert status == 200  # passed on to the app behind: no page of ours
+
+    asyncio.run(scenario())
+
+
+def test_while_draining_predictions_get_503_after_their_upload_and_the_rest_is_served():
+    async def scenario():
+        edge = _edge()
+        try:
+            drain.draining = True
+            status, headers, body = await _call(edge, "/v1/housing-price/predict", "POST", body=b"x" * 100_000)
+            assert status == 503 and headers[b"connection"] == b"close" and headers[b"retry-after"] == b"1"
+            assert "shutting down" in json.loads(body)["error"]
+            assert (await _call(edge, "/v2/models/ad-click/infer", "POST"))[0] == 503
+            assert (await _call(edge, "/readyz"))[0] == 503
+            for path in ("/livez", "/metrics", "/v1/models"):
+                assert (await _call(edge, path))[0] == 200, path
+        finally:
+            drain.draining = False
+        assert drain.in_flight == 0
+
+    asyncio.run(scenario())
+
+
+def test_beyond_the_slots_and_the_queue_is_503_at_once_and_it_recovers():
+    async def scenario():
+        release, entered = asyncio.Event(), asyncio.Event()
+
+        async def slow(scope, receive, send):
+            entered.set()
+            await release.wait()
+            await _ok(scope, receive, send)
+
+        edge = _edge(slow, max_in_flight=1, max_queue=1)
+        first = asyncio.create_task(_call(edge, "/v1/housing-price/predict", "POST"))
+        await entered.wait()  # one in flight
+        second = asyncio.create_task(_call(edge, "/v1/housing-price/predict", "POST"))
+        while edge.admission.waiting < 1:  # one queued
+            await asyncio.sleep(0)
+        third = await _call(edge, "/v1/housing-price/predict", "POST")  # no slot, no room: refused at once
+        probe = asyncio.create_task(_call(edge, "/livez"))  # probes are never limited
+        release.set()
+        statuses = [(await first)[0], (await second)[0], (await probe)[0]]
+        statuses.append((await _call(edge, "/v1/ad-click/predict", "POST"))[0])
+        return third, statuses, edge.admission.in_flight, edge.admission.waiting
+
+    (status, headers, body), statuses, in_flight, waiting = asyncio.run(scenario())
+    assert status == 503 and headers[b"retry-after"] == b"1" and "overloaded" in json.loads(body)["error"]
+    assert statuses == [200, 200, 200, 200] and in_flight == 0 and waiting == 0
+
+
+def test_a_cancelled_request_frees_its_slot():
+    async def scenario():
+        async def hang(scope, receive, send):
+            await asyncio.Event().wait()
+
+        edge = _edge(hang, max_in_flight=1, max_queue=0)
+        task = asyncio.create_task(_call(edge, "/v1/ad-click/predict", "POST"))
+        while edge.admission.in_flight < 1:
+            await asyncio.sleep(0)
+        task.cancel()  # what BentoML's timeout does before answering 504
+        await asyncio.gather(task, return_exceptions=True)
+        return edge.admission.in_flight, drain.in_flight, edge.admission._slots.locked()
+
+    assert asyncio.run(scenario()) == (0, 0, False)
+
+
+def test_plain_text_errors_become_json_with_their_headers_and_answers_carry_the_request_id():
+    async def scenario():
+        trace_context.request_id = 0xABC
+        try:
+            return await _call(_edge(_plain_405), "/livez", "POST")
+        finally:
+            trace_context.request_id = None
+
+    status, headers, body = asyncio.run(scenario())
+    assert status == 405 and headers[b"allow"] == b"GET" and headers[b"content-type"] == b"application/json"
+    assert json.loads(body) == {"error": "Method Not Allowed", "detail": []}
+    assert headers[b"x-bentoml-request-id"] == b"0000000000000abc"
 
 
 def test_serving_path_never_imports_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
-        "import service.app, service.runtime, service.images, service.tabular\n"
+        "import service.app, service.server, service.runtime, service.images, service.tabular\n"
         "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
-
-
-def test_our_own_error_bodies_pass_through_unchanged():
-    ours = {"error": "model x is not loaded", "detail": []}
-    assert _rewrite(json.dumps(ours).encode(), b"{}", "application/json") == ours
-    ours = {"error": "e", "detail": [{"loc": ["a"], "msg": "m", "received": 1, "type": "t"}]}
-    assert _rewrite(json.dumps(ours).encode(), b"{}", "application/json") == ours

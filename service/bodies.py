@@ -1,0 +1,250 @@
+"""Request bodies: read once, within the size limit, checked for their content type, and parsed (JSON
+by the endpoint's pydantic type, multipart by its form fields) into values or one client error that
+names every problem: {"error": summary, "detail": [{loc, msg, received, type}]}.
+
+Multipart bodies are parsed here, once, in memory (they are bounded by NNSERVE_MAX_BODY_BYTES): no
+temporary file per upload. Every part must be one the endpoint declares, named, once unless the field
+takes several, a file where a file goes and UTF-8 text where text goes; anything else is a 400 naming
+the part, never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.types import Receive, Scope
+
+from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, field_error
+
+JSON, MULTIPART = "application/json", "multipart/form-data"
+
+
+@dataclass(frozen=True)
+class Form:
+    """A multipart form: a file field (repeated, 1 to `max_files` times, when `many`), and text fields
+    that `fields` validates (lax: "3" is 3), as FastAPI's Form() would."""
+
+    file: str
+    description: str
+    fields: type[BaseModel]
+    many: bool = False
+    max_files: int = 1
+
+
+class ClientDisconnected(Exception):
+    """The client hung up before its request was read: there is no one to answer."""
+
+
+def header(scope: Scope, name: bytes) -> str:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return ""
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole body; 413 past `limit` (at once when Content-Length says so), ClientDisconnected when
+    the client goes away first."""
+    length = header(scope, b"content-length")
+    if length.isdigit() and int(length) > limit:
+        raise too_large(limit, length)
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit, f"more than {limit} bytes")
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+def too_large(limit: int, received: str) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"request body over {limit} bytes (NNSERVE_MAX_BODY_BYTES)",
+        [field_error(["body"], f"at most {limit} bytes", received, "too_large")],
+    )
+
+
+def check_media_type(scope: Scope, expected: str) -> str:
+    """The request's content type, when it is `expected` (JSON routes also take none); 415 otherwise."""
+    content_type = header(scope, b"content-type")
+    media = content_type.split(";")[0].strip().lower()
+    if media == expected or (expected == JSON and media == ""):
+        return content_type
+    raise UnsupportedMediaType(
+        f"this route takes {expected}",
+        [field_error(["header", "content-type"], expected, content_type or None, "unsupported_media_type")],
+    )
+
+
+# --- JSON ---------------------------------------------------------------------------------------------
+def parse_json(body: bytes, model: type[BaseModel]) -> BaseModel:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        raise invalid(e, body) from None
+
+
+def invalid(error: ValidationError, body: bytes) -> InvalidInput:
+    detail = []
+    for item in error.errors(include_url=False, include_context=False):
+        loc = list(item["loc"]) or ["body"]
+        if item["type"] == "json_invalid":
+            received = received_value(body[:80].decode("utf-8", "replace"))
+        else:
+            received = None if item["type"] == "missing" else received_value(item.get("input"))
+        detail.append(field_error(loc, item["msg"], received, item["type"]))
+    return invalid_request(detail)
+
+
+def invalid_request(detail: list[dict[str, Any]]) -> InvalidInput:
+    fields = [".".join(str(p) for p in d["loc"]) for d in detail]
+    shown = ", ".join(dict.fromkeys(fields[:10])) + (", ..." if len(fields) > 10 else "")
+    return InvalidInput(f"invalid request: {len(detail)} problem(s) with {shown}", detail)
+
+
+def received_value(value: Any) -> Any:
+    """What came, safe to put in a JSON answer: long values cut, huge or non-finite numbers as text."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, (dict, list)):
+        text = json.dumps(value, default=str)
+        return text if len(text) <= 200 else text[:200] + "..."
+    if isinstance(value, str):
+        return value if len(value) <= 200 else value[:200] + "..."
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if abs(value) < 2**63 else str(value)  # JSON consumers may not hold it as a number
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)  # NaN and Infinity are not JSON
+    return str(value)[:200]
+
+
+# --- multipart ----------------------------------------------------------------------------------------
+@dataclass
+class Part:
+    disposition: bytes = b""
+    data: bytearray = field(default_factory=bytearray)
+
+    @property
+    def params(self) -> dict[bytes, bytes]:
+        return parse_options_header(self.disposition)[1]
+
+
+class _Collect:
+    """python_multipart's callbacks: each part's Content-Disposition and data, in order."""
+
+    def __init__(self) -> None:
+        self.parts: list[Part] = []
+        self.header, self.ended = b"", False
+
+    def on_part_begin(self) -> None:
+        self.parts.append(Part())
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        if self.header.lower() == b"content-disposition":
+            self.parts[-1].disposition += data[start:end]
+
+    def on_header_end(self) -> None:
+        self.header = b""
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        self.parts[-1].data += data[start:end]
+
+    def on_end(self) -> None:
+        self.ended = True
+
+
+def split_multipart(body: bytes, content_type: str) -> list[Part]:
+    """The parts of a multipart body, in order; 400 when it is not well-formed multipart."""
+    boundary = parse_options_header(content_type)[1].get(b"boundary")
+    collect = _Collect()
+    try:
+        if boundary:
+            parser = MultipartParser(boundary, {n: getattr(collect, n) for n in dir(collect) if n.startswith("on_")})
+            parser.write(body)
+            parser.finalize()
+    except MultipartParseError:
+        pass
+    if not collect.ended:
+        expected = "multipart/form-data with its boundary"
+        raise InvalidInput("malformed multipart body", [field_error(["body"], expected, content_type, "multipart")])
+    return collect.parts
+
+
+def parse_form(body: bytes, content_type: str, form: Form) -> tuple[list[bytes], BaseModel]:
+    """A multipart body -> the files, and the text fields validated. Every problem with any part (one
+    the form does not take, of any content and any name; a part without a name; a text value where
+    the file goes or a file where text goes; text that is not UTF-8; a value given twice) is named in
+    one 400."""
+    names = [form.file, *form.fields.model_fields]
+    files: list[bytes] = []
+    texts: dict[str, str] = {}
+    problems: list[dict[str, Any]] = []
+    for i, part in enumerate(split_multipart(body, content_type)):
+        raw = part.params.get(b"name")
+        name = raw.decode("utf-8", "replace") if raw else None
+        is_file = b"filename" in part.params
+        if name == form.file and is_file:
+            files.append(bytes(part.data))
+        elif name == form.file:
+            problems.append(field_error([name], "a file upload (with a filename)", _describe(part), "not_a_file"))
+        elif name in texts:
+            problems.append(field_error([name], "one value", "a second part of that name", "duplicate"))
+        elif name in form.fields.model_fields and not is_file:
+            try:
+                texts[name] = _unquote(part.data.decode("utf-8").strip())
+            except UnicodeDecodeError:
+                problems.append(field_error([name], "UTF-8 text", _describe(part), "text_encoding"))
+        else:
+            where = [name] if name is not None else ["body", "part", i]
+            problems.append(field_error(where, f"one of the form's fields {names}", _describe(part), "extra_forbidden"))
+    if not files and not any(p["loc"] == [form.file] for p in problems):
+        problems.append(field_error([form.file], "a file upload", None, "missing"))
+    elif not form.many and len(files) > 1:
+        problems.append(field_error([form.file], "one file upload", f"{len(files)} files", "duplicate"))
+    elif form.many and len(files) > form.max_files:
+        problems.append(field_error([form.file], f"1 to {form.max_files} photos", len(files), "batch_size"))
+    try:
+        values = form.fields.model_validate(texts)
+    except ValidationError as e:
+        problems += invalid(e, b"").detail
+    if problems:
+        raise invalid_request(problems)
+    return files, values
+
+
+def _describe(part: Part) -> str:
+    filename = part.params.get(b"filename")
+    if filename is not None:
+        return f"a file upload ({filename.decode('utf-8', 'replace')[:80]}, {len(part.data)} bytes)"
+    try:
+        return received_value(part.data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return f"{len(part.data)} bytes of binary data"
+
+
+def _unquote(text: str) -> str:
+    """BentoML's client sends each text field JSON-encoded: '"image-tagging"' is image-tagging."""
+    if text.startswith('"'):
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            return text
+        return decoded if isinstance(decoded, str) else text
+    return text

@@ -1,0 +1,82 @@
+"""What every task's adapter is: the card checked against the graph, the typed endpoints, and the one
+place that decides how a request's inputs reach the model (a shared batch, inline, or a thread).
+
+An adapter wraps one loaded model, in the spirit of LitServe's LitAPI and MLServer's MLModel:
+decode (the endpoint's handler), run (here), encode (the handler again). /v1 and the Open Inference
+Protocol (/v2) both run through `run`, so both share the batcher and the threading decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import anyio
+import numpy as np
+from pydantic import BaseModel
+
+from service.batching import Batcher
+from service.bodies import Form
+from service.runtime import LoadedModel, ModelLoadError
+from service.settings import Settings
+
+Handler = Callable[[dict[str, Any], Any, Any], Awaitable[None]]  # ASGI: scope, receive, send
+Inputs = tuple[np.ndarray, ...]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A typed POST route: what it takes (a JSON body of `request`, or a multipart `form`), what it
+    answers, and the handler that does it. OpenAPI and BentoML's client schema are built from these."""
+
+    route: str
+    name: str  # the method of BentoML's client, e.g. housing_price
+    summary: str
+    response: type[BaseModel]
+    handler: Handler
+    request: type[BaseModel] | None = None
+    form: Form | None = None
+
+
+class Adapter:
+    """One served model of a task. Subclasses check their card and say whether preparing a request's
+    inputs is heavy (decoding photos: a thread) or light (encoding table rows: inline)."""
+
+    task: ClassVar[str]
+    heavy: ClassVar[bool] = False  # preparing inputs and running the model take milliseconds, not microseconds
+
+    def __init__(self, model: LoadedModel, settings: Settings) -> None:
+        self.model = model
+        self.settings = settings
+        self.check()
+        self.batcher = self.make_batcher()
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def check(self) -> None:
+        """Refuses (ModelLoadError) a card that does not describe its graph the way the task needs."""
+
+    def fail(self, problem: str) -> ModelLoadError:
+        return ModelLoadError(f"{self.model.directory / 'card.json'}: {problem}")
+
+    def make_batcher(self) -> Batcher | None:
+        return None
+
+    async def run(self, prepare: Callable[[], Inputs]) -> np.ndarray:
+        """The model's (first) output for the inputs `prepare` makes. The one place that decides how
+        they reach the model: the batcher, shared with concurrent requests (GPU photos, table rows);
+        else heavy work in one thread hop (decoding and running together); else inline in the event
+        loop, where the model takes microseconds and a thread hop would cost more than the model."""
+        if self.batcher is not None:
+            inputs = await anyio.to_thread.run_sync(prepare) if self.heavy else prepare()
+            return await self.batcher(*inputs)
+        if self.heavy:
+            return await anyio.to_thread.run_sync(lambda: self.model.run(*prepare()))
+        return self.model.run(*prepare())
+
+    def describe(self) -> dict[str, Any]:
+        """The task's OIP metadata parameters: how a client builds the graph's inputs."""
+        return {"task": self.model.card.task, "description": self.model.card.description}

@@ -1,0 +1,105 @@
+"""Regression and binary classification on a table row: the card's features in, one number out.
+
+The graph takes `numeric` float32 [N, numeric features] and `categorical` int64 [N, categorical
+features] (closed vocabularies as positions, IDs as they are) and returns one value per row, [N, 1]:
+a regressor's prediction in its unit, or a classifier's probability. The routes are
+/v1/<name>/predict and /v1/<name>/predict-batch, with types built from the card (service/schemas.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from service.batching import Batcher
+from service.bodies import JSON, check_media_type, parse_json, read_body
+from service.cards import TensorSpec
+from service.schemas import TabularTypes, tabular_types
+from service.tabular import TabularEncoder
+from service.tasks.base import Adapter, Endpoint
+from service.telemetry import batch_size_observer
+from service.transport import send_bytes
+
+
+class Tabular(Adapter):
+    def check(self) -> None:
+        card = self.model.card
+        expected = [("float32", len(card.numeric)), ("int64", len(card.categorical))]
+        got = [(t.dtype, t.shape[-1]) for t in card.inputs]
+        if got != expected or [t.shape[0] for t in card.inputs] != ["N", "N"]:
+            raise self.fail(
+                f"a {card.task} model takes numeric float32 [N, {len(card.numeric)}] and categorical int64 "
+                f"[N, {len(card.categorical)}] as its card's features say; the graph takes {_shapes(card.inputs)}"
+            )
+        if len(card.outputs) != 1 or card.outputs[0].shape != ["N", 1]:
+            raise self.fail(f"a {card.task} model has one output [N, 1]; the graph has {_shapes(card.outputs)}")
+        for f in card.categorical:
+            if f.values is not None and tuple(f.allowed) != (0, len(f.values) - 1):
+                raise self.fail(f"feature {f.name}: {len(f.values)} values but allowed codes {f.allowed}")
+        self.encoder = TabularEncoder(card)
+        self.types: TabularTypes = tabular_types(card, self.settings.max_batch_rows)
+
+    def make_batcher(self) -> Batcher | None:
+        """Requests already waiting share one run, in the event loop (the model takes tens of
+        microseconds: a thread hop would cost more), never waiting for more. On 2 cores, one-row
+        ad-click requests at 64 connections went from 5,231 to 7,201 requests/s (0.94x to 1.31x the
+        plain Starlette reference) and a lone request still runs at once."""
+        if self.settings.tabular_batch_max <= 1:
+            return None
+        return Batcher(self.model.run, self.settings.tabular_batch_max, inline=True,
+                       observe=batch_size_observer(self.name))  # fmt: skip
+
+    async def predict(self, rows: list[dict[str, Any]]) -> tuple[list[float], list[list[dict[str, Any]]]]:
+        """Validated rows -> one output value per row, and the warnings of each row."""
+        numeric, codes, warnings = self.encoder.encode(rows)
+        out = await self.run(lambda: (numeric, codes))
+        return out[:, 0].tolist(), warnings
+
+    def describe(self) -> dict[str, Any]:
+        card, note = self.model.card, "raw values in column order (dates as decimal years); categorical columns as "
+        note += "integer codes: closed vocabularies as positions in the card's values, IDs as they are"
+        columns = {"numeric_columns": [f.name for f in card.numeric],
+                   "categorical_columns": [f.name for f in card.categorical]}  # fmt: skip
+        return {**super().describe(), **columns, "input_note": note}
+
+    def endpoints(self) -> list[Endpoint]:
+        types, served = self.types, {"model": self.name, "version": self.model.card.version}
+        output, rows_field, limit = types.output, types.batch_field, self.settings.max_body_bytes
+
+        async def single(scope: dict, receive: Any, send: Any) -> None:
+            check_media_type(scope, JSON)
+            row = parse_json(await read_body(scope, receive, limit), types.row)
+            values, warnings = await self.predict([row.__dict__])
+            await send_bytes(send, 200, json.dumps({**served, output: values[0], "warnings": warnings[0]}).encode())
+
+        async def batch(scope: dict, receive: Any, send: Any) -> None:
+            check_media_type(scope, JSON)
+            request = parse_json(await read_body(scope, receive, limit), types.batch)
+            values, warnings = await self.predict([row.__dict__ for row in getattr(request, rows_field)])
+            predictions = [{output: v, "warnings": w} for v, w in zip(values, warnings, strict=True)]
+            await send_bytes(send, 200, json.dumps({**served, "predictions": predictions}).encode())
+
+        route, method = f"/v1/{self.name}/predict", self.name.replace("-", "_")
+        return [
+            Endpoint(route, method, types.summary, types.prediction, single, types.row),
+            Endpoint(
+                f"{route}-batch", f"{method}_batch", types.batch_summary, types.prediction_batch, batch, types.batch
+            ),  # fmt: skip
+        ]
+
+
+def _shapes(tensors: Sequence[TensorSpec]) -> str:
+    return ", ".join(f"{t.name} {t.dtype} {t.shape}" for t in tensors) or "nothing"
+
+
+class Regression(Tabular):
+    task = "regression"
+
+
+class BinaryClassification(Tabular):
+    task = "binary_classification"
+
+
+def endpoints(adapters: Sequence[Adapter]) -> list[Endpoint]:
+    return [e for adapter in adapters if isinstance(adapter, Tabular) for e in adapter.endpoints()]
