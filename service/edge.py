@@ -64,12 +64,13 @@ class Edge:
             return
         if path == "/v2":  # a mount at /v2 takes /v2/...; the protocol's server metadata is at /v2 itself
             scope = {**scope, "path": "/v2/", "raw_path": b"/v2/"}
+        # Our routes answer JSON already, but a path BentoML's router does not hand to them (a newline in
+        # it, say) gets its plain-text 404: every answer passes the JSON filter.
+        send = _json_errors(send)
         if is_prediction(path):
             await self.predict(scope, receive, send)
-        elif path.startswith(("/v1/", "/v2/")):  # ours: every answer is JSON already
-            await self.app(scope, receive, send)
         else:
-            await self.app(scope, receive, _json_errors(send))
+            await self.app(scope, receive, send)
 
     async def predict(self, scope: Scope, receive: Receive, send: Send) -> None:
         if drain.draining:

@@ -10,6 +10,7 @@ holding one model name serve neither.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from service.errors import ModelUnavailable, NotFound, field_error
@@ -51,7 +52,7 @@ class Registry:
             log.error("not ready: %s", problem)
 
     @staticmethod
-    def _load(directory: Any, settings: Settings) -> Adapter:
+    def _load(directory: Path, settings: Settings) -> Adapter:
         model = load_model(directory, settings.execution())
         task = ADAPTERS.get(model.card.task)
         if task is None:

@@ -57,7 +57,8 @@ class Adapter:
         return self.model.name
 
     def check(self) -> None:
-        """Refuses (ModelLoadError) a card that does not describe its graph the way the task needs."""
+        """Refuses (ModelLoadError) a card that does not describe its graph the way the task needs, and
+        builds from the card what the adapter serves with (its types, its encoder)."""
 
     def fail(self, problem: str) -> ModelLoadError:
         return ModelLoadError(f"{self.model.directory / 'card.json'}: {problem}")
