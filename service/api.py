@@ -1,59 +1,113 @@
-"""The /v1 routes: the typed endpoints of every loaded model, model metadata, health.
+"""The /v1 routes: the typed endpoints of every model served, model metadata and policy, health.
 
-A dispatcher on exact paths (a dict lookup) rather than a routing framework: a prediction's path is
-known, and the lookup is the cheapest part of the request. Failures are answered by
-transport.guarded.
+    POST /v1/<model>/predict, /v1/<model>/predict-batch                 the default version, or the canary
+    POST /v1/<model>/versions/<version>/predict[-batch]                 a pinned version
+    POST /v1/image-tagging/[versions/<version>/]predict[-batch][-base64] any classifier, by its `model` field
+    GET  /v1/models, /v1/models/<model>, /v1/health
+    GET, PUT /v1/models/<model>/policy                                  management (service/control.py)
+
+A dispatcher on the path's segments rather than a routing framework: the model and version are looked
+up in the registry's table at each request, so versions swapped in are served at once. Failures are
+answered by transport.guarded.
 """
 
 from __future__ import annotations
 
+import os
+
 from starlette.types import Receive, Scope, Send
 
-from service.errors import ServiceError
+from service.bodies import REQUEST_KEY, header, read_body
+from service.control import Control
+from service.errors import NotFound
 from service.registry import Registry
-from service.tasks.base import Endpoint, Handler
+from service.tasks.base import Handler, answered_by
+from service.tasks.image import ROUTE as IMAGE_ROUTE
 from service.transport import guarded, send_error, send_json
 
-MODELS = "/v1/models/"
+PREDICT = ("predict", "predict-batch")
+IMAGE = IMAGE_ROUTE.rsplit("/", 1)[1]
 
 
 class V1:
-    def __init__(self, registry: Registry, endpoints: list[Endpoint]) -> None:
+    def __init__(self, registry: Registry, image: dict[str, Handler], control: Control, max_body: int) -> None:
         self.registry = registry
-        self.posts: dict[str, Handler] = {e.route: e.handler for e in endpoints}
+        self.image = image  # the photo routes' handlers, by action: predict, predict-base64, ...
+        self.control = control
+        self.max_body = max_body
         self.gets: dict[str, Handler] = {"/v1/models": self.list_models, "/v1/health": self.health}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
-        handler = self.posts.get(path) if method == "POST" else self.gets.get(path) if method == "GET" else None
-        if handler is None and method == "GET" and path.startswith(MODELS) and "/" not in path[len(MODELS) :]:
-            handler = self.model_metadata
-        if handler is None:
-            await self.not_routed(path, method, send)
+        if path in self.gets:
+            await (
+                guarded(self.gets[path](scope, receive, send), scope, send) if method == "GET" else _405(send, "GET")
+            )
             return
-        await guarded(handler(scope, receive, send), scope, send)
+        parts = path.split("/")  # "", "v1", ...
+        if len(parts) in (4, 5) and parts[2] == "models" and parts[3] and parts[4:] in ([], ["policy"]):
+            await self.model_route(scope, receive, send, parts[3], len(parts) == 5)
+            return
+        if len(parts) == 6 and parts[3] == "versions" and parts[4]:
+            name, version, action = parts[2], parts[4], parts[5]
+        elif len(parts) == 4:
+            name, version, action = parts[2], None, parts[3]
+        else:
+            name = version = action = None
+        if name is None or not (action in PREDICT or (name == IMAGE and action in self.image)):
+            await send_error(send, 404, f"no route {path}")
+        elif method != "POST":
+            await _405(send, "POST")
+        else:
+            await guarded(self.predict(scope, receive, send, name, version, action), scope, send)
 
-    async def not_routed(self, path: str, method: str, send: Send) -> None:
-        allowed = "POST" if path in self.posts else "GET" if path in self.gets or path.startswith(MODELS) else None
-        if allowed is not None:
-            await send_error(send, 405, "method not allowed", [(b"allow", allowed.encode())])
+    async def predict(
+        self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None, action: str
+    ) -> None:
+        scope["nnserve.version"] = version
+        if name == IMAGE:
+            await self.image[action](scope, receive, send)
             return
-        _, _, name, action = (path.split("/", 3) + [""])[:4]
-        if method == "POST" and action.startswith("predict"):
-            try:  # a model that is not loaded (404), or failed to load (503), says so
-                self.registry.get(name)
-            except ServiceError as e:
-                await send_json(send, e.status, e.body())
-                return
-        await send_error(send, 404, f"no route {path}")
+        adapter, shadow = self.registry.route(name, version, header(scope, REQUEST_KEY))
+        handler = getattr(adapter, "handlers", {}).get(action)
+        if handler is None:
+            raise NotFound(f"model {name} ({adapter.model.card.task}) has no route {action}")
+        scope["nnserve.shadow"] = shadow
+        answered_by(scope, adapter)
+        await handler(scope, receive, send)
+
+    async def model_route(self, scope: Scope, receive: Receive, send: Send, name: str, policy: bool) -> None:
+        method = scope["method"]
+        if method == "GET":
+            handling = (
+                self.model_metadata(send, name) if not policy else send_json(send, 200, self.control.policy(name))
+            )
+        elif method == "PUT" and policy:
+            handling = self.set_policy(scope, receive, send, name)
+        else:
+            await _405(send, "GET, PUT" if policy else "GET")
+            return
+        await guarded(handling, scope, send)
+
+    async def set_policy(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
+        body = await read_body(scope, receive, self.max_body)
+        await send_json(send, 200, await self.control.set_policy(name, body))
 
     async def list_models(self, scope: Scope, receive: Receive, send: Send) -> None:
         reg = self.registry
         await send_json(send, 200, {**reg.health(), "models": [reg.describe(a) for a in reg.adapters.values()]})
 
-    async def model_metadata(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_json(send, 200, self.registry.describe(self.registry.get(scope["path"][len(MODELS) :])))
+    async def model_metadata(self, send: Send, name: str) -> None:
+        await send_json(send, 200, self.registry.describe(self.registry.get(name)))
 
     async def health(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """This worker's health, with its process id in X-NNServe-Worker: each worker swaps versions
+        in on its own, and a rollout is done when every worker says so."""
         health = self.registry.health()
-        await send_json(send, 200 if health["ready"] else 503, health)
+        await send_json(
+            send, 200 if health["ready"] else 503, health, [(b"x-nnserve-worker", str(os.getpid()).encode())]
+        )
+
+
+async def _405(send: Send, allowed: str) -> None:
+    await send_error(send, 405, "method not allowed", [(b"allow", allowed.encode())])

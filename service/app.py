@@ -9,6 +9,7 @@ edge (service/edge.py) takes every request first. Settings are read once, here.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 
@@ -22,7 +23,6 @@ from service.logs import use_format
 from service.server import Server, auth, build
 from service.settings import Settings
 from service.shutdown import drain
-from service.telemetry import publish_models
 from service.transport import send_error
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,8 @@ class NNServe:
         global _server
         _server = build(settings)
         drain.install(settings.shutdown_grace_s)
-        publish_models([a.model for a in _server.registry.adapters.values()])
+        if settings.model_poll_s > 0:  # new, changed and removed versions, and policy changes
+            self._watch = asyncio.get_running_loop().create_task(_server.registry.watch(settings.model_poll_s))
         # Everything alive now (modules, sessions, cards) lives as long as the worker: move it out of
         # the collector's sight, so full collections under load only walk what requests allocate.
         gc.collect()

@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, field_error
 
 JSON, MULTIPART = "application/json", "multipart/form-data"
+REQUEST_KEY = b"x-request-key"  # a client's key: the canary draw is the same for the same key
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ this edge sit only BentoML's own layers: metrics, access log, the request timeou
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from service.bodies import ClientDisconnected, read_body
 from service.errors import PayloadTooLarge
 from service.settings import Settings
 from service.shutdown import drain
+from service.telemetry import count_prediction
 from service.transport import send_bytes, send_error, send_json
 
 log = logging.getLogger(__name__)
@@ -81,11 +83,24 @@ class Edge:
             return
         await self.admission.acquire()
         drain.in_flight += 1
+        served: list[tuple[str, str]] = []  # the model and version that answered (tasks.base.answered_by)
+        scope["nnserve.served"] = served
+        status = 0
+        start = time.perf_counter()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_status)
         finally:
             drain.in_flight -= 1
             self.admission.release()
+            if served and status:
+                count_prediction(*served[0], status, time.perf_counter() - start)
 
     async def refuse_while_draining(self, scope: Scope, receive: Receive, send: Send) -> None:
         """503 on a connection that then closes. An upload under way is read first (within the body
@@ -116,7 +131,8 @@ class Edge:
         if server is None:
             await send_error(send, 503, "starting: the document is built once the models are loaded")
             return
-        await send_bytes(send, 200, getattr(server, which))
+        openapi_doc, client_schema = server.documents()
+        await send_bytes(send, 200, openapi_doc if which == "openapi" else client_schema)
 
     async def docs(self, send: Send) -> None:
         await send_bytes(send, 200, DOCS_PAGE, media_type=b"text/html; charset=utf-8")

@@ -29,6 +29,10 @@ class InvalidInput(ServiceError):
     status = 400
 
 
+class Forbidden(ServiceError):
+    status = 403
+
+
 class NotFound(ServiceError):
     status = 404
 

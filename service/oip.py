@@ -24,11 +24,12 @@ from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
 from service.bodies import read_body
+from service.control import OFF, Control
 from service.errors import PayloadTooLarge, ServiceError
 from service.registry import Registry
 from service.runtime import LoadedModel
 from service.settings import Settings
-from service.tasks.base import Adapter
+from service.tasks.base import Adapter, answered_by
 from service.transport import guarded
 
 EXTENSIONS = ["binary_tensor_data", "classification"]
@@ -46,8 +47,9 @@ class OIPError(ServiceError):
 
 
 class OIP:
-    def __init__(self, registry: Registry, settings: Settings, server_version: str) -> None:
+    def __init__(self, registry: Registry, settings: Settings, server_version: str, control: Control) -> None:
         self.registry = registry
+        self.control = control
         self.server_version = server_version
         self.max_body = settings.max_body_bytes
         self.limits = {"image": (settings.max_batch_images, "NNSERVE_MAX_BATCH_IMAGES"),
@@ -58,6 +60,9 @@ class OIP:
         for prefix in (model, model + "/versions/{version}"):
             routes += [(prefix, self.model_metadata, "GET"), (prefix + "/ready", self.model_ready, "GET"),
                        (prefix + "/infer", self.infer, "POST")]  # fmt: skip
+        repository = "/v2/repository"
+        routes += [(repository + "/index", self.index, "POST"), (repository + "/models/{name}/load", self.load, "POST"),
+                   (repository + "/models/{name}/unload", self.unload, "POST")]  # fmt: skip
         self.router = Router([Route(path, handler, methods=[method]) for path, handler, method in routes])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -75,26 +80,47 @@ class OIP:
     async def ready(self, _: Request) -> Response:
         return Response(status_code=200 if self.registry.ready else 503)
 
-    def _adapter(self, request: Request) -> Adapter:
+    def _adapter(self, request: Request, routed: bool = False) -> Adapter:
+        """The version named in the path, else the default one; for inference, the default one or the
+        canary (the same draw as /v1)."""
         name, version = request.path_params["name"], request.path_params.get("version")
         try:
-            adapter = self.registry.get(name)
+            if routed:
+                return self.registry.route(name, version, request.headers.get("x-request-key", ""))[0]
+            return self.registry.get(name, version)
         except ServiceError as e:
             raise OIPError(e.status, f"model {name!r}: {e.message}") from None
-        if version is not None and version != adapter.model.card.version:
-            served = adapter.model.card.version
-            raise OIPError(404, f"model {name!r} has no version {version!r}; it serves version {served!r}")
-        return adapter
+
+    # --- the model repository extension (Triton's): management, service/control.py ----------------------
+    async def index(self, request: Request) -> JSONResponse:
+        body = await _json_object(request, self.max_body)
+        if not self.control.enabled:
+            raise OIPError(403, OFF)
+        entries = self.registry.index()
+        return JSONResponse([e for e in entries if e["state"] == "READY"] if body.get("ready") else entries)
+
+    async def load(self, request: Request) -> JSONResponse:
+        body = await _json_object(request, self.max_body)
+        if _parameters(body, "the load request"):
+            raise OIPError(400, "load parameters (a config or files override) are not supported: change the folder")
+        await _managed(self.control.load(request.path_params["name"]))
+        return JSONResponse({})
+
+    async def unload(self, request: Request) -> JSONResponse:
+        _parameters(await _json_object(request, self.max_body), "the unload request")
+        await _managed(self.control.unload(request.path_params["name"]))
+        return JSONResponse({})
 
     async def model_ready(self, request: Request) -> Response:
         self._adapter(request)
         return Response(status_code=200)
 
     async def model_metadata(self, request: Request) -> JSONResponse:
-        return JSONResponse(metadata(self._adapter(request)))
+        adapter = self._adapter(request)
+        return JSONResponse({**metadata(adapter), "versions": list(self.registry.served(adapter.name).versions)})
 
     async def infer(self, request: Request) -> Response:
-        adapter = self._adapter(request)
+        adapter = self._adapter(request, routed=True)
         model = adapter.model
         try:
             raw = await read_body(request.scope, request.receive, self.max_body)
@@ -103,8 +129,31 @@ class OIP:
         body = _decompress(raw, request.headers.get("content-encoding", ""), self.max_body)
         header, binary = _split(body, request.headers.get("inference-header-content-length"))
         inputs = _inputs(model, header, binary, self.limits["image" if model.card.image else "tabular"])
+        answered_by(request.scope, adapter)
         output = await adapter.run(lambda: tuple(inputs[name] for name in model.input_names))
         return _response(model, header, {model.card.outputs[0].name: output})
+
+
+async def _json_object(request: Request, limit: int) -> dict[str, Any]:
+    """A management request's body: empty, or a JSON object."""
+    try:
+        raw = await read_body(request.scope, request.receive, limit)
+    except PayloadTooLarge:
+        raise OIPError(413, f"request body over {limit} bytes") from None
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except (ValueError, RecursionError) as e:
+        raise OIPError(400, f"the request is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise OIPError(400, f"the request must be a JSON object, got {_short(body)}")
+    return body
+
+
+async def _managed(call: Any) -> None:
+    try:
+        await call
+    except ServiceError as e:
+        raise OIPError(e.status, e.message) from None
 
 
 def metadata(adapter: Adapter) -> dict[str, Any]:

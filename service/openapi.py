@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from service.bodies import Form
 from service.tasks.base import Endpoint
+from service.versions import Policy
 
 BASE = (Path(__file__).parent / "static" / "openapi.json").read_text()
 ERRORS = {
@@ -82,7 +83,7 @@ def document(endpoints: list[Endpoint], model_names: list[str], version: str) ->
     doc = json.loads(BASE)
     doc["info"]["version"] = version
     doc["components"]["parameters"]["ModelName"]["schema"]["enum"] = model_names
-    models = [m for e in endpoints for m in (e.response, e.request) if m is not None]
+    models = [Policy, *(m for e in endpoints for m in (e.response, e.request) if m is not None)]
     doc["components"]["schemas"] |= _schemas(list(dict.fromkeys(models)))
     errors = {code: {"description": text, "content": {"application/json": {"schema": _ref("Error")}}}
               for code, text in ERRORS.items()}  # fmt: skip
@@ -92,9 +93,18 @@ def document(endpoints: list[Endpoint], model_names: list[str], version: str) ->
         else:
             content = {"multipart/form-data": {"schema": _form_schema(e.form, {"type": "string", "format": "binary"})}}
         answer = {"description": "OK", "content": {"application/json": {"schema": _ref(e.response.__name__)}}}
-        doc["paths"][e.route] = {"post": {
-            "tags": [e.route.split("/")[2]], "summary": e.summary, "operationId": e.name,
-            "requestBody": {"required": True, "content": content}, "responses": {"200": answer, **errors},
+        operation = {
+            "tags": [e.route.split("/")[2]],
+            "summary": e.summary,
+            "operationId": e.name,
+            "requestBody": {"required": True, "content": content},
+            "responses": {"200": answer, **errors},
+        }
+        doc["paths"][e.route] = {"post": operation}
+        model, action = e.route.rsplit("/", 1)  # the same route, to one version of the model
+        doc["paths"][f"{model}/versions/{{version}}/{action}"] = {"post": {
+            **operation, "operationId": f"{e.name}_version", "summary": f"{e.summary} A version named in the path.",
+            "parameters": [{"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}],
         }}  # fmt: skip
     return doc
 

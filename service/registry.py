@@ -1,84 +1,271 @@
-"""The models this worker serves: every folder of the models directory, loaded once at start-up, each
-behind the adapter of its card's task.
+"""The models this worker serves, and their versions: loaded from the models directory at start-up and
+again whenever it changes (a watch, NNSERVE_MODEL_POLL_S, and explicit calls), each version behind the
+adapter of its card's task. Layout and policy: service/versions.py.
 
-A folder that fails to load (files, sha256, graph against card, a task with no adapter, a card its
-task cannot serve) is not served and keeps the worker not-ready (/readyz answers 503), with one error
-line in the log naming the file and the problem. A half-loaded model is never served, and two folders
-holding one model name serve neither.
+A version is loaded beside the ones serving, checked (files, sha256, graph against card, its task's
+adapter, a smoke prediction on the card's example), warmed up, and only then swapped in: one
+assignment in the event loop, so a request sees the old table or the new one. Requests already
+holding the old version finish on it; it is dropped from the table, and freed when they are done.
+A version that fails any check is refused with one error line naming the file and the problem, shown
+in /v1/health (`refused`) and in nnserve_model_refused, and is not tried again until its files
+change; the versions serving keep serving. A model left with no version to serve (none loads, or two
+folders hold one version) keeps the worker not-ready: /readyz answers 503.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
+
+from service import telemetry
 from service.errors import ModelUnavailable, NotFound, field_error
-from service.runtime import ModelLoadError, discover, load_model
+from service.runtime import ModelLoadError, load_model
 from service.settings import Settings
 from service.shutdown import drain
 from service.tasks import ADAPTERS
 from service.tasks.base import Adapter
+from service.versions import Canary, Found, Policy, Shadow, default_policy, read_policies, scan, version_key
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Served:
+    """One model's versions being served (newest first) and how unpinned requests split among them."""
+
+    name: str
+    versions: dict[str, Adapter]
+    default: str
+    canary: Canary | None = None
+    shadow: Shadow | None = None
+
+    def describe(self) -> dict[str, Any]:
+        split = {k: v.model_dump() for k, v in (("canary", self.canary), ("shadow", self.shadow)) if v is not None}
+        return {"versions": list(self.versions), "default": self.default, **split}
+
+
+@dataclass
+class Table:
+    """What one look at the models directory found: swapped in whole."""
+
+    models: dict[str, Served] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # serving nothing: the worker is not ready
+    refused: dict[tuple[str, str], str] = field(default_factory=dict)  # (model, version) -> problem
+    found: list[Found] = field(default_factory=list)
+    policies: dict[str, Policy] = field(default_factory=dict)
+    policy_error: str | None = None  # the policy file could not be read
+
+
 class Registry:
     def __init__(self, settings: Settings) -> None:
-        self.adapters: dict[str, Adapter] = {}
-        self.errors: dict[str, str] = {}
+        self.settings = settings
+        self.policy_file = settings.policy_file or settings.models_dir / "policy.json"
+        self.default_policy = default_policy(settings.version_policy)
+        self.table = Table()
+        self.generation = 0  # counts swaps: documents built from the models are rebuilt when it moves
+        self._loaded: dict[Path, tuple[tuple[int, ...], Adapter]] = {}
+        self._failed: dict[Path, tuple[tuple[int, ...], str]] = {}
+        self._said: set[str] = set()  # problems already logged
+        self._lock: asyncio.Lock | None = None
+        self.apply(self.plan())
+
+    # --- reading the directory ------------------------------------------------------------------------
+    def plan(self) -> Table:
+        """Looks at the models directory and loads what the policies want that is not loaded yet.
+        Blocking (loads take seconds): the watch runs it in a thread, and only `apply` touches what
+        requests read."""
+        table = Table(policies=self.table.policies)
         try:
-            directories = discover(settings.models_dir)
+            table.policies = read_policies(self.policy_file)
+        except ValueError as e:
+            table.policy_error = f"{e}; the policies in force are kept"
+        try:
+            table.found = scan(self.settings.models_dir)
+        except OSError:
+            table.errors["models_dir"] = f"{self.settings.models_dir}: models directory missing"
+        by_name: dict[str, dict[str, Found]] = {}
+        for f in table.found:
+            if f.name is None:  # no readable card: loading names the problem, for the folder
+                try:
+                    self._adapter(f)
+                except ModelLoadError as e:
+                    table.errors[f.path.name] = str(e)
+                continue
+            versions = by_name.setdefault(f.name, {})
+            if f.version in versions:  # two folders, one version: serving either would be a guess
+                other = versions[f.version]
+                problem = f"model {f.name} is in two folders, {other.path} and {f.path}: rename one"
+                table.refused[(f.name, f.version)] = problem
+                self._say(problem)
+            versions[f.version or ""] = f
+        for name, versions in by_name.items():
+            self._plan_model(table, name, versions)
+        wanted = {a.model.directory for s in table.models.values() for a in s.versions.values()}
+        self._loaded = {p: v for p, v in self._loaded.items() if p in wanted}  # the rest is unloaded
+        if not table.models and not table.errors and not any(p.unloaded for p in table.policies.values()):
+            table.errors["models_dir"] = f"{self.settings.models_dir}: no model folders in it"
+        problems = {*table.errors.values(), *table.refused.values(), table.policy_error} - {None}
+        for problem in problems:
+            self._say(problem)
+        self._said &= problems  # a problem that goes away and comes back is said again
+        return table
+
+    def _plan_model(self, table: Table, name: str, versions: dict[str, Found]) -> None:
+        policy = table.policies.get(name, self.default_policy)
+        refused = {v for (n, v) in table.refused if n == name}
+        for v, f in versions.items():
+            if f.problem is not None:
+                table.refused[(name, v)] = f.problem
+                self._say(f.problem)
+                refused.add(v)
+        available = sorted((v for v in versions if v not in refused), key=version_key, reverse=True)
+        adapters: dict[str, Adapter] = {}
+        while missing := [v for v in policy.served(available) if v not in adapters]:
+            for v in missing:  # a version that fails is refused, and the policy chooses again without it
+                try:
+                    adapters[v] = self._adapter(versions[v])
+                except ModelLoadError as e:
+                    table.refused[(name, v)] = str(e)
+                    available.remove(v)
+        served = {v: adapters[v] for v in policy.served(available)}
+        if not served:
+            if not policy.unloaded:
+                problems = [p for (n, _), p in table.refused.items() if n == name]
+                table.errors[name] = problems[0] if problems else f"model {name}: no version matches its policy"
+            return
+        default = policy.default if policy.default in served else next(iter(served))
+        split = [x if x is not None and x.version in served else None for x in (policy.canary, policy.shadow)]
+        table.models[name] = Served(name, served, default, *split)
+
+    def _adapter(self, found: Found) -> Adapter:
+        """The version's adapter: loaded, checked and warmed up once per state of its files."""
+        if found.path in self._loaded and self._loaded[found.path][0] == found.stamp:
+            return self._loaded[found.path][1]
+        if found.path in self._failed and self._failed[found.path][0] == found.stamp:
+            raise ModelLoadError(self._failed[found.path][1])  # refused already, and said so
+        try:
+            model = load_model(found.path, self.settings.execution())
+            task = ADAPTERS.get(model.card.task)
+            if task is None:
+                raise ModelLoadError(f"{found.path / 'card.json'}: no adapter serves task {model.card.task!r}")
+            adapter = task(model, self.settings)
+            adapter.smoke()
         except ModelLoadError as e:
-            directories = []
-            self.errors["models_dir"] = str(e)
-        for directory in directories:
+            self._failed[found.path] = (found.stamp, str(e))
+            self._say(str(e))  # the message names the file
+            raise
+        self._failed.pop(found.path, None)
+        self._loaded[found.path] = (found.stamp, adapter)
+        return adapter
+
+    def _say(self, problem: str) -> None:
+        if problem not in self._said:
+            self._said.add(problem)
+            log.error("%s", problem)
+
+    # --- swapping -------------------------------------------------------------------------------------
+    def apply(self, table: Table) -> None:
+        """Swaps the table in (in the event loop: requests see the old table or the new one)."""
+        old = self.table
+        for name in sorted(set(old.models) | set(table.models)):
+            before = old.models[name].describe() if name in old.models else None
+            after = table.models[name].describe() if name in table.models else None
+            if before != after:
+                log.info("%s: serving %s (was %s)", name, after or "nothing", before or "nothing")
+        self.table = table
+        self.generation += 1
+        telemetry.publish_models(
+            [a.model for s in table.models.values() for a in s.versions.values()],
+            [a.model for s in old.models.values() for a in s.versions.values()],
+            table.refused,
+            old.refused,
+        )
+
+    async def refresh(self) -> None:
+        """Looks at the models directory now (one look at a time); loads in a thread, swaps here."""
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            self.apply(await anyio.to_thread.run_sync(self.plan))
+
+    async def watch(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)  # the watch's period, NNSERVE_MODEL_POLL_S
             try:
-                adapter = self._load(directory, settings)
-            except ModelLoadError as e:
-                self.errors[directory.name] = str(e)
-                continue
-            name = adapter.name
-            if name in self.adapters or name in self.errors:
-                # Two folders, one name: serving either would be a guess. Neither is served.
-                other = self.adapters.pop(name, None)
-                first = other.model.directory if other is not None else self.errors[name]
-                self.errors[name] = f"model {name} is in two folders, {first} and {directory}: rename one"
-                continue
-            self.adapters[name] = adapter
-        if not self.adapters and not self.errors:
-            self.errors["models_dir"] = f"{settings.models_dir}: no model folders in it"
-        for problem in self.errors.values():
-            log.error("not ready: %s", problem)
+                await self.refresh()
+            except Exception:  # a surprise must not end the watch: say it, look again next time
+                log.exception("looking at %s failed", self.settings.models_dir)
 
-    @staticmethod
-    def _load(directory: Path, settings: Settings) -> Adapter:
-        model = load_model(directory, settings.execution())
-        task = ADAPTERS.get(model.card.task)
-        if task is None:
-            raise ModelLoadError(f"{directory / 'card.json'}: no adapter serves task {model.card.task!r}")
-        return task(model, settings)
-
+    # --- what requests read ---------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
-        """Every model folder loaded, and the worker is not shutting down (service.shutdown)."""
-        return not self.errors and not drain.draining
+        """Every model has a version serving, and the worker is not shutting down (service.shutdown)."""
+        return not self.table.errors and not drain.draining
 
-    def get(self, name: str) -> Adapter:
-        if name in self.adapters:
-            return self.adapters[name]
-        if name in self.errors:
+    @property
+    def errors(self) -> dict[str, str]:
+        return self.table.errors
+
+    @property
+    def adapters(self) -> dict[str, Adapter]:
+        """Each model's default version."""
+        return {name: s.versions[s.default] for name, s in self.table.models.items()}
+
+    def served(self, name: str) -> Served:
+        table = self.table
+        if name in table.models:
+            return table.models[name]
+        if name in table.errors:
             raise ModelUnavailable(f"model {name} failed to load; see the server log")
-        expected = f"one of {sorted(self.adapters)}"
+        if name in table.policies and table.policies[name].unloaded:
+            raise NotFound(f"model {name} is unloaded", [field_error(["model"], "a loaded model", name, "unloaded")])
+        expected = f"one of {sorted(table.models)}"
         raise NotFound(f"model {name} is not loaded", [field_error(["model"], expected, name, "not_found")])
 
+    def get(self, name: str, version: str | None = None) -> Adapter:
+        served = self.served(name)
+        if version is None:
+            return served.versions[served.default]
+        if version not in served.versions:
+            expected = f"one of {list(served.versions)}"
+            raise NotFound(
+                f"model {name} has no version {version} loaded",
+                [field_error(["version"], expected, version, "not_found")],
+            )
+        return served.versions[version]
+
+    def route(self, name: str, version: str | None, key: str) -> tuple[Adapter, Adapter | None]:
+        """The version that answers, and the shadow that also runs (or None). A pinned version answers
+        alone; else the canary takes its weight of requests, the same ones for the same `key` (a
+        client's X-Request-Key), and the shadow runs on its sample of them."""
+        if version is not None:
+            return self.get(name, version), None
+        served = self.served(name)
+        chosen = served.default
+        if served.canary is not None:
+            draw = zlib.crc32(key.encode()) % 10_000 / 100 if key else random.random() * 100
+            if draw < served.canary.weight:
+                chosen = served.canary.version
+        shadow = served.shadow
+        if shadow is not None and shadow.version != chosen and random.random() < shadow.sample:
+            return served.versions[chosen], served.versions[shadow.version]
+        return served.versions[chosen], None
+
     def describe(self, adapter: Adapter) -> dict[str, Any]:
-        """The model's card, plus what only the running service knows: the provider that bound."""
+        """The model's card, plus what only the running service knows: the provider that bound, and
+        the versions served."""
         model = adapter.model
         return {
             **model.card.model_dump(mode="json"),
             "provider": model.provider,
             "device": model.device,
+            "serving": self.table.models[model.name].describe() if model.name in self.table.models else None,
             **({"dynamic_batching": adapter.batcher.describe()} if adapter.batcher is not None else {}),
             "signature": {
                 "inputs": [t.model_dump() for t in model.card.inputs],
@@ -87,17 +274,36 @@ class Registry:
         }
 
     def health(self) -> dict[str, Any]:
+        table = self.table
+        models = {}
+        for name, s in table.models.items():
+            model = s.versions[s.default].model
+            models[name] = {"version": s.default, "provider": model.provider, "device": model.device, **s.describe()}
+        refused: dict[str, list[str]] = {}
+        for name, version in sorted(table.refused):
+            refused.setdefault(name, []).append(version)
         health: dict[str, Any] = {
             "ready": self.ready,
             "draining": drain.draining,
-            "models": {
-                n: {"version": a.model.card.version, "provider": a.model.provider, "device": a.model.device}
-                for n, a in self.adapters.items()
-            },
-            "errors": sorted(self.errors),  # folder names only: the paths and reasons are in the log
+            "models": models,
+            "errors": sorted(table.errors),  # names only: the paths and reasons are in the log
+            "refused": refused,  # versions refused while others serve, by model
+            **({"policy_error": table.policy_error} if table.policy_error else {}),
         }
         if drain.draining:
             health["error"] = "not ready: shutting down"
-        elif self.errors:
-            health["error"] = f"not ready: {', '.join(sorted(self.errors))} failed to load (see the log)"
+        elif table.errors:
+            health["error"] = f"not ready: {', '.join(sorted(table.errors))} failed to load (see the log)"
         return health
+
+    def index(self) -> list[dict[str, str]]:
+        """Every version on disk and its state, as Triton's repository index gives them."""
+        table, entries = self.table, []
+        for f in table.found:
+            name, version = f.name or f.path.name, f.version or f.path.name
+            if name in table.models and version in table.models[name].versions:
+                entries.append({"name": name, "version": version, "state": "READY", "reason": ""})
+                continue
+            reason = table.refused.get((name, version)) or table.errors.get(f.path.name) or "unloaded"
+            entries.append({"name": name, "version": version, "state": "UNAVAILABLE", "reason": reason})
+        return entries

@@ -7,8 +7,6 @@ same thing without BentoML, behind the same edge, for in-process tests that vary
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
@@ -17,6 +15,7 @@ from starlette.types import ASGIApp
 from service import __version__, openapi
 from service.api import V1
 from service.auth import ApiKeyAuth, load_keys
+from service.control import Control
 from service.edge import Edge
 from service.oip import OIP
 from service.registry import Registry
@@ -24,28 +23,32 @@ from service.settings import Settings
 from service.tasks import image, tabular
 
 
-@dataclass
 class Server:
-    registry: Registry
-    v1: V1
-    v2: OIP
-    openapi: bytes  # /docs.json
-    client_schema: bytes  # /schema.json, for BentoML's client
+    def __init__(self, settings: Settings) -> None:
+        self.registry = registry = Registry(settings)
+        self.photos = image.endpoints(registry, settings.max_batch_images, settings.max_body_bytes)
+        handlers = {e.route.rsplit("/", 1)[1]: e.handler for e in self.photos}
+        self.v1 = V1(registry, handlers, Control(registry, settings.management), settings.max_body_bytes)
+        self.v2 = OIP(registry, settings, __version__, Control(registry, settings.management))
+        self._documents: tuple[int, bytes, bytes] = (-1, b"", b"")
+
+    def documents(self) -> tuple[bytes, bytes]:
+        """The OpenAPI document (/docs.json) and BentoML's client schema (/schema.json), of the models'
+        default versions; built again after a swap."""
+        generation = self.registry.generation
+        if self._documents[0] != generation:
+            adapters = list(self.registry.adapters.values())
+            endpoints = tabular.endpoints(adapters)
+            if any(isinstance(a, image.ImageClassification) for a in adapters):
+                endpoints += self.photos
+            names = sorted(self.registry.adapters)
+            doc = openapi.to_bytes(openapi.document(endpoints, names, __version__))
+            self._documents = (generation, doc, openapi.to_bytes(openapi.client_schema(endpoints)))
+        return self._documents[1], self._documents[2]
 
 
 def build(settings: Settings) -> Server:
-    registry = Registry(settings)
-    adapters = list(registry.adapters.values())
-    endpoints = tabular.endpoints(adapters)
-    endpoints += image.endpoints(adapters, registry.get, settings.max_batch_images, settings.max_body_bytes)
-    names = sorted(registry.adapters)
-    return Server(
-        registry,
-        V1(registry, endpoints),
-        OIP(registry, settings, __version__),
-        openapi.to_bytes(openapi.document(endpoints, names, __version__)),
-        openapi.to_bytes(openapi.client_schema(endpoints)),
-    )
+    return Server(settings)
 
 
 def auth(settings: Settings) -> ApiKeyAuth:

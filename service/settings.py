@@ -23,6 +23,21 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NNSERVE_", frozen=True)
 
     models_dir: Path = Field(REPO_MODELS, description="Directory of model folders (model.onnx + card.json each).")
+    version_policy: str = Field(
+        "latest",
+        description="Which versions of a model are served when policy.json says nothing: latest, all, latest:N.",
+    )
+    policy_file: Path | None = Field(
+        None, description="The version policies (canary, shadow...); default: models_dir/policy.json."
+    )
+    model_poll_s: float = Field(
+        2.0,
+        ge=0,
+        description="How often each worker looks for new, changed or removed versions; 0: only on a load call.",
+    )
+    management: bool = Field(
+        False, description="Model management routes (load, unload, policy); behind the API keys when they are set."
+    )
     providers: Providers = Field(
         "cpu",
         description="onnxruntime execution providers: cpu, cuda, tensorrt, or auto (CUDA when installed, else CPU).",

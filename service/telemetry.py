@@ -4,6 +4,14 @@
     nnserve_dynamic_batch_size{model}                          rows (photos, table rows) per batched run
     nnserve_client_disconnects_total{endpoint}                 requests whose client hung up before they
                                                                were read: not answered, not client errors
+    nnserve_model_refused{model, version}                      1 while a version is refused (service/registry.py)
+    nnserve_predictions_total{model, version, status}          prediction answers, by the version that answered
+    nnserve_prediction_seconds{model, version}                 their latency, from the edge
+    nnserve_shadow_difference{model, version, shadow_version, measure}
+                                                               live against shadow answers: absolute_difference
+                                                               (regression), probability_difference (clicks),
+                                                               top1_agreement (tags: 1 agree, 0 not)
+    nnserve_shadow_skipped_total{model, reason}                shadow runs not made (busy) or failed (error)
 
 prometheus_client is imported when a worker creates the service, not when this module is imported:
 BentoML sets PROMETHEUS_MULTIPROC_DIR in the worker only then, and a client imported earlier would
@@ -12,15 +20,17 @@ keep its series to itself (bentoml/metrics.py explains the same).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any
 
 from service.runtime import LoadedModel
 
+SHADOW_BUCKETS = [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.99, 1, 10, 100, 1_000, 10_000, 100_000]
+
 
 @cache
-def _series() -> tuple[Any, Any, Any]:
+def _series() -> tuple[Any, ...]:
     from prometheus_client import Counter, Gauge, Histogram
 
     info = Gauge(
@@ -35,20 +45,54 @@ def _series() -> tuple[Any, Any, Any]:
         "nnserve_client_disconnects", "Requests whose client hung up before they were read (not answered).",
         ["endpoint"],
     )  # fmt: skip
-    return info, sizes, disconnects
+    refused = Gauge(
+        "nnserve_model_refused", "1 while a model version is refused (bad files, checks failed).",
+        ["model", "version"], multiprocess_mode="livemax",
+    )  # fmt: skip
+    answers = Counter("nnserve_predictions", "Prediction answers, by version.", ["model", "version", "status"])
+    seconds = Histogram("nnserve_prediction_seconds", "Prediction latency at the edge.", ["model", "version"],
+                        buckets=[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10])  # fmt: skip
+    shadow = Histogram(
+        "nnserve_shadow_difference", "Live against shadow answers, per row or photo.",
+        ["model", "version", "shadow_version", "measure"], buckets=SHADOW_BUCKETS,
+    )  # fmt: skip
+    skipped = Counter("nnserve_shadow_skipped", "Shadow runs not made or failed.", ["model", "reason"])
+    return info, sizes, disconnects, refused, answers, seconds, shadow, skipped
 
 
-def publish_models(models: list[LoadedModel]) -> None:
-    info, _, _ = _series()
-    for m in models:
-        info.labels(model=m.name, version=m.card.version, provider=m.provider, device=m.device).set(1)
+def publish_models(
+    models: Iterable[LoadedModel],
+    previous: Iterable[LoadedModel] = (),
+    refused: Iterable[tuple[str, str]] = (),
+    was_refused: Iterable[tuple[str, str]] = (),
+) -> None:
+    """The versions served now (1) and no longer (0); the versions refused now (1) and no longer (0)."""
+    info, _, _, refused_series = _series()[:4]
+    for value, group in ((0, previous), (1, models)):
+        for m in group:
+            info.labels(model=m.name, version=m.card.version, provider=m.provider, device=m.device).set(value)
+    for value, pairs in ((0, was_refused), (1, refused)):
+        for name, version in pairs:
+            refused_series.labels(model=name, version=version).set(value)
 
 
 def batch_size_observer(model: str) -> Callable[[int], None]:
-    _, sizes, _ = _series()
-    return sizes.labels(model=model).observe
+    return _series()[1].labels(model=model).observe
 
 
 def count_disconnect(endpoint: str) -> None:
-    _, _, disconnects = _series()
-    disconnects.labels(endpoint=endpoint).inc()
+    _series()[2].labels(endpoint=endpoint).inc()
+
+
+def count_prediction(model: str, version: str, status: int, seconds: float) -> None:
+    series = _series()
+    series[4].labels(model=model, version=version, status=str(status)).inc()
+    series[5].labels(model=model, version=version).observe(seconds)
+
+
+def shadow_observer(model: str, version: str, shadow_version: str, measure: str) -> Callable[[float], None]:
+    return _series()[6].labels(model=model, version=version, shadow_version=shadow_version, measure=measure).observe
+
+
+def count_shadow_skipped(model: str, reason: str) -> None:
+    _series()[7].labels(model=model, reason=reason).inc()

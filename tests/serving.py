@@ -109,3 +109,44 @@ def service_rss_mb(url: str) -> float:
 
 def worker_pids(url: str) -> set[int]:
     return {p.pid for p in server_processes(url) if "_bentoml_impl.worker.service" in " ".join(p.cmdline())}
+
+
+def add_version(folder: Path, source: Path, version: str, scale: float | None = None, breakage: str = "") -> Path:
+    """Copies the model at `source` in as version `version` of the model folder `folder` (its card says
+    that version), the way a deployment should: under a hidden name, then one rename, so the service
+    never sees half a version. `scale` multiplies the graph's output (a version that answers
+    differently; NaN fails the smoke check); `breakage` "sha" changes the ONNX after its card was
+    written, "onnx" replaces it with bytes onnxruntime cannot load (card updated), "graph" drops a
+    feature from the card, "task" says the regressor is a click model."""
+    import hashlib
+    import json
+
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    staging = folder / f".{version}.incoming"
+    staging.mkdir(parents=True)
+    card = json.loads((source / "card.json").read_text())
+    card["version"] = version
+    onnx_path = staging / "model.onnx"
+    shutil.copy(source / "model.onnx", onnx_path)
+    if scale is not None:
+        graph = onnx.load(str(onnx_path))
+        out = graph.graph.output[0].name
+        for node in graph.graph.node:
+            node.output[:] = [f"{out}_unscaled" if o == out else o for o in node.output]
+        graph.graph.initializer.append(numpy_helper.from_array(np.array(scale, np.float32), f"{out}_scale"))
+        graph.graph.node.append(helper.make_node("Mul", [f"{out}_unscaled", f"{out}_scale"], [out]))
+        onnx.save(graph, str(onnx_path))
+    if breakage == "onnx":
+        onnx_path.write_bytes(b"not an onnx graph")
+    card["onnx_sha256"] = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    if breakage == "sha":
+        onnx_path.write_bytes(onnx_path.read_bytes() + b"\0")
+    elif breakage == "graph":
+        card["numeric"] = card["numeric"][:-1]
+    elif breakage == "task":
+        card["task"] = "binary_classification"
+    (staging / "card.json").write_text(json.dumps(card))
+    return staging.rename(folder / version)

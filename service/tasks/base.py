@@ -20,9 +20,17 @@ from service.batching import Batcher
 from service.bodies import Form
 from service.runtime import LoadedModel, ModelLoadError
 from service.settings import Settings
+from service.shadows import shadows
 
 Handler = Callable[[dict[str, Any], Any, Any], Awaitable[None]]  # ASGI: scope, receive, send
 Inputs = tuple[np.ndarray, ...]
+
+
+def answered_by(scope: dict[str, Any], adapter: Adapter) -> None:
+    """Tells the edge which model and version answered, for the per-version metrics."""
+    served = scope.get("nnserve.served")
+    if served is not None:
+        served.append((adapter.name, adapter.model.card.version))
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,20 @@ class Adapter:
 
     def make_batcher(self) -> Batcher | None:
         return None
+
+    def smoke(self) -> None:
+        """A prediction the card's own example must pass before the version serves (ModelLoadError)."""
+
+    def shadow(self, scope: dict[str, Any], compute: Callable[[Adapter], Awaitable[Any]], live: Any) -> None:
+        """When the request drew a shadow version (service/registry.py), runs `compute` on it in the
+        background, after the live answer has gone, and records how it differs (`differences`)."""
+        candidate = scope.get("nnserve.shadow")
+        if candidate is not None:
+            shadows.submit(self, candidate, compute, live)
+
+    def differences(self, live: Any, shadow: Any) -> tuple[str, list[float]]:
+        """What the shadow metric records for one request: its measure, and one value per row."""
+        raise NotImplementedError
 
     async def run(self, prepare: Callable[[], Inputs]) -> np.ndarray:
         """The model's (first) output for the inputs `prepare` makes. The one place that decides how

@@ -13,17 +13,28 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
 
 from service.batching import Batcher
-from service.bodies import JSON, MULTIPART, Form, check_media_type, parse_form, parse_json, read_body, received_value
+from service.bodies import (
+    JSON,
+    MULTIPART,
+    REQUEST_KEY,
+    Form,
+    check_media_type,
+    header,
+    parse_form,
+    parse_json,
+    read_body,
+    received_value,
+)  # fmt: skip
 from service.errors import InvalidInput, field_error
 from service.images import decode_photo, to_input, top_k
 from service.schemas import Base64Photo, PhotoOptions, Tags, TagsBatch, base64_batch
-from service.tasks.base import Adapter, Endpoint
+from service.tasks.base import Adapter, Endpoint, answered_by
 from service.telemetry import batch_size_observer
 from service.transport import send_bytes
 
@@ -87,6 +98,16 @@ class ImageClassification(Adapter):
             for row in scores
         ]
 
+    def smoke(self) -> None:
+        """A grey photo must give finite scores (the load's warm-up ran the graph on zeros already)."""
+        grey = np.full((1, *self.model.card.inputs[0].shape[1:]), 128, dtype=self.model.card.inputs[0].dtype)
+        scores = self.model.run(grey)
+        if not np.all(np.isfinite(scores)):
+            raise self.fail("smoke prediction on a grey photo gave scores that are not finite")
+
+    def differences(self, live: list[list[dict]], shadow: list[list[dict]]) -> tuple[str, list[float]]:
+        return "top1_agreement", [float(a[0]["label"] == b[0]["label"]) for a, b in zip(live, shadow, strict=True)]
+
     def describe(self) -> dict[str, Any]:
         image = self.model.card.image
         assert image is not None
@@ -106,23 +127,21 @@ def _b64(text: str, loc: list[str | int]) -> bytes:
         ) from None
 
 
-def endpoints(
-    adapters: Sequence[Adapter], lookup: Callable[[str], Adapter], max_images: int, max_body: int
-) -> list[Endpoint]:
-    """The four photo routes, shared by every classifier loaded (none when none is): multipart files
-    or base64 in JSON, one photo or a batch. `lookup` finds a model by name, or answers that it is not
-    loaded (404) or failed to load (503)."""
-    names = sorted(a.name for a in adapters if isinstance(a, ImageClassification))
-    if not names:
-        return []
+def endpoints(registry: Any, max_images: int, max_body: int) -> list[Endpoint]:
+    """The four photo routes, shared by every classifier loaded: multipart files or base64 in JSON,
+    one photo or a batch. The registry finds the model named (or answers that it is not loaded, 404,
+    or failed to load, 503) and the version that answers (pinned in the path, or the canary's draw)."""
 
-    def choose(name: str | None) -> ImageClassification:
+    def choose(scope: dict, name: str | None) -> ImageClassification:
+        names = sorted(n for n, a in registry.adapters.items() if isinstance(a, ImageClassification))
         if name is None:
             name = DEFAULT if DEFAULT in names or len(names) != 1 else names[0]
-        chosen = lookup(name)
+        chosen, shadow = registry.route(name, scope.get("nnserve.version"), header(scope, REQUEST_KEY))
         if not isinstance(chosen, ImageClassification):
             raise InvalidInput(f"model {name} is not an image classifier",
                                [field_error(["model"], f"one of {names}", name, "not_a_classifier")])  # fmt: skip
+        scope["nnserve.shadow"] = shadow if isinstance(shadow, ImageClassification) else None
+        answered_by(scope, chosen)
         return chosen
 
     Decode = Callable[[dict, Any], Awaitable[tuple[list[Photo], Any]]]  # -> photos, and top_k and model
@@ -130,11 +149,12 @@ def endpoints(
     def route(path: str, name: str, summary: str, batch: bool, decode: Decode, **body: Any) -> Endpoint:
         async def handler(scope: dict, receive: Any, send: Any) -> None:
             photos, options = await decode(scope, receive)
-            chosen = choose(options.model)
+            chosen = choose(scope, options.model)
             results = await chosen.tag(photos, options.top_k)
             served = {"model": chosen.name, "version": chosen.model.card.version}
             answer = {**served, "results": results} if batch else {**served, "tags": results[0]}
             await send_bytes(send, 200, json.dumps(answer).encode())
+            chosen.shadow(scope, lambda candidate: candidate.tag(photos, 1), results)
 
         return Endpoint(path, name, summary, TagsBatch if batch else Tags, handler, **body)
 

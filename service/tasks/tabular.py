@@ -9,6 +9,7 @@ a regressor's prediction in its unit, or a classifier's probability. The routes 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from service.bodies import JSON, check_media_type, parse_json, read_body
 from service.cards import TensorSpec
 from service.schemas import TabularTypes, tabular_types
 from service.tabular import TabularEncoder
-from service.tasks.base import Adapter, Endpoint
+from service.tasks.base import Adapter, Endpoint, Handler
 from service.telemetry import batch_size_observer
 from service.transport import send_bytes
 
@@ -39,6 +40,7 @@ class Tabular(Adapter):
                 raise self.fail(f"feature {f.name}: {len(f.values)} values but allowed codes {f.allowed}")
         self.encoder = TabularEncoder(card)
         self.types: TabularTypes = tabular_types(card, self.settings.max_batch_rows)
+        self.served = {"model": self.name, "version": card.version}
 
     def make_batcher(self) -> Batcher | None:
         """Requests already waiting share one run, in the event loop (the model takes tens of
@@ -63,28 +65,57 @@ class Tabular(Adapter):
                    "categorical_columns": [f.name for f in card.categorical]}  # fmt: skip
         return {**super().describe(), **columns, "input_note": note}
 
+    def smoke(self) -> None:
+        """The card's example row (the documented minimal request) must give a finite answer, and a
+        classifier's a probability."""
+        example = self.types.row.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index]
+        try:
+            row = self.types.row.model_validate(example, strict=False)
+        except ValueError as e:
+            raise self.fail(f"its own example row is not a valid request ({str(e).splitlines()[0]})") from None
+        numeric, codes, _ = self.encoder.encode([row.__dict__])
+        value = float(self.model.run(numeric, codes)[0, 0])
+        if not math.isfinite(value) or (self.task == "binary_classification" and not 0 <= value <= 1):
+            raise self.fail(f"smoke prediction on the card's example row gave {value}")
+
+    def differences(self, live: list[float], shadow: tuple[list[float], Any]) -> tuple[str, list[float]]:
+        measure = "probability_difference" if self.task == "binary_classification" else "absolute_difference"
+        return measure, [abs(a - b) for a, b in zip(live, shadow[0], strict=True)]
+
+    async def single(self, scope: dict, receive: Any, send: Any) -> None:
+        check_media_type(scope, JSON)
+        row = parse_json(await read_body(scope, receive, self.settings.max_body_bytes), self.types.row)
+        rows = [row.__dict__]
+        values, warnings = await self.predict(rows)
+        answer = {**self.served, self.types.output: values[0], "warnings": warnings[0]}
+        await send_bytes(send, 200, json.dumps(answer).encode())
+        self.shadow(scope, lambda candidate: candidate.predict(rows), values)
+
+    async def batch(self, scope: dict, receive: Any, send: Any) -> None:
+        check_media_type(scope, JSON)
+        request = parse_json(await read_body(scope, receive, self.settings.max_body_bytes), self.types.batch)
+        rows = [row.__dict__ for row in getattr(request, self.types.batch_field)]
+        values, warnings = await self.predict(rows)
+        output = self.types.output
+        predictions = [{output: v, "warnings": w} for v, w in zip(values, warnings, strict=True)]
+        await send_bytes(send, 200, json.dumps({**self.served, "predictions": predictions}).encode())
+        self.shadow(scope, lambda candidate: candidate.predict(rows), values)
+
+    @property
+    def handlers(self) -> dict[str, Handler]:
+        return {"predict": self.single, "predict-batch": self.batch}
+
     def endpoints(self) -> list[Endpoint]:
-        types, served = self.types, {"model": self.name, "version": self.model.card.version}
-        output, rows_field, limit = types.output, types.batch_field, self.settings.max_body_bytes
-
-        async def single(scope: dict, receive: Any, send: Any) -> None:
-            check_media_type(scope, JSON)
-            row = parse_json(await read_body(scope, receive, limit), types.row)
-            values, warnings = await self.predict([row.__dict__])
-            await send_bytes(send, 200, json.dumps({**served, output: values[0], "warnings": warnings[0]}).encode())
-
-        async def batch(scope: dict, receive: Any, send: Any) -> None:
-            check_media_type(scope, JSON)
-            request = parse_json(await read_body(scope, receive, limit), types.batch)
-            values, warnings = await self.predict([row.__dict__ for row in getattr(request, rows_field)])
-            predictions = [{output: v, "warnings": w} for v, w in zip(values, warnings, strict=True)]
-            await send_bytes(send, 200, json.dumps({**served, "predictions": predictions}).encode())
-
-        route, method = f"/v1/{self.name}/predict", self.name.replace("-", "_")
+        types, route, method = self.types, f"/v1/{self.name}/predict", self.name.replace("-", "_")
         return [
-            Endpoint(route, method, types.summary, types.prediction, single, types.row),
+            Endpoint(route, method, types.summary, types.prediction, self.single, types.row),
             Endpoint(
-                f"{route}-batch", f"{method}_batch", types.batch_summary, types.prediction_batch, batch, types.batch
+                f"{route}-batch",
+                f"{method}_batch",
+                types.batch_summary,
+                types.prediction_batch,
+                self.batch,
+                types.batch,
             ),  # fmt: skip
         ]
 

@@ -111,7 +111,7 @@ def test_openapi_document_details(server):
     spec = httpx.get(server + "/docs.json").json()
     assert spec["info"]["version"] == __version__
     for route, operation in spec["paths"].items():
-        if "post" in operation:
+        if "post" in operation and not route.startswith("/v2/repository/"):  # those take an empty body too
             assert operation["post"]["requestBody"]["required"] is True, route
     form = spec["paths"]["/v1/image-tagging/predict-batch"]["post"]["requestBody"]["content"]["multipart/form-data"]
     photos = form["schema"]["properties"]["photos"]

@@ -28,7 +28,7 @@ def test_cuda_with_fallback_warn_serves_on_the_cpu_and_reports_it():
     env = {"NNSERVE_PROVIDERS": "cuda", "NNSERVE_PROVIDER_FALLBACK": "warn", "NNSERVE_WORKERS": "1"}
     with bentoml_serve(MODELS, **env) as url:
         assert httpx.get(url + "/readyz").json()["models"]["ad-click"] == {
-            "version": "1", "provider": "CPUExecutionProvider", "device": "cpu"
+            "version": "1", "provider": "CPUExecutionProvider", "device": "cpu", "versions": ["1"], "default": "1"
         }  # fmt: skip
         assert httpx.get(url + "/v1/models/ad-click").json()["provider"] == "CPUExecutionProvider"
         metrics = metrics_containing(url, "nnserve_model_info")

@@ -1,0 +1,175 @@
+"""Model versions on disk, and the policy that says which are served and where traffic goes.
+
+Two layouts, side by side in one models directory:
+
+    models/housing-price/{model.onnx, card.json}          one version: the card's
+    models/housing-price/<version>/{model.onnx, card.json}  one folder per version (as Triton's repository)
+
+A version is known by its card's name and version (a versioned folder's name must be its card's
+version). The policy of a model says which of its versions are served: "latest" (the default, or
+NNSERVE_VERSION_POLICY), "all", {"latest": N} or {"specific": [...]}, as Triton's version_policy;
+which version answers unpinned requests (`default`, else the newest served); a `canary` taking a
+weight in percent of them; a `shadow` that also runs on a sampled share of them, its answers never
+returned; and `unloaded`, set by the repository API's unload. Every version the policy names is
+served. Policies live in one JSON file, <models_dir>/policy.json (NNSERVE_POLICY_FILE), keyed by
+model name: promoting a candidate or rolling back is one change of that file (or one PUT
+/v1/models/<name>/policy), which every worker picks up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from service.cards import CARD_FILE, ONNX_FILE
+from service.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Latest(_Strict):
+    latest: int = Field(ge=1, description="Serve the newest N versions.")
+
+
+class Specific(_Strict):
+    specific: list[str] = Field(min_length=1, description="Serve exactly these versions.")
+
+
+class Canary(_Strict):
+    version: str
+    weight: float = Field(ge=0, le=100, description="Percent of unpinned requests the candidate answers.")
+
+
+class Shadow(_Strict):
+    version: str
+    sample: float = Field(ge=0, le=1, description="Share of unpinned requests the shadow also runs on.")
+
+
+class Policy(_Strict):
+    versions: Literal["latest", "all"] | Latest | Specific = "latest"
+    default: str | None = Field(None, description="The version unpinned requests go to; default: the newest served.")
+    canary: Canary | None = None
+    shadow: Shadow | None = None
+    unloaded: bool = Field(False, description="Set by the repository API's unload: no version is served.")
+
+    def served(self, available: list[str]) -> list[str]:
+        """The versions to serve, newest first, out of those `available` (newest first)."""
+        if self.unloaded:
+            return []
+        if self.versions == "all":
+            chosen = list(available)
+        elif self.versions == "latest":
+            chosen = available[:1]
+        elif isinstance(self.versions, Latest):
+            chosen = available[: self.versions.latest]
+        else:
+            chosen = [v for v in available if v in self.versions.specific]
+        named = {self.default, *(x.version for x in (self.canary, self.shadow) if x is not None)}
+        return [v for v in available if v in chosen or v in named]
+
+
+def default_policy(setting: str) -> Policy:
+    """NNSERVE_VERSION_POLICY: latest, all, or latest:N."""
+    if setting in ("latest", "all"):
+        return Policy(versions=setting)
+    if re.fullmatch(r"latest:[1-9][0-9]*", setting):
+        return Policy(versions=Latest(latest=int(setting.split(":")[1])))
+    raise ConfigError(f"NNSERVE_VERSION_POLICY={setting!r}: expected latest, all or latest:N (N >= 1)")
+
+
+def read_policies(path: Path) -> dict[str, Policy]:
+    """The policy file, {model: policy}; none when the file does not exist. A broken file raises
+    ValueError naming it: the caller keeps the policies it had."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    try:
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError("expected an object of {model name: policy}")
+        return {str(name): Policy.model_validate(p) for name, p in raw.items()}
+    except (ValueError, ValidationError) as e:
+        raise ValueError(f"{path}: not a valid policy file ({str(e).splitlines()[0]})") from None
+
+
+def write_policy(path: Path, name: str, policy: Policy | None) -> None:
+    """Sets (or, with None, removes) one model's policy, atomically: a worker reading the file at the
+    same moment sees the old file or the new one, never half of it."""
+    policies = read_policies(path)
+    if policy is None:
+        policies.pop(name, None)
+    else:
+        policies[name] = policy
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    body = {n: p.model_dump(mode="json", exclude_defaults=True) for n, p in sorted(policies.items())}
+    tmp.write_text(json.dumps(body, indent=2) + "\n")
+    tmp.replace(path)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A folder holding one version on disk. `stamp` changes when either file does: a changed file is
+    loaded (and checked) again."""
+
+    path: Path
+    name: str | None  # from the card; None when the card cannot be read
+    version: str | None
+    stamp: tuple[int, ...]
+    problem: str | None = None
+
+
+def version_key(version: str) -> list[tuple[int, int | str]]:
+    """Natural order: 2 < 10, 1.2 < 1.10; numbers before words."""
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", version) if p]
+
+
+def _stamp(folder: Path) -> tuple[int, ...]:
+    stamp: list[int] = []
+    for name in (CARD_FILE, ONNX_FILE):
+        try:
+            st = (folder / name).stat()
+            stamp += [st.st_mtime_ns, st.st_size, st.st_ino]
+        except FileNotFoundError:
+            stamp += [0, 0, 0]
+    return tuple(stamp)
+
+
+def _found(folder: Path, versioned: bool) -> Found:
+    stamp = _stamp(folder)
+    try:
+        card = json.loads((folder / CARD_FILE).read_text())
+        name, version = str(card["name"]), str(card["version"])
+    except (OSError, ValueError, KeyError, TypeError):  # loading it names the problem
+        # A versioned folder's model and version are known from its path: it is refused, not the model.
+        return Found(folder, folder.parent.name, folder.name, stamp) if versioned else Found(folder, None, None, stamp)
+    if versioned and version != folder.name:
+        problem = f"{folder / CARD_FILE}: the card says version {version!r}, but its folder is {folder.name!r}"
+        return Found(folder, name, version, stamp, problem)
+    return Found(folder, name, version, stamp)
+
+
+def _holds_model(folder: Path) -> bool:
+    return (folder / CARD_FILE).exists() or (folder / ONNX_FILE).exists()
+
+
+def scan(models_dir: Path) -> list[Found]:
+    """Every version folder under `models_dir`, in path order. Hidden folders are skipped: a version
+    being copied in by `--publish` is one until it is whole."""
+    found: list[Found] = []
+    for folder in sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if _holds_model(folder):
+            found.append(_found(folder, versioned=False))
+            continue
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if _holds_model(sub):
+                found.append(_found(sub, versioned=True))
+    return found
