@@ -6,7 +6,7 @@ PORT ?= 3000
 SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve serve-gpu gpu-check gpu-prepare test test-unit models lint format clean bento container container-test loadtest overload bench soak soak-housing memory scale-curve activation-curve fuzz
+.PHONY: serve serve-gpu gpu-check gpu-prepare test test-unit models lint format clean bento container container-test loadtest overload bench soak soak-housing memory scale-curve activation-curve fuzz rollout
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -111,6 +111,11 @@ soak: $(DEV_STAMP)
 soak-housing: $(DEV_STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python -m loadtests.soak --housing
+
+# Versions swapped, rolled back, canaried, refused and promoted under Locust load: 0 failed requests, each
+# step's convergence over the workers, p99 during the swap against before (loadtests/rollout.py).
+rollout: $(DEV_STAMP)
+	$(BIN)/python -m loadtests.rollout --seconds $(or $(ROLLOUT_S),60) --record
 
 # The largest legal requests on every bulk route for 20 s: resident memory before, during and 10 s after
 # (loadtests/memory.py; fails when it has not come back within [memory] of slo.toml).

@@ -17,7 +17,7 @@ import os
 
 from starlette.types import Receive, Scope, Send
 
-from service.bodies import REQUEST_KEY, header, read_body
+from service.bodies import JSON, REQUEST_KEY, check_media_type, header, read_body
 from service.control import Control
 from service.errors import NotFound
 from service.registry import Registry
@@ -90,6 +90,7 @@ class V1:
         await guarded(handling, scope, send)
 
     async def set_policy(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
+        check_media_type(scope, JSON)
         body = await read_body(scope, receive, self.max_body)
         await send_json(send, 200, await self.control.set_policy(name, body))
 

@@ -73,6 +73,7 @@ class Registry:
         self._loaded: dict[Path, tuple[tuple[int, ...], Adapter]] = {}
         self._failed: dict[Path, tuple[tuple[int, ...], str]] = {}
         self._said: set[str] = set()  # problems already logged
+        self._missed: set[Path] = set()  # versions serving that the last look did not find
         self._lock: asyncio.Lock | None = None
         self.apply(self.plan())
 
@@ -90,6 +91,7 @@ class Registry:
             table.found = scan(self.settings.models_dir)
         except OSError:
             table.errors["models_dir"] = f"{self.settings.models_dir}: models directory missing"
+        table.found += self._vanishing(table.found)
         by_name: dict[str, dict[str, Found]] = {}
         for f in table.found:
             if f.name is None:  # no readable card: loading names the problem, for the folder
@@ -116,6 +118,16 @@ class Registry:
             self._say(problem)
         self._said &= problems  # a problem that goes away and comes back is said again
         return table
+
+    def _vanishing(self, found: list[Found]) -> list[Found]:
+        """Versions serving that this look did not find, the first time: kept for one more look.
+        Replacing a flat folder by renames leaves it absent for an instant, and a look that falls
+        in that instant must not drop the model; a version really removed goes at the next look."""
+        here = {f.path for f in found}
+        serving = {a.model.directory for s in self.table.models.values() for a in s.versions.values()}
+        kept = [f for f in self.table.found if f.path not in here and f.path in serving and f.path not in self._missed]
+        self._missed = {f.path for f in kept}
+        return kept
 
     def _plan_model(self, table: Table, name: str, versions: dict[str, Found]) -> None:
         policy = table.policies.get(name, self.default_policy)

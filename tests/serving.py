@@ -150,3 +150,27 @@ def add_version(folder: Path, source: Path, version: str, scale: float | None = 
         card["task"] = "binary_classification"
     (staging / "card.json").write_text(json.dumps(card))
     return staging.rename(folder / version)
+
+
+def everywhere(url: str, check, workers: int = 2, deadline_s: float = 30) -> float:
+    """Seconds until every worker's /v1/health passes `check` (each worker swaps versions in on its
+    own). Asked on new connections, which the kernel spreads over the workers, until `workers`
+    different workers (X-NNServe-Worker) have passed it since the last answer that failed it."""
+    start = time.monotonic()
+    passed: set[str] = set()
+    health: dict = {}
+    while time.monotonic() - start < deadline_s:
+        answer = httpx.get(url + "/v1/health", headers={"Connection": "close"}, timeout=10)
+        health = answer.json()
+        try:
+            ok = check(health)
+        except (KeyError, TypeError):  # a model not (yet, or no longer) in it
+            ok = False
+        if ok:
+            passed.add(answer.headers["x-nnserve-worker"])
+            if len(passed) == workers:
+                return time.monotonic() - start
+        else:
+            passed.clear()
+        time.sleep(0.02)  # polling interval, with a deadline
+    raise AssertionError(f"not every worker converged in {deadline_s} s; last health: {health}")

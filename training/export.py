@@ -159,9 +159,18 @@ def run_dir(cfg: Any, name: str) -> Path:
     return out
 
 
-def publish(staged: Path, models_dir: Path, name: str) -> Path:
+def publish(staged: Path, models_dir: Path, name: str, version: str) -> Path:
     """Installs a staged model folder as models_dir/name, replacing the one there by renames, so the
-    models directory never holds a half-copied model (the service skips folders starting with '.')."""
+    models directory never holds a half-copied model (the service skips folders starting with '.').
+    When models_dir/name holds versions (docs/versions.md), the model goes in beside them as
+    models_dir/name/version instead, and the service swaps it in under its version policy."""
+    folder = models_dir / name
+    if (
+        folder.is_dir()
+        and not (folder / "card.json").exists()
+        and any((p / "card.json").exists() for p in folder.iterdir())
+    ):
+        models_dir, name = folder, version
     target = models_dir / name
     incoming, previous = models_dir / f".{name}.incoming", models_dir / f".{name}.previous"
     for leftover in (incoming, previous):
@@ -185,7 +194,7 @@ def finish(card: ModelCard, out: Path, cfg: Any) -> int:
         print(f"bar FAILED: the rejected model is in {out}; {served} is untouched", file=sys.stderr)
         return 1
     if cfg.publish:
-        print(f"bar held: published {out} to {publish(out, cfg.models_dir, card.name)}")
+        print(f"bar held: published {out} to {publish(out, cfg.models_dir, card.name, card.version)}")
     else:
         print(f"bar held: model written to {out}; --publish installs it as {served}")
     return 0

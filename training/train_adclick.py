@@ -45,7 +45,7 @@ class Config:
     impressions: int = 2_000_000  # generated impressions: ~80k clicks at the 4% base rate
     holdout: float = 0.2  # the latest 20% of impressions, by timestamp, are held out
     out: Path | None = None  # where the model is written; default build/models/ad-click/<UTC time>
-    publish: bool = False  # once the card passes its bar, install the model as <models-dir>/ad-click
+    publish: bool = False  # once the card passes its bar, install it as <models-dir>/ad-click[/<version>]
     models_dir: Path = Path("models")  # the served models directory (never written without --publish)
     epochs: int = 5  # validation loss is flat after 4-5 epochs
     batch_size: int = 2048  # impressions per Adam step

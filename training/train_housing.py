@@ -40,7 +40,7 @@ class Config:
     train_before: str = ""  # train only on sales before this date (empty: the split); a gap shows how a model ages
     drop_features: str = ""  # features left out of the model, comma-separated (ablations: sale_date)
     out: Path | None = None  # where the model is written; default build/models/housing-price/<UTC time>
-    publish: bool = False  # once the card passes its bar, install the model as <models-dir>/housing-price
+    publish: bool = False  # once the card passes its bar, install it as <models-dir>/housing-price[/<version>]
     models_dir: Path = Path("models")  # the served models directory (never written without --publish)
     epochs: int = 30  # validation loss bottoms out near here; 80 epochs overfit (R² 0.855)
     batch_size: int = 128  # rows per Adam step

@@ -34,7 +34,7 @@ class Config:
     train_tar: Path = Path("../shared/data/images/cifar10_train.tar.gz")  # CIFAR-10 training photos
     val_tar: Path = Path("../shared/data/images/cifar10_val.tar.gz")  # CIFAR-10 validation photos
     out: Path | None = None  # where the model is written; default build/models/image-tagging/<UTC time>
-    publish: bool = False  # once the card passes its bar, install the model as <models-dir>/image-tagging
+    publish: bool = False  # once the card passes its bar, install it as <models-dir>/image-tagging[/<version>]
     models_dir: Path = Path("models")  # the served models directory (never written without --publish)
     epochs: int = 22  # ~55 s each on 2 cores with bf16; 22 clears the 88% bar with a margin
     batch_size: int = 256  # photos per SGD step

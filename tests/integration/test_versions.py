@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import shutil
-import time
 from pathlib import Path
 
 import httpx
@@ -25,7 +24,7 @@ from service.server import standalone
 from service.settings import Settings
 from tests.conftest import MODELS
 from tests.integration.test_faults import HOUSE
-from tests.serving import add_version, bentoml_serve, metrics_containing, server_log
+from tests.serving import add_version, bentoml_serve, everywhere, metrics_containing, server_log
 
 HOUSING = "/v1/housing-price/predict"
 
@@ -57,28 +56,6 @@ def _reset(url: str, models: Path) -> None:
     for extra in [p for p in (models / "housing-price").iterdir() if p.name != "1"]:
         shutil.rmtree(extra)
     everywhere(url, lambda h: h["models"]["housing-price"]["versions"] == ["1"] and not h["refused"])
-
-
-def everywhere(url: str, check, deadline_s: float = 30) -> float:
-    """Seconds until every worker's /v1/health passes `check`: asked on new connections (which the
-    kernel spreads over the workers) until both workers have passed it since the last one failed."""
-    start = time.monotonic()
-    passed: set[str] = set()
-    while time.monotonic() - start < deadline_s:
-        answer = httpx.get(url + "/v1/health", headers={"Connection": "close"})
-        health = answer.json()
-        try:
-            ok = check(health)
-        except (KeyError, TypeError):  # a model not (yet, or no longer) in it
-            ok = False
-        if ok:
-            passed.add(answer.headers["x-nnserve-worker"])
-            if len(passed) == 2:
-                return time.monotonic() - start
-        else:
-            passed.clear()
-        time.sleep(0.02)  # polling interval, with a deadline
-    raise AssertionError(f"not every worker converged in {deadline_s} s; last health: {health}")
 
 
 def test_a_new_version_is_swapped_in_on_every_worker_and_each_version_has_its_routes(served):
@@ -237,6 +214,22 @@ def test_every_kind_of_broken_version_is_refused_and_the_old_one_serves(tmp_path
     assert registry.health()["refused"] == {"housing-price": ["2"]}
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and message in lines[0] and str(models / "housing-price" / "2") in lines[0], lines
+
+
+def test_a_version_that_vanishes_for_one_look_keeps_serving_and_goes_at_the_second(tmp_path):
+    models = _models(tmp_path)
+    registry = Registry(Settings(models_dir=models))
+    (models / "ad-click").rename(models / ".ad-click.previous")  # a flat folder being replaced by renames
+    registry.apply(registry.plan())
+    assert "ad-click" in registry.adapters and registry.ready
+    (models / ".ad-click.previous").rename(models / "ad-click")  # back: served all along
+    registry.apply(registry.plan())
+    assert "ad-click" in registry.adapters
+    shutil.rmtree(models / "ad-click")  # really removed: gone at the second look
+    registry.apply(registry.plan())
+    assert "ad-click" in registry.adapters
+    registry.apply(registry.plan())
+    assert "ad-click" not in registry.adapters
 
 
 def test_management_is_off_by_default_and_behind_the_keys_when_on(tmp_path):

@@ -5,6 +5,7 @@ run ends on bad data; and --help built from the config's comments."""
 from __future__ import annotations
 
 import dataclasses
+import filecmp
 import re
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ from service.runtime import load_model, sha256_file
 from tests.conftest import HOUSING_CSV, MODELS, REPO
 from training import make_card, train_adclick, train_housing, train_tagger
 from training.data_adclick import generate, write_csv
-from training.export import CURVES_FILE
+from training.export import CURVES_FILE, publish
 from training.runinfo import field_comments
 
 TRAINERS = [train_housing, train_adclick, train_tagger]
@@ -154,6 +155,16 @@ def test_a_passing_run_is_published_only_when_asked(tmp_path, capsys):
     )
     assert sorted(p.name for p in models.iterdir()) == ["housing-price"]  # no half-copied folder left
     load_model(models / "housing-price")
+
+
+def test_publishing_into_a_model_folder_of_versions_adds_the_version_beside_the_others(tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(MODELS / "housing-price", models / "housing-price" / "1")
+    staged = tmp_path / "run"
+    shutil.copytree(MODELS / "housing-price", staged)
+    assert publish(staged, models, "housing-price", "2") == models / "housing-price" / "2"
+    assert sorted(p.name for p in (models / "housing-price").iterdir()) == ["1", "2"]  # 1 untouched, nothing hidden
+    assert filecmp.cmp(models / "housing-price" / "1" / "model.onnx", MODELS / "housing-price" / "model.onnx")
 
 
 # --- the split -------------------------------------------------------------------------------------
