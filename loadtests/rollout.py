@@ -10,13 +10,15 @@ models directory holding housing-price version 1, and while Locust runs (8 users
 2. rollback: PUT /v1/models/housing-price/policy {"default": "1"};
 3. canary:   {"default": "1", "canary": {"version": "2", "weight": 25}};
 4. broken:   version 3 copied in with an ONNX file that is not the one its card describes: refused;
-5. promote:  {"default": "2"}.
+5. promote:  {"default": "2"};
+6. shadow:   {"default": "2", "shadow": {"version": "1", "sample": 1.0}}, held for 3 s.
 
 Each step is done when every worker's /v1/health says so (the convergence time). It exits 1 unless
 every request was a 200 answered by version 1 or 2 (Locust counts anything else as a failure) and
 version 3 was refused. It prints requests, failures, each step's convergence, and the p99 of the
 answers that started in the swap (from the copy until every worker serves version 2) against the
-p99 before it; --record appends them to loadtests/RESULTS.md.
+p99 before it, and the p99 while the shadow runs on every request; --record appends them to
+loadtests/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ import httpx
 import numpy as np
 
 from loadtests.bench import RESULTS, machine
-from loadtests.run import locust, read_stats
+from loadtests.run import locust, read_stats, scrape
 from tests.serving import REPO, add_version, bentoml_serve, everywhere
 
 USERS = Path(__file__).with_name("rollout_users.py")
+SHADOW_HOLD_S = 3.0
 HOUSING = REPO / "models" / "housing-price"
 ENV = {
     "NNSERVE_WORKERS": "2",
@@ -79,7 +82,18 @@ def steps(url: str, models: Path) -> list[tuple[str, float, float]]:
     step("broken version 3 refused", lambda: add_version(folder, HOUSING, "3", breakage="sha"),
          lambda h: h["refused"] == {"housing-price": ["3"]})  # fmt: skip
     step("promote version 2", lambda: _policy(url, {"default": "2"}), _serving(default="2", versions=["2"]))
+    shadow = {"default": "2", "shadow": {"version": "1", "sample": 1.0}}
+    step("shadow: version 1 on every request", lambda: _policy(url, shadow), _serving(default="2", versions=["2", "1"]))
+    time.sleep(SHADOW_HOLD_S)  # the window in which every request also runs the shadow
     return done
+
+
+def shadow_counts(url: str) -> tuple[int, int]:
+    """Shadow runs made and skipped (busy or failed), from /metrics."""
+    samples = scrape(url)
+    made = sum(v for (name, _), v in samples.items() if name == "nnserve_shadow_difference_count")
+    skipped = sum(v for (name, _), v in samples.items() if name == "nnserve_shadow_skipped_total")
+    return int(made), int(skipped)
 
 
 def p99_ms(trace: np.ndarray, start: float, end: float) -> float:
@@ -103,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 run = locust(USERS, url, users=8, spawn_rate=8, seconds=opts.seconds, out=out)
                 time.sleep(opts.seconds * 0.25)  # a quarter of the run before anything changes: the baseline
                 done = steps(url, models)
+                made, skipped = shadow_counts(url)
                 run.wait()
         finally:
             for name in ("NNSERVE_ROLLOUT_TRACE", "NNSERVE_ROLLOUT_VERSIONS"):
@@ -116,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"rollout under load: {requests} requests, {failures} failed, answered by versions {versions}"]
     lines += [f"  {name:32s} every worker within {seconds:.2f} s" for name, _, seconds in done]
     lines.append(f"  p99 before the swap {before:.1f} ms, during it {during:.1f} ms ({during / before:.2f}x)")
+    shadow_from = done[-1][1] + done[-1][2]
+    shadowed = p99_ms(trace, shadow_from, shadow_from + SHADOW_HOLD_S)
+    lines.append(f"  p99 with a shadow on every request {shadowed:.1f} ms ({shadowed / before:.2f}x before the swap); "
+                 f"shadow runs made {made}, skipped {skipped} (the workers were busy)")  # fmt: skip
     print("\n".join(lines))
     if opts.record:
         with open(RESULTS, "a") as f:

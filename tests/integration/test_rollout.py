@@ -11,4 +11,4 @@ def test_a_rollout_under_locust_load_fails_no_request(capsys):
     assert main(["--seconds", "15"]) == 0
     printed = capsys.readouterr().out
     assert ", 0 failed, answered by versions ['1', '2']" in printed  # both versions answered under load
-    assert printed.count("every worker within") == 5
+    assert printed.count("every worker within") == 6

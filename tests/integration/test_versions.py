@@ -156,6 +156,8 @@ def test_canary_is_sticky_by_request_key_then_promoted_then_rolled_back(served):
                 client.post("/v2/models/housing-price/infer", json=infer, headers=key).json()["model_version"]
                 == seen[i]
             )
+    answered = metrics_containing(url, 'nnserve_predictions_total{model="housing-price",status="200",version="2"}')
+    assert 'nnserve_predictions_total{model="housing-price",status="200",version="1"}' in answered  # per version
     _set_policy(url, {"default": "2"})  # promote
     everywhere(url, lambda h: h["models"]["housing-price"]["versions"] == ["2"])
     assert {httpx.post(url + HOUSING, json=HOUSE).json()["version"] for _ in range(20)} == {"2"}
