@@ -85,9 +85,16 @@ def count_disconnect(endpoint: str) -> None:
 
 
 def count_prediction(model: str, version: str, status: int, seconds: float) -> None:
+    answers, latency = _prediction_series(model, version, status)
+    answers.inc()
+    latency.observe(seconds)
+
+
+@cache
+def _prediction_series(model: str, version: str, status: int) -> tuple[Any, Any]:
+    """The labelled children, looked up once: on every prediction, labels() would cost a lock and a dict."""
     series = _series()
-    series[4].labels(model=model, version=version, status=str(status)).inc()
-    series[5].labels(model=model, version=version).observe(seconds)
+    return series[4].labels(model=model, version=version, status=str(status)), series[5].labels(model, version)
 
 
 def shadow_observer(model: str, version: str, shadow_version: str, measure: str) -> Callable[[float], None]:
