@@ -17,7 +17,7 @@ import os
 
 from starlette.types import Receive, Scope, Send
 
-from service.bodies import JSON, REQUEST_KEY, check_media_type, header, read_body
+from service.bodies import JSON, check_media_type, read_body
 from service.control import Control
 from service.errors import NotFound
 from service.registry import Registry
@@ -68,7 +68,7 @@ class V1:
         if name == IMAGE:
             await self.image[action](scope, receive, send)
             return
-        adapter, shadow = self.registry.route(name, version, header(scope, REQUEST_KEY))
+        adapter, shadow = self.registry.route(name, version, scope)
         handler = getattr(adapter, "handlers", {}).get(action)
         if handler is None:
             raise NotFound(f"model {name} ({adapter.model.card.task}) has no route {action}")

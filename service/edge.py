@@ -31,7 +31,7 @@ from service.bodies import ClientDisconnected, read_body
 from service.errors import PayloadTooLarge
 from service.settings import Settings
 from service.shutdown import drain
-from service.telemetry import count_prediction
+from service.telemetry import Answer, count_prediction
 from service.transport import send_bytes, send_error, send_json
 
 log = logging.getLogger(__name__)
@@ -83,24 +83,15 @@ class Edge:
             return
         await self.admission.acquire()
         drain.in_flight += 1
-        served: list[tuple[str, str]] = []  # the model and version that answered (tasks.base.answered_by)
-        scope["nnserve.served"] = served
-        status = 0
+        answer = scope["nnserve.answer"] = Answer()  # filled in by the route (telemetry.Answer)
         start = time.perf_counter()
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, send)
         finally:
             drain.in_flight -= 1
             self.admission.release()
-            if served and status:
-                count_prediction(*served[0], status, time.perf_counter() - start)
+        if answer.model is not None:  # answered (a cancelled request, a timeout, is not counted)
+            count_prediction(answer.model, answer.version, answer.status, time.perf_counter() - start)
 
     async def refuse_while_draining(self, scope: Scope, receive: Receive, send: Send) -> None:
         """503 on a connection that then closes. An upload under way is read first (within the body

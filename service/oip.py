@@ -86,7 +86,7 @@ class OIP:
         name, version = request.path_params["name"], request.path_params.get("version")
         try:
             if routed:
-                return self.registry.route(name, version, request.headers.get("x-request-key", ""))[0]
+                return self.registry.route(name, version, request.scope)[0]
             return self.registry.get(name, version)
         except ServiceError as e:
             raise OIPError(e.status, f"model {name!r}: {e.message}") from None

@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 
 from service import telemetry
+from service.bodies import REQUEST_KEY, header
 from service.errors import ModelUnavailable, NotFound, field_error
 from service.runtime import ModelLoadError, load_model
 from service.settings import Settings
@@ -252,15 +253,16 @@ class Registry:
             )
         return served.versions[version]
 
-    def route(self, name: str, version: str | None, key: str) -> tuple[Adapter, Adapter | None]:
+    def route(self, name: str, version: str | None, scope: dict[str, Any]) -> tuple[Adapter, Adapter | None]:
         """The version that answers, and the shadow that also runs (or None). A pinned version answers
-        alone; else the canary takes its weight of requests, the same ones for the same `key` (a
-        client's X-Request-Key), and the shadow runs on its sample of them."""
+        alone; else the canary takes its weight of requests, the same ones for the same key (the
+        request's X-Request-Key, read only when there is a canary), and the shadow runs on its sample."""
         if version is not None:
             return self.get(name, version), None
         served = self.served(name)
         chosen = served.default
         if served.canary is not None:
+            key = header(scope, REQUEST_KEY)
             draw = zlib.crc32(key.encode()) % 10_000 / 100 if key else random.random() * 100
             if draw < served.canary.weight:
                 chosen = served.canary.version

@@ -43,17 +43,26 @@ async def guarded(handling: Awaitable[None], scope: Scope, send: Send) -> None:
     404/405 (with Allow) are answered in our shape; a client that hung up before its request was read
     is not answered and is counted apart, since it made no mistake the error metrics should show;
     anything else is logged with the request id and answered 500 without internals."""
+    answer = scope.get("nnserve.answer")  # the edge's per-version count of predictions (telemetry.Answer)
     try:
         await handling
     except ServiceError as e:
         await send_json(send, e.status, e.body())
+        if answer is not None:
+            answer.status = e.status
     except HTTPException as e:
         headers = [(k.lower().encode(), v.encode()) for k, v in (e.headers or {}).items()]
         await send_error(send, e.status_code, e.detail, headers)
+        if answer is not None:
+            answer.status = e.status_code
     except ClientDisconnected:
         log.info("client gone before its request was read: %s %s (not answered)", scope["method"], scope["path"])
         count_disconnect(scope["path"])
+        if answer is not None:
+            answer.model = None
     except Exception:
         request_id = format(trace_context.request_id or 0, "016x")
         log.exception("%s %s failed (request id %s)", scope["method"], scope["path"], request_id)
         await send_error(send, 500, f"internal error (request id {request_id}); see the server log")
+        if answer is not None:
+            answer.status = 500

@@ -28,9 +28,9 @@ Inputs = tuple[np.ndarray, ...]
 
 def answered_by(scope: dict[str, Any], adapter: Adapter) -> None:
     """Tells the edge which model and version answered, for the per-version metrics."""
-    served = scope.get("nnserve.served")
-    if served is not None:
-        served.append((adapter.name, adapter.model.card.version))
+    answer = scope.get("nnserve.answer")
+    if answer is not None:
+        answer.model, answer.version = adapter.name, adapter.model.card.version
 
 
 @dataclass(frozen=True)

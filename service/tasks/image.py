@@ -19,18 +19,7 @@ from typing import Any
 import numpy as np
 
 from service.batching import Batcher
-from service.bodies import (
-    JSON,
-    MULTIPART,
-    REQUEST_KEY,
-    Form,
-    check_media_type,
-    header,
-    parse_form,
-    parse_json,
-    read_body,
-    received_value,
-)  # fmt: skip
+from service.bodies import JSON, MULTIPART, Form, check_media_type, parse_form, parse_json, read_body, received_value
 from service.errors import InvalidInput, field_error
 from service.images import decode_photo, to_input, top_k
 from service.schemas import Base64Photo, PhotoOptions, Tags, TagsBatch, base64_batch
@@ -136,7 +125,7 @@ def endpoints(registry: Any, max_images: int, max_body: int) -> list[Endpoint]:
         names = sorted(n for n, a in registry.adapters.items() if isinstance(a, ImageClassification))
         if name is None:
             name = DEFAULT if DEFAULT in names or len(names) != 1 else names[0]
-        chosen, shadow = registry.route(name, scope.get("nnserve.version"), header(scope, REQUEST_KEY))
+        chosen, shadow = registry.route(name, scope.get("nnserve.version"), scope)
         if not isinstance(chosen, ImageClassification):
             raise InvalidInput(f"model {name} is not an image classifier",
                                [field_error(["model"], f"one of {names}", name, "not_a_classifier")])  # fmt: skip

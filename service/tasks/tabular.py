@@ -41,6 +41,7 @@ class Tabular(Adapter):
         self.encoder = TabularEncoder(card)
         self.types: TabularTypes = tabular_types(card, self.settings.max_batch_rows)
         self.served = {"model": self.name, "version": card.version}
+        self.handlers: dict[str, Handler] = {"predict": self.single, "predict-batch": self.batch}
 
     def make_batcher(self) -> Batcher | None:
         """Requests already waiting share one run, in the event loop (the model takes tens of
@@ -100,10 +101,6 @@ class Tabular(Adapter):
         predictions = [{output: v, "warnings": w} for v, w in zip(values, warnings, strict=True)]
         await send_bytes(send, 200, json.dumps({**self.served, "predictions": predictions}).encode())
         self.shadow(scope, lambda candidate: candidate.predict(rows), values)
-
-    @property
-    def handlers(self) -> dict[str, Handler]:
-        return {"predict": self.single, "predict-batch": self.batch}
 
     def endpoints(self) -> list[Endpoint]:
         types, route, method = self.types, f"/v1/{self.name}/predict", self.name.replace("-", "_")
