@@ -1,9 +1,14 @@
 """The benchmark's reference points: a plain Starlette app and a FastAPI app doing exactly what nnserve
 does for each benchmarked route (the same pydantic types built from the cards, the same encoders,
-image decoding and onnxruntime sessions), in one process, without BentoML.
+image decoding and onnxruntime sessions), without BentoML.
 
-    uvicorn loadtests.reference_apps:starlette_app --loop asyncio --http h11
-    uvicorn loadtests.reference_apps:fastapi_app --loop asyncio --http h11
+On equal terms with nnserve (BENCH_TUNED=1, how loadtests/bench.py runs them): nnserve's worker count,
+uvloop and httptools, and nnserve's onnxruntime threading (the cores shared out among the workers):
+
+    BENCH_TUNED=1 uvicorn loadtests.reference_apps:starlette_app --workers 2 --loop uvloop --http httptools
+
+The history row (bench.py --history): one process on asyncio and h11, with onnxruntime's own thread
+default, as every bench before issue 17 ran them.
 """
 
 from __future__ import annotations
@@ -29,14 +34,16 @@ from service.tasks.tabular import Tabular
 
 
 class _OneProcess(Settings):
-    """The reference is one process: its sessions keep onnxruntime's own thread default (threads 0),
-    as in every bench before nnserve's sharing-out of cores, not nnserve's one thread per worker."""
+    """The history reference is one process: its sessions keep onnxruntime's own thread default
+    (threads 0), not nnserve's one thread per worker."""
 
     def execution(self) -> Execution:
         return replace(super().execution(), threads=0)
 
 
-_settings = _OneProcess(models_dir=Path(os.environ.get("NNSERVE_MODELS_DIR", Settings().models_dir)))
+_models = Path(os.environ.get("NNSERVE_MODELS_DIR", Settings().models_dir))
+# Tuned, the sessions thread as nnserve's do: Settings() shares the cores out among NNSERVE_WORKERS.
+_settings = Settings(models_dir=_models) if os.environ.get("BENCH_TUNED") == "1" else _OneProcess(models_dir=_models)
 registry = Registry(_settings)
 TAGGER = os.environ.get("BENCH_TAGGER", "image-tagging")
 TABULAR = {name: a for name, a in registry.adapters.items() if isinstance(a, Tabular)}
