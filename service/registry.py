@@ -63,6 +63,10 @@ class Table:
     policies: dict[str, Policy] = field(default_factory=dict)
     policy_error: str | None = None  # the policy file could not be read
 
+    def adapters(self) -> list[Adapter]:
+        """Every version served, of every model."""
+        return [a for s in self.models.values() for a in s.versions.values()]
+
 
 class Registry:
     def __init__(self, settings: Settings) -> None:
@@ -110,7 +114,7 @@ class Registry:
             versions[f.version or ""] = f
         for name, versions in by_name.items():
             self._plan_model(table, name, versions)
-        wanted = {a.model.directory for s in table.models.values() for a in s.versions.values()}
+        wanted = {a.model.directory for a in table.adapters()}
         self._loaded = {p: v for p, v in self._loaded.items() if p in wanted}  # the rest is unloaded
         if not table.models and not table.errors and not any(p.unloaded for p in table.policies.values()):
             table.errors["models_dir"] = f"{self.settings.models_dir}: no model folders in it"
@@ -125,7 +129,7 @@ class Registry:
         Replacing a flat folder by renames leaves it absent for an instant, and a look that falls
         in that instant must not drop the model; a version really removed goes at the next look."""
         here = {f.path for f in found}
-        serving = {a.model.directory for s in self.table.models.values() for a in s.versions.values()}
+        serving = {a.model.directory for a in self.table.adapters()}
         kept = [f for f in self.table.found if f.path not in here and f.path in serving and f.path not in self._missed]
         self._missed = {f.path for f in kept}
         return kept
@@ -185,21 +189,20 @@ class Registry:
 
     # --- swapping -------------------------------------------------------------------------------------
     def apply(self, table: Table) -> None:
-        """Swaps the table in (in the event loop: requests see the old table or the new one)."""
-        old = self.table
+        """Swaps the table in (in the event loop: requests see the old table or the new one). Most
+        looks change nothing: the documents and the model metrics are redone only when something did."""
+        old, changed = self.table, False
         for name in sorted(set(old.models) | set(table.models)):
             before = old.models[name].describe() if name in old.models else None
             after = table.models[name].describe() if name in table.models else None
             if before != after:
+                changed = True
                 log.info("%s: serving %s (was %s)", name, after or "nothing", before or "nothing")
         self.table = table
-        self.generation += 1
-        telemetry.publish_models(
-            [a.model for s in table.models.values() for a in s.versions.values()],
-            [a.model for s in old.models.values() for a in s.versions.values()],
-            table.refused,
-            old.refused,
-        )
+        new, previous = table.adapters(), old.adapters()
+        if changed or new != previous or table.refused.keys() != old.refused.keys():  # (a version reloaded in place)
+            self.generation += 1
+            telemetry.publish_models([a.model for a in new], [a.model for a in previous], table.refused, old.refused)
 
     async def refresh(self) -> None:
         """Looks at the models directory now (one look at a time); loads in a thread, swaps here."""
