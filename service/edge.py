@@ -31,7 +31,7 @@ from service.bodies import ClientDisconnected, read_body
 from service.errors import PayloadTooLarge
 from service.settings import Settings
 from service.shutdown import drain
-from service.telemetry import Answer, count_prediction
+from service.telemetry import Answer, count_prediction, in_flight
 from service.transport import send_bytes, send_error, send_json
 
 log = logging.getLogger(__name__)
@@ -83,12 +83,15 @@ class Edge:
             return
         await self.admission.acquire()
         drain.in_flight += 1
+        gauge = in_flight()
+        gauge.inc()
         answer = scope["nnserve.answer"] = Answer()  # filled in by the route (telemetry.Answer)
         start = time.perf_counter()
         try:
             await self.app(scope, receive, send)
         finally:
             drain.in_flight -= 1
+            gauge.dec()
             self.admission.release()
         if answer.model is not None:  # answered (a cancelled request, a timeout, is not counted)
             count_prediction(answer.model, answer.version, answer.status, time.perf_counter() - start)

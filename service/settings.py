@@ -108,5 +108,23 @@ class Settings(BaseSettings):
         """Workers that each let onnxruntime use every core fight over them: with 2 workers on 2 cores,
         the CIFAR photo scenario ran 0.32x raw onnxruntime with a 164 ms p99, and 0.45x with 26 ms
         once each worker's sessions took one thread (loadtests/RESULTS.md)."""
-        cores = os.cpu_count() or 1
+        cores = available_cores()
         return max(1, cores // (self.workers or cores))
+
+
+def available_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use: the machine's, or fewer under a CPU quota (a container's or a
+    Kubernetes pod's CPU limit), counted as BentoML counts them for `workers="cpu_count"`: whole cores,
+    at least one. os.cpu_count() alone gives a pod on a 64-core node 64 onnxruntime threads per worker."""
+    cores = os.cpu_count() or 1
+    try:
+        if (cgroup / "cpu.max").exists():  # cgroup v2: "<quota> <period>" or "max <period>"
+            quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+        else:  # cgroup v1
+            quota = (cgroup / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (cgroup / "cpu" / "cpu.cfs_period_us").read_text().strip()
+    except (OSError, ValueError):
+        return cores
+    if quota.isdigit() and period.isdigit() and int(period) > 0:
+        return max(1, min(cores, int(quota) // int(period)))
+    return cores  # "max" or -1: no quota

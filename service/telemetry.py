@@ -7,6 +7,9 @@
     nnserve_model_refused{model, version}                      1 while a version is refused (service/registry.py)
     nnserve_predictions_total{model, version, status}          prediction answers, by the version that answered
     nnserve_prediction_seconds{model, version}                 their latency, from the edge
+    nnserve_in_flight                                          predictions being answered now, summed over
+                                                               the workers: what an autoscaler reads
+                                                               (deploy/kubernetes/base/prometheus-adapter.yaml)
     nnserve_shadow_difference{model, version, shadow_version, measure}
                                                                live against shadow answers: absolute_difference
                                                                (regression), probability_difference (clicks),
@@ -57,7 +60,8 @@ def _series() -> tuple[Any, ...]:
         ["model", "version", "shadow_version", "measure"], buckets=SHADOW_BUCKETS,
     )  # fmt: skip
     skipped = Counter("nnserve_shadow_skipped", "Shadow runs not made or failed.", ["model", "reason"])
-    return info, sizes, disconnects, refused, answers, seconds, shadow, skipped
+    in_flight = Gauge("nnserve_in_flight", "Predictions being answered now.", multiprocess_mode="livesum")
+    return info, sizes, disconnects, refused, answers, seconds, shadow, skipped, in_flight
 
 
 def publish_models(
@@ -95,6 +99,10 @@ class Answer:
         self.model: str | None = None  # None: no version took the request, or no one to answer
         self.version = ""
         self.status = 200
+
+
+def in_flight() -> Any:
+    return _series()[8]
 
 
 def count_prediction(model: str, version: str, status: int, seconds: float) -> None:

@@ -109,6 +109,7 @@ def test_sigterm_drains_refuses_new_work_finishes_in_flight_and_exits():
             'service_version="not available"} 3.0'
         )
         assert three in metrics_containing(url, three)  # the worker has them
+        assert "\nnnserve_in_flight 3.0" in metrics_containing(url, "\nnnserve_in_flight 3.0")  # the autoscaler's
         main = server_processes(url)[0]
         main.send_signal(signal.SIGTERM)  # what Kubernetes or `docker stop` sends
         ready = httpx.get(url + "/readyz", timeout=5)

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from service.runtime import CPU, CUDA, TENSORRT, Execution, ModelLoadError, load_model
-from service.settings import Settings
+from service.settings import Settings, available_cores
 from tests.conftest import MODELS
 
 
@@ -95,9 +95,31 @@ def test_onnxruntime_and_onnxruntime_gpu_in_one_place_are_refused(tmp_path):
 
 
 def test_threads_default_to_the_cores_shared_out_among_the_workers(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("service.settings.available_cores", lambda: 8)
     assert Settings(workers=2).execution().threads == 4
     assert Settings(workers=0).execution().threads == 1  # one worker per core
     assert Settings(workers=16).execution().threads == 1
     assert Settings(workers=1).execution().threads == 8
     assert Settings(workers=2, threads=3).execution().threads == 3  # set: taken as it is
+
+
+@pytest.mark.parametrize(
+    ("files", "cores"),
+    [
+        ({}, 8),  # no cgroup files: the machine's cores
+        ({"cpu.max": "max 100000\n"}, 8),  # cgroup v2, no quota
+        ({"cpu.max": "200000 100000\n"}, 2),  # a pod's `limits.cpu: 2`
+        ({"cpu.max": "150000 100000\n"}, 1),  # 1.5 cores: whole cores, as BentoML counts its workers
+        ({"cpu.max": "50000 100000\n"}, 1),  # half a core: still one
+        ({"cpu.max": "3200000 100000\n"}, 8),  # a quota above the machine: the machine
+        ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, 8),  # v1, no quota
+        ({"cpu.max": "garbage"}, 8),  # unreadable: the machine's
+    ],
+)
+def test_available_cores_follow_a_container_cpu_quota(monkeypatch, tmp_path, files, cores):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert available_cores(tmp_path) == cores
