@@ -24,7 +24,7 @@ collect_ignore = [] if os.environ.get("NNSERVE_IMAGE") else ["container"]
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         folder = Path(str(item.fspath)).parent.name
-        if folder in ("unit", "integration", "contract", "training", "container"):
+        if folder in ("unit", "integration", "contract", "training", "container", "deploy"):
             item.add_marker(getattr(pytest.mark, folder))
 
 
