@@ -6,7 +6,7 @@ PORT ?= 3000
 SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve serve-gpu gpu-check gpu-prepare test test-unit models lint format clean bento container container-test loadtest overload bench soak soak-housing memory scale-curve activation-curve fuzz rollout
+.PHONY: serve serve-gpu gpu-check gpu-prepare test test-unit models lint format clean bento container container-test loadtest overload bench soak soak-housing memory scale-curve activation-curve fuzz rollout swarm-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,12 @@ container: $(SERVE_STAMP)
 # and compares every endpoint's answers; the test removes its containers.
 container-test: $(DEV_STAMP) container
 	NNSERVE_IMAGE=$(IMAGE) PATH="/usr/bin:$$PATH" $(BIN)/pytest tests/container
+
+# The image on a live Docker Swarm (deploy/swarm) under Locust load: a rolling update, a SIGKILLed replica,
+# scaling 1 -> 3 -> 1, no failed request (loadtests/swarm.py; about 2 minutes). It removes what it made:
+# the stack, the swarm if it made one, the proxy and update images. RECORD=1 appends to loadtests/RESULTS.md.
+swarm-test: $(DEV_STAMP) container
+	PATH="/usr/bin:$$PATH" $(BIN)/python -m loadtests.swarm --image $(IMAGE) $(if $(RECORD),--record)
 
 # The GPU check (loadtests/GPU.md). gpu-prepare, here: the onnxruntime-gpu wheel in parts and a kit
 # (wheels for the GPU machine's CPython 3.12, a 1000-class 224x224 model, the sample photos) under

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import signal
 import subprocess
 import sys
 import time
@@ -124,6 +125,12 @@ class LocustRun:
     process: subprocess.Popen
     log: Path
     limit_s: float
+
+    def stop(self) -> str:
+        """Ends the run now (as Ctrl-C would: Locust writes its reports), and waits for it."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        return self.wait()
 
     def wait(self) -> str:
         """Waits for Locust to end (killing it past its limit); returns its summary table."""
