@@ -28,10 +28,10 @@ def docker(*args: str, check: bool = True) -> str:
 
 
 @contextmanager
-def running(deadline_s: float = 60, **env: str) -> Iterator[tuple[str, str]]:
+def running(deadline_s: float = 60, docker_flags: tuple[str, ...] = (), **env: str) -> Iterator[tuple[str, str]]:
     """Starts the image on a free loopback port; yields (base URL, container id) once /readyz is 200."""
     port = free_port()
-    flags = [f"--env={k}={v}" for k, v in env.items()]
+    flags = [*docker_flags, *(f"--env={k}={v}" for k, v in env.items())]
     cid = docker("run", "-d", "-p", f"127.0.0.1:{port}:3000", *flags, IMAGE)
     url = f"http://127.0.0.1:{port}"
     started = time.monotonic()
@@ -125,3 +125,20 @@ def test_sigterm_stops_it_cleanly():
         assert state["Status"] == "exited" and state["ExitCode"] == 0, state
         logs = subprocess.run(["docker", "logs", cid], capture_output=True, text=True)
         assert "cleanup finalized" in logs.stdout + logs.stderr  # BentoML ran its shutdown, not a kill
+
+
+# As deploy/kubernetes and deploy/swarm run it: uid 1034, read-only root, a tmpfs /tmp, no capability,
+# no privilege escalation, one CPU of quota and the worker count left to the service.
+LOCKED_DOWN = ("--read-only", "--tmpfs=/tmp", "--user=1034:1034", "--cap-drop=ALL",
+               "--security-opt=no-new-privileges", "--cpus=1")  # fmt: skip
+
+
+def test_locked_down_as_the_manifests_run_it_with_workers_and_threads_from_the_cpu_quota():
+    with running(docker_flags=LOCKED_DOWN, BENTOML_HOME="/tmp/bentoml", NNSERVE_WORKERS="0") as (url, cid):
+        answer = httpx.post(url + "/v1/housing-price/predict", json=HOUSE, timeout=30)
+        assert answer.status_code == 200 and answer.json()["price"] > 0
+        assert docker("exec", cid, "id", "-u") == "1034"
+        cores = "from service.settings import available_cores; print(available_cores())"
+        assert docker("exec", "-w", "/home/bentoml/bento/src", cid, "python", "-c", cores) == "1"  # host: more
+        processes = docker("top", cid, "-eo", "pid,args")
+        assert processes.count("_bentoml_impl.worker.service") == 1, processes  # BentoML's cpu_count: the quota
