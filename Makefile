@@ -37,7 +37,12 @@ serve-gpu: $(GPU_VENV)/.installed
 serve: $(SERVE_STAMP)
 	$(BIN)/bentoml serve service.app:NNServe --host 0.0.0.0 --port $(PORT)
 
-test: $(DEV_STAMP)
+# promtool checks the alerting rules, and a real Prometheus scrapes a running nnserve (Debian's package).
+PROMETHEUS := /usr/bin/prometheus
+$(PROMETHEUS):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+
+test: $(DEV_STAMP) $(PROMETHEUS)
 	$(BIN)/pytest
 
 test-unit: $(DEV_STAMP)
