@@ -83,7 +83,7 @@ class Edge:
             return
         await self.admission.acquire()
         drain.in_flight += 1
-        gauge = in_flight()
+        gauge = in_flight()  # the autoscaler's metric: 1.6 us per request for the inc and dec (mmap writes)
         gauge.inc()
         answer = scope["nnserve.answer"] = Answer()  # filled in by the route (telemetry.Answer)
         start = time.perf_counter()

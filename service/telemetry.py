@@ -9,7 +9,7 @@
     nnserve_prediction_seconds{model, version}                 their latency, from the edge
     nnserve_in_flight                                          predictions being answered now, summed over
                                                                the workers: what an autoscaler reads
-                                                               (deploy/kubernetes/base/prometheus-adapter.yaml)
+                                                               (deploy/kubernetes/prometheus-adapter/)
     nnserve_shadow_difference{model, version, shadow_version, measure}
                                                                live against shadow answers: absolute_difference
                                                                (regression), probability_difference (clicks),
