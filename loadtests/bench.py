@@ -7,7 +7,8 @@ the plain Starlette app and the FastAPI app of loadtests/reference_apps.py (same
 onnxruntime call) on equal terms with nnserve: its worker count, uvloop and httptools, its onnxruntime
 threading; with --history also the one-process asyncio + h11 apps every bench before issue 17 used,
 labelled as such. One after the other; raw onnxruntime in-process is the ceiling. The ratios are
-against the tuned references. The
+against the tuned references. Each run also measures what the stack's server processes cost
+(loadtests/cost.py): CPU-seconds per 1,000 requests and peak resident memory. The
 table shows medians over the rounds and ratios, and is appended to loadtests/RESULTS.md with the
 date, commit and machine. Load goes to 127.0.0.1 only, for --duration seconds per run.
 
@@ -38,6 +39,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from loadtests.cost import cost
 from loadtests.gpu_check import per_second
 from loadtests.payloads import SHARED, cifar_jpegs, houses, impressions
 from service.runtime import load_model
@@ -224,10 +226,12 @@ def _ms(text: str) -> float:
 
 def parse_wrk(out: str, per_request: int) -> dict:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return {
         "throughput": rps * per_request,
+        "requests": requests,
         "p50": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
         "p99": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
         "non_2xx": int(bad.group(1)) if bad else 0,
@@ -255,7 +259,11 @@ def run_scenario(scenario: Scenario, models_dir: Path, seconds: int, rounds: int
             wrk(url, scenario, 2)
         for _ in range(rounds):
             for name in urls:
-                scenario.results.setdefault(name, []).append(wrk(urls[name], scenario, seconds))
+                with cost(urls[name]) as spent:
+                    run = wrk(urls[name], scenario, seconds)
+                run["cpu_s_per_1000"] = spent["cpu_s"] / max(run["requests"], 1) * 1000
+                run["peak_rss_mb"] = spent["peak_rss_mb"]
+                scenario.results.setdefault(name, []).append(run)
     scenario.ceiling = ceiling(scenario, models_dir)
 
 
@@ -266,8 +274,8 @@ def median(runs: list[dict], key: str) -> float:
 def table(done: list[Scenario]) -> list[str]:
     lines = [
         "| scenario | stack | throughput (median) | p50 ms | p99 ms | non-2xx "
-        "| vs Starlette | vs FastAPI | vs onnxruntime |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| vs Starlette | vs FastAPI | vs onnxruntime | CPU s per 1,000 requests | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in done:
         plain = median(s.results["starlette"], "throughput") if s.references else 0.0
@@ -277,9 +285,10 @@ def table(done: list[Scenario]) -> list[str]:
             vs = f"{t / plain:.2f} | {t / fast:.2f}" if s.references else "(no reference app) | "
             lines.append(
                 f"| {s.name} | {name} | {t:,.0f} {s.unit}/s | {median(runs, 'p50'):.2f} | {median(runs, 'p99'):.2f} "
-                f"| {sum(r['non_2xx'] for r in runs)} | {vs} | {t / s.ceiling:.3f} |"
+                f"| {sum(r['non_2xx'] for r in runs)} | {vs} | {t / s.ceiling:.3f} "
+                f"| {median(runs, 'cpu_s_per_1000'):.3f} | {max(r['peak_rss_mb'] for r in runs):.0f} |"
             )
-        lines.append(f"| {s.name} | onnxruntime in-process (ceiling) | {s.ceiling:,.0f} {s.unit}/s | | | | | | 1 |")
+        lines.append(f"| {s.name} | onnxruntime in-process (ceiling) | {s.ceiling:,.0f} {s.unit}/s | | | | | | 1 | | |")
     return lines
 
 
