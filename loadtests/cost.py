@@ -9,15 +9,7 @@ from contextlib import contextmanager, suppress
 
 import psutil
 
-
-def process_tree(url: str) -> list[psutil.Process]:
-    """The process started with `--port <port of url>` (bentoml serve, uvicorn) and its descendants."""
-    port = url.rsplit(":", 1)[1]
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = proc.info["cmdline"] or []
-        if "--port" in cmd[:-1] and cmd[cmd.index("--port") + 1] == port:
-            return [proc, *proc.children(recursive=True)]
-    raise RuntimeError(f"no server started with --port {port}")
+from tests.serving import server_processes
 
 
 def _cpu_s(procs: list[psutil.Process]) -> float:
@@ -41,7 +33,7 @@ def _rss(procs: list[psutil.Process]) -> int:
 def cost(url: str, every_s: float = 0.25) -> Iterator[dict]:
     """Yields a dict that holds, once the block ends, `cpu_s` (user + system seconds the server's
     processes used during it) and `peak_rss_mb` (their summed resident memory, sampled every_s)."""
-    procs = process_tree(url)
+    procs = server_processes(url)
     figures = {"peak_rss_mb": _rss(procs) / 1e6}
     done = threading.Event()
 

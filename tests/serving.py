@@ -91,15 +91,16 @@ def metrics_containing(url: str, *needles: str, deadline_s: float = 10) -> str:
 
 
 def server_processes(url: str) -> list:
-    """The `bentoml serve` process listening at `url` and all its descendants (the workers among them)."""
+    """The server process started with `--port <port of url>` (bentoml serve, uvicorn) and all its
+    descendants (bentoml's workers among them)."""
     import psutil
 
     port = url.rsplit(":", 1)[1]
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
-        if "serve" in cmd and "--port" in cmd and cmd[cmd.index("--port") + 1] == port:
+        if "--port" in cmd[:-1] and cmd[cmd.index("--port") + 1] == port:
             return [proc, *proc.children(recursive=True)]
-    raise RuntimeError(f"no bentoml serve on port {port}")
+    raise RuntimeError(f"no server started with --port {port}")
 
 
 def service_rss_mb(url: str) -> float:

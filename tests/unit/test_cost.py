@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from loadtests.cost import cost, process_tree
-from tests.serving import free_port
+from loadtests.cost import cost
+from tests.serving import free_port, server_processes
 
 BUSY = """
 import subprocess, sys, time
@@ -28,7 +28,7 @@ def test_cost_counts_the_server_and_its_children_cpu_and_memory():
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 20
-        while len(process_tree(url)) < 2:  # the child is up
+        while len(server_processes(url)) < 2:  # the child is up
             assert time.monotonic() < deadline
             time.sleep(0.1)
         with cost(url, every_s=0.05) as spent:
@@ -36,7 +36,7 @@ def test_cost_counts_the_server_and_its_children_cpu_and_memory():
         assert spent["cpu_s"] > 0  # the busy loop ran
         assert spent["peak_rss_mb"] > 200  # the 200 MB it holds, plus the child's
     finally:
-        for child in process_tree(f"http://127.0.0.1:{port}")[1:]:
+        for child in server_processes(f"http://127.0.0.1:{port}")[1:]:
             child.kill()
         server.kill()
         server.wait()
@@ -44,4 +44,4 @@ def test_cost_counts_the_server_and_its_children_cpu_and_memory():
 
 def test_no_server_on_the_port_is_an_error():
     with pytest.raises(RuntimeError, match="no server started with --port"):
-        process_tree(f"http://127.0.0.1:{free_port()}")
+        server_processes(f"http://127.0.0.1:{free_port()}")
