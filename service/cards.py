@@ -7,10 +7,12 @@ routes, its OpenAPI entries and its validation from the card alone (service/sche
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 Task = Literal["regression", "binary_classification", "image_classification"]
@@ -42,15 +44,32 @@ class NumericCard(_Strict):
     example: float | str | None = None  # for the API documentation and smoke checks
 
 
+class HashingCard(_Strict):
+    """An open ID (any string or integer) hashed into `buckets` codes by service/hashing.py."""
+
+    function: str  # service/hashing.FUNCTION; a card naming another is refused
+    salt: int  # per column, so equal IDs in two columns land in unrelated buckets
+    buckets: int
+    max_bytes: int  # only the ID's first max_bytes bytes count
+    seen: str  # base64 of numpy.packbits: one bit per bucket, set when it had its own embedding row
+
+
 class CategoricalCard(_Strict):
     name: str
     description: str
     values: list[str] | None  # closed string vocabulary, code = position; None for integer IDs
-    allowed: tuple[int, int]  # range of codes a client may send
+    allowed: tuple[int, int]  # range of codes a client may send (hashed IDs: of buckets)
     vocabulary: list[int]  # codes seen in training, each with its own embedding row; others -> unknown
     unknown_index: int = 0
     default: int | str | None = None  # None: required
     example: int | str | None = None
+    hashing: HashingCard | None = None  # set: the client sends the raw ID, the service hashes it
+
+    def seen_buckets(self) -> np.ndarray:
+        """The hashed ID's bucket bitmap as a numpy bool array (vocabulary is empty for hashed IDs)."""
+        assert self.hashing is not None
+        bits = np.frombuffer(base64.b64decode(self.hashing.seen), dtype=np.uint8)
+        return np.unpackbits(bits, count=self.hashing.buckets).astype(bool)
 
 
 class ImageInputCard(_Strict):

@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema, create_model
 
 from service.cards import ApiCard, CategoricalCard, ModelCard, NumericCard
 from service.tabular import date_of
@@ -30,6 +30,18 @@ def _iso(value: Any) -> Any:
 # A date arrives as a string, in JSON and in Python alike (FastAPI validates parsed dicts): lax parsing
 # of that string, but nothing else (pydantic's lax dates would take a number as a Unix time).
 IsoDate = Annotated[dt.date, BeforeValidator(_iso), Field(strict=False)]
+
+
+def _open_id(value: Any) -> str | int:
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ValueError(f"expected an ID as it appears in the log: a string or an integer, not {type(value).__name__}")
+
+
+# An open ID (hashed by the service): one check and one message, where `str | int` would give two.
+OpenId = Annotated[
+    str | int, PlainValidator(_open_id), WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "integer"}]})
+]
 
 
 class FieldWarning(BaseModel):
@@ -77,6 +89,9 @@ def _categorical_field(f: CategoricalCard) -> tuple[Any, Any]:
     if f.values is not None:
         sample = f.example if f.example is not None else f.values[0]
         return Literal[tuple(f.values)], Field(default, description=f.description, examples=[sample])  # type: ignore[misc]
+    if f.hashing is not None:
+        text = f"{f.description} An ID as it appears in the log: a string or an integer of any size."
+        return OpenId, Field(default, description=text, examples=[f.example if f.example is not None else ""])
     lo, hi = f.allowed
     sample = f.example if f.example is not None else (f.vocabulary[0] if f.vocabulary else lo)
     text = f"{f.description} Integer from {lo} to {hi}."

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from service.cards import ModelCard
+from service.hashing import bucket, buckets_of
 
 SMALL = 8  # rows up to which plain Python beats numpy's per-call overhead
 
@@ -54,11 +55,15 @@ class TabularEncoder:
         self.offsets = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
         self.seen = np.zeros(sum(sizes), dtype=bool)
         for j, f in enumerate(card.categorical):
-            self.seen[[self.offsets[j] + c - self.minimum[j] for c in f.vocabulary]] = True
+            if f.hashing is not None:
+                self.seen[self.offsets[j] : self.offsets[j] + sizes[j]] = f.seen_buckets()
+            else:
+                self.seen[[self.offsets[j] + c - self.minimum[j] for c in f.vocabulary]] = True
         self.closed = [
             {v: i for i, v in enumerate(f.values)} if f.values is not None else None for f in card.categorical
         ]
-        self.vocabularies = [frozenset(f.vocabulary) for f in card.categorical]
+        # Open IDs the service hashes (service/hashing.py): column -> (salt, buckets)
+        self.hashed = {j: (f.hashing.salt, f.hashing.buckets) for j, f in enumerate(card.categorical) if f.hashing}
 
     def encode(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[dict[str, Any]]]]:
         """Validated rows (field -> value) -> numeric [N, F] float32, codes [N, C] int64, warnings per row."""
@@ -68,7 +73,7 @@ class TabularEncoder:
         numeric = np.empty((len(rows), len(self.numeric)), dtype=np.float32)
         codes = np.empty((len(rows), len(self.categorical)), dtype=np.int64)
         warnings: list[list[dict[str, Any]]] = []
-        low, high, dates = self.low.tolist(), self.high.tolist(), self.dates
+        low, high, dates, hashed = self.low.tolist(), self.high.tolist(), self.dates, self.hashed
         for r, row in enumerate(rows):
             found = []
             for j, (name, _) in enumerate(self.numeric):
@@ -77,9 +82,10 @@ class TabularEncoder:
                 if not low[j] <= numeric[r, j] <= high[j]:  # as the model sees it, in float32
                     found.append(self._outside(row, j))
             for j, (name, _) in enumerate(self.categorical):
-                index = self.closed[j]
-                codes[r, j] = code = row[name] if index is None else index[str(row[name])]
-                if code not in self.vocabularies[j]:
+                index, value = self.closed[j], row[name]
+                code = bucket(value, *hashed[j]) if j in hashed else value if index is None else index[str(value)]
+                codes[r, j] = code
+                if not self.seen[self.offsets[j] + code - self.minimum[j]]:
                     found.append(self._unseen(row, j))
             warnings.append(found)
         return numeric, codes, warnings
@@ -96,11 +102,17 @@ class TabularEncoder:
             .reshape(len(rows), len(self.numeric))
             .astype(np.float32)
         )
-        closed = [(name, index) for (name, _), index in zip(self.categorical, self.closed, strict=True)]
+        closed = [
+            (name, index, j in self.hashed)
+            for j, ((name, _), index) in enumerate(zip(self.categorical, self.closed, strict=True))
+        ]
         codes = np.array(
-            [[row[name] if index is None else index[str(row[name])] for name, index in closed] for row in rows],
+            [[0 if hashed else row[name] if index is None else index[str(row[name])] for name, index, hashed in closed]
+             for row in rows],
             dtype=np.int64,
-        ).reshape(len(rows), len(self.categorical))
+        ).reshape(len(rows), len(self.categorical))  # fmt: skip
+        for j, (salt, buckets) in self.hashed.items():
+            codes[:, j] = buckets_of([row[self.categorical[j][0]] for row in rows], salt, buckets)
         outside = (values < self.low) | (values > self.high)  # as the model sees them, in float32
         position = np.clip(codes - self.minimum, 0, None) + self.offsets
         unseen = ~self.seen[np.minimum(position, len(self.seen) - 1)]

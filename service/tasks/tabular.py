@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from service import hashing as hashing_
 from service.batching import Batcher
 from service.bodies import JSON, check_media_type, parse_json, read_body
 from service.cards import TensorSpec
@@ -38,6 +39,14 @@ class Tabular(Adapter):
         for f in card.categorical:
             if f.values is not None and tuple(f.allowed) != (0, len(f.values) - 1):
                 raise self.fail(f"feature {f.name}: {len(f.values)} values but allowed codes {f.allowed}")
+            hashing = f.hashing
+            if hashing and (hashing.function, hashing.max_bytes) != (hashing_.FUNCTION, hashing_.MAX_ID_BYTES):
+                raise self.fail(
+                    f"feature {f.name} is hashed with {hashing.function} over {hashing.max_bytes} bytes; this "
+                    f"service hashes with {hashing_.FUNCTION} over {hashing_.MAX_ID_BYTES}"
+                )
+            if hashing and tuple(f.allowed) != (0, hashing.buckets - 1):
+                raise self.fail(f"feature {f.name}: {hashing.buckets} hash buckets but allowed codes {f.allowed}")
         self.encoder = TabularEncoder(card)
         self.types: TabularTypes = tabular_types(card, self.settings.max_batch_rows)
         self.served = {"model": self.name, "version": card.version}
@@ -61,7 +70,8 @@ class Tabular(Adapter):
 
     def describe(self) -> dict[str, Any]:
         card, note = self.model.card, "raw values in column order (dates as decimal years); categorical columns as "
-        note += "integer codes: closed vocabularies as positions in the card's values, IDs as they are"
+        note += "integer codes: closed vocabularies as positions in the card's values, IDs as they are, "
+        note += "hashed IDs as their bucket (service/hashing.py)"
         columns = {"numeric_columns": [f.name for f in card.numeric],
                    "categorical_columns": [f.name for f in card.categorical]}  # fmt: skip
         return {**super().describe(), **columns, "input_note": note}
