@@ -22,14 +22,16 @@ def fit(
     desc: str,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     bf16: bool = False,
+    quiet: bool = False,
 ) -> list[dict[str, float]]:
     """Trains for `epochs`; `batches(epoch)` yields minibatches, `loss_fn(batch)` returns the loss.
 
     The scheduler (if any) steps once per batch. Returns one history row per epoch: epoch, steps and
-    training seconds so far, train_loss, and whatever `evaluate()` returns (run in eval mode, no gradients)."""
+    training seconds so far, train_loss, and whatever `evaluate()` returns (run in eval mode, no gradients).
+    `quiet`: no progress output (the other processes of a torchrun)."""
     history: list[dict[str, float]] = []
     seconds = 0.0  # training time so far, evaluation excluded: the x axis of wall-clock comparisons
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", dynamic_ncols=True)
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", dynamic_ncols=True, disable=quiet)
     for epoch in bar:
         model.train()
         total, count = 0.0, 0
@@ -54,5 +56,6 @@ def fit(
         history.append(row)
         shown = {k: v for k, v in row.items() if k not in ("epoch", "steps", "seconds")}
         bar.set_postfix({k: round(v, 4) for k, v in shown.items()})
-        tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k}={v:.4f}" for k, v in shown.items()))
+        if not quiet:
+            tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k}={v:.4f}" for k, v in shown.items()))
     return history

@@ -7,6 +7,10 @@ training/data_adclick.py, written to --generated-csv first so the card can recor
 A real log needs the contract's columns plus `timestamp` (sortable number) and `clicked` (0/1);
 `p_true` is optional (enables the oracle AUC). The model goes to build/models/ad-click/<time>/ (or
 --out); --publish installs it as models/ad-click once its card passes the bar.
+
+    python -m training.train_adclick --schema avazu|criteo|simulated|my_log.toml --data log.csv.gz [...]
+
+trains on a log as it comes, declared by a schema (training/train_clicklog.py; `--schema avazu --help`).
 """
 
 from __future__ import annotations
@@ -204,6 +208,11 @@ def train(cfg: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if any(a == "--schema" or a.startswith("--schema=") for a in args):  # a log declared by its schema
+        from training import train_clicklog
+
+        return run_trainer(train_clicklog.Config, args, train_clicklog.__doc__ or "", train_clicklog.train)
     return run_trainer(Config, argv, __doc__ or "", train)
 
 

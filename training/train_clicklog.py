@@ -1,0 +1,372 @@
+"""Train a click model on a log as it comes, by its declared schema; export it with its card.
+
+    python -m training.train_adclick --schema avazu --data train.csv.gz
+    python -m training.train_adclick --schema criteo --data day_0.tsv.gz --limit 20000000
+    python -m training.train_adclick --schema my_log.toml --data log.csv
+    torchrun --nproc_per_node=2 -m training.train_adclick --schema avazu --data train.csv.gz
+
+The schema (a preset in training/schemas/ or a TOML file; docs/clicklogs.md) says which column is the
+label, the time, a number, a closed category or an open ID. IDs are hashed into a bounded number of
+buckets, the same way the service hashes a request's raw ID (service/hashing.py). The latest
+`--holdout` share of rows by time (file order without a timestamp) is held out; the model must beat a
+logistic regression tuned on it, and be calibrated. Under torchrun each process trains on its share of
+every batch (DistributedDataParallel: gloo on CPUs, nccl on GPUs); the first one exports.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import os
+import resource
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from tqdm import tqdm
+
+from service import hashing
+from service.cards import CategoricalCard, DataCard, HashingCard, NumericCard
+from training.clicklog_data import ClickLog, code_columns, read_log, salt_of
+from training.clicklog_schema import Schema, load_schema
+from training.contract import AD_CLICK, CATEGORICAL_INPUT, NUMERIC_INPUT
+from training.export import finish, run_dir, save_model
+from training.loop import fit
+from training.metrics import classification_metrics
+from training.models import ClickNet, CodeLookup, Logits
+from training.runinfo import TrainingDataError, config_dict, library_versions, sha256_file
+
+log = logging.getLogger(__name__)
+AUC_GAP_BAR = 0.01  # to the oracle, where the log's true probabilities are known
+CALIBRATION_BAR = 0.01
+EVAL_CHUNK = 65_536  # rows per forward pass when scoring: memory stays flat on a 4-million-row holdout
+BIN_SAMPLE = 1_000_000  # rows the numbers' quantile bins are taken from
+NUMERIC_BOUND = 1e15  # numbers a request may send: any a log could hold; outside the seen range: a warning
+
+
+@dataclass
+class Config:
+    schema: str = ""  # a preset (avazu, criteo, simulated) or a schema TOML file
+    data: Path | None = None  # the log: CSV or TSV, plain or gzip
+    limit: int = 0  # read only the first LIMIT rows (0: the whole log)
+    holdout: float = 0.2  # the latest share of rows, by timestamp (file order without one), is held out
+    name: str = ""  # the served model's name (default: the schema's)
+    buckets: int = 0  # hash buckets per ID column (0: the schema's, default 262144): bounds memory
+    out: Path | None = None  # where the model is written; default build/models/<name>/<UTC time>
+    publish: bool = False  # once the card passes its bar, install it as <models-dir>/<name>[/<version>]
+    models_dir: Path = Path("models")  # the served models directory (never written without --publish)
+    epochs: int = 3  # measured on 2 M rows: the held-out AUC peaks at 2-3 epochs, falls after
+    batch_size: int = 2048  # rows per Adam step, all processes together
+    lr: float = 3e-3  # Adam; cosine-decayed over the run
+    weight_decay: float = 1e-5  # Adam's (coupled) L2: pulls the rows of rare IDs, seldom in a batch, to zero
+    hidden: str = "128,64"  # the MLP's ReLU layers (256,128 measured no better)
+    cross_layers: int = 0  # DCN-v2 cross layers beside the MLP (measured no better on our layouts)
+    embedding_dim: int = 16  # capped at rows + 1 per column
+    numeric_bins: int = 20  # each number also enters as its quantile bin (0: as a scaled number only)
+    min_count: int = 5  # buckets seen fewer times share the unknown row, as unseen IDs do at serving time
+    unknown_rate: float = 0.01  # share of codes hidden in training so the unknown row learns
+    baseline_rows: int = 2_000_000  # the logistic regression fits on the latest N training rows (sklearn: 1 core)
+    threads: int = 0  # 0: torch's default (all cores, shared out between torchrun's processes)
+    seed: int = 0
+    version: str = "1"  # written into the card
+    dry_run: bool = False  # the first 20k rows, one epoch: seconds, for tests; never published
+
+
+def train(cfg: Config) -> int:
+    world, rank = _distributed()
+    if not cfg.schema or cfg.data is None:
+        raise TrainingDataError("--schema and --data: give both (a preset or TOML file, and the log)")
+    schema = load_schema(cfg.schema)
+    name = cfg.name or schema.name
+    out = run_dir(cfg, name)
+    if cfg.dry_run:
+        cfg.limit, cfg.epochs, cfg.batch_size = cfg.limit or 20_000, 1, min(cfg.batch_size, 512)
+    if cfg.buckets:
+        schema = schema.with_buckets(cfg.buckets)
+    started = time.time()
+    data = read_log(cfg.data, schema, cfg.limit, quiet=rank > 0)
+    train_rows, val = _split(cfg, schema, data)
+    _warn_constant(cfg.data, schema, train_rows)
+    net, seen = _build(cfg, schema, train_rows)
+    history, train_seconds = _train(cfg, net, train_rows, val, world, rank)
+    if rank > 0:
+        return 0
+    final = classification_metrics(val.label, predict(net, val))
+    baseline, c_value = logistic_baseline(schema, train_rows, val, cfg.baseline_rows)
+    metrics = {"model": final, "baseline": baseline}
+    checks = {
+        f"auc {final['auc']:.4f} > tuned logistic regression {baseline['auc']:.4f}": final["auc"] > baseline["auc"],
+        f"calibration error {final['calibration_error']:.4f} <= {CALIBRATION_BAR}": final["calibration_error"]
+        <= CALIBRATION_BAR,
+    }
+    if val.p_true is not None:
+        metrics["oracle"] = oracle = classification_metrics(val.label, val.p_true)
+        checks[f"auc {final['auc']:.4f} within {AUC_GAP_BAR} of oracle {oracle['auc']:.4f}"] = (
+            oracle["auc"] - final["auc"] <= AUC_GAP_BAR
+        )
+    facts = {
+        **data.facts,
+        "train_seconds": round(train_seconds, 1),
+        "trained_rows_per_second": round(cfg.epochs * len(train_rows) / max(train_seconds, 1e-9)),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "processes": world,
+    }
+    log.info("peak RSS %s MB; read %s rows/s; trained %s rows/s", facts["peak_rss_mb"], f"{facts['rows_per_second']:,}",
+             f"{facts['trained_rows_per_second']:,}")  # fmt: skip
+    card_fields = {
+        "name": name,
+        "version": cfg.version,
+        "task": "binary_classification",
+        "description": schema.description,
+        "output_unit": "probability",
+        "numeric": _numeric_cards(schema, train_rows),
+        "categorical": _code_cards(schema, seen, data),
+        "data": DataCard(
+            files=[{"path": cfg.data.name, "sha256": sha256_file(cfg.data), "rows": len(data)}],
+            split=f"the latest {cfg.holdout:.0%} of rows "
+            + ("by timestamp" if schema.timestamp else "in file order (the schema has no timestamp)")
+            + " held out; the logistic regression's L2 strength was chosen on them",
+            rows={"train": len(train_rows), "validation": len(val), "validation_clicks": int(val.label.sum())},
+        ),
+        "metrics": metrics,
+        "bar": {
+            "description": f"AUC above a logistic regression on the hashed one-hot features (L2 chosen on the "
+            f"held-out rows: C={c_value:g}), calibration error <= {CALIBRATION_BAR} (20 equal-count bins)"
+            + (f", AUC within {AUC_GAP_BAR} of the oracle" if val.p_true is not None else ""),
+            "checks": checks,
+        },
+        "training": {
+            "config": config_dict(cfg),
+            "schema": {
+                "source": schema.source,
+                "delimiter": schema.delimiter,
+                "header": schema.header,
+                "columns": [_declared(c) for c in schema.columns],
+            },  # fmt: skip
+            "facts": facts,
+            "versions": library_versions(),
+            "history": history,
+            "duration_s": round(time.time() - started, 1),
+            "parameters": sum(p.numel() for p in net.parameters()),
+        },
+    }
+    parity = {NUMERIC_INPUT: torch.from_numpy(val.numeric[:20_000].copy()),
+              CATEGORICAL_INPUT: torch.from_numpy(val.codes[:20_000].astype(np.int64))}  # fmt: skip
+    staging = out.parent / f".{out.name}.partial"  # nothing half-written at --out if export fails
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        card = save_model(net, parity, AD_CLICK.output, staging, 1e-5, card_fields, history, "auc")
+        shutil.rmtree(out, ignore_errors=True)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return finish(card, out, cfg)
+
+
+def _distributed() -> tuple[int, int]:
+    """(world size, rank): under torchrun, joins the process group (gloo on CPUs, nccl on GPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if not int(os.environ.get("OMP_NUM_THREADS", "0")):
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+    return world, (dist.get_rank() if world > 1 else 0)
+
+
+def _split(cfg: Config, schema: Schema, data: ClickLog) -> tuple[ClickLog, ClickLog]:
+    """The latest `holdout` share by time (reordered in place, column by column: no second copy of
+    the log), or by file order without a timestamp."""
+    if data.time is not None and np.any(np.diff(data.time) < 0):
+        order = np.argsort(data.time, kind="stable")
+        for j in range(data.codes.shape[1]):
+            data.codes[:, j] = data.codes[order, j]
+        for j in range(data.numeric.shape[1]):
+            data.numeric[:, j] = data.numeric[order, j]
+        data.label, data.time = data.label[order], data.time[order]
+        data.p_true = None if data.p_true is None else data.p_true[order]
+    if data.time is None:
+        log.info("%s: no timestamp in the schema: the latest %.0f%% in file order are held out", cfg.data,
+                 cfg.holdout * 100)  # fmt: skip
+    cut = int(len(data) * (1 - cfg.holdout))
+    train, val = data.take(slice(0, cut)), data.take(slice(cut, None))
+    for part, what in ((train, "training"), (val, "held-out")):
+        clicks = int(part.label.sum())
+        if clicks in (0, len(part)):
+            raise TrainingDataError(
+                f"{cfg.data}: the {what} split ({len(part):,} rows) has {'no' if not clicks else 'only'} clicks: "
+                "nothing to learn or measure; give a longer log or change --holdout"
+            )
+    return train, val
+
+
+def _warn_constant(path: Path, schema: Schema, train: ClickLog) -> None:
+    """A constant column carries nothing; it is kept (it may vary when served) and said once."""
+    names = [c.name for c in schema.role("numeric")] + [c.name for c in code_columns(schema)]
+    columns = [train.numeric[:, j] for j in range(train.numeric.shape[1])]
+    columns += [train.codes[:, j] for j in range(train.codes.shape[1])]
+    for name, column in zip(names, columns, strict=True):
+        if column.min() == column.max():
+            log.warning("%s: column %r is constant in the training split: it carries nothing (role \"ignore\" "
+                        "drops it)", path, name)  # fmt: skip
+
+
+def _build(cfg: Config, schema: Schema, train: ClickLog) -> tuple[ClickNet, list[np.ndarray]]:
+    """The net, with scaling statistics and each column's rows taken from the training split: a code
+    seen at least `min_count` times gets its own embedding row, everything else shares row 0."""
+    lookups, seen = [], []
+    for j, c in enumerate(code_columns(schema)):
+        size = c.buckets if c.role == "id" else len(c.values)
+        counts = np.bincount(train.codes[:, j], minlength=size)
+        frequent = counts >= (cfg.min_count if c.role == "id" else 1)
+        lookups.append(CodeLookup(0, torch.from_numpy(np.cumsum(frequent) * frequent)))
+        seen.append(frequent)
+    log_mask = [c.log for c in schema.role("numeric")]
+    stats, edges = [], []  # column by column: no float64 copy of the whole log
+    quantiles = np.linspace(0, 1, cfg.numeric_bins + 1)[1:-1]
+    sample = np.random.default_rng(cfg.seed).permutation(len(train))[:BIN_SAMPLE]
+    for j, log_scaled in enumerate(log_mask):
+        raw = train.numeric[:, j]
+        edges.append(torch.from_numpy(np.unique(np.quantile(raw[sample], quantiles, method="lower"))))
+        x = np.log1p(np.clip(raw, 0, None), dtype=np.float64) if log_scaled else raw.astype(np.float64)
+        stats.append((x.mean(), max(x.std(ddof=1), 1e-6)))
+    mean, std = (torch.tensor([s[k] for s in stats], dtype=torch.float64) for k in (0, 1))
+    dims = [min(cfg.embedding_dim, int(f.sum()) + 1) for f in seen]
+    hidden = tuple(int(h) for h in cfg.hidden.split(",") if h)
+    torch.manual_seed(cfg.seed)
+    net = ClickNet(mean, std, torch.tensor(log_mask, dtype=torch.bool), lookups, dims, hidden, cfg.cross_layers,
+                   edges if cfg.numeric_bins else None)  # fmt: skip
+    return net, seen
+
+
+def _train(cfg: Config, net: ClickNet, train: ClickLog, val: ClickLog, world: int, rank: int):
+    """Adam on shuffled batches; under torchrun every process draws the same order and takes its share
+    of each batch, and DistributedDataParallel averages the gradients: the same steps as one process."""
+    model = Logits(net)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    order_gen = torch.Generator().manual_seed(cfg.seed)
+    mask_gen = torch.Generator().manual_seed(cfg.seed + 1 + rank)
+    steps = cfg.epochs * (len(train) // cfg.batch_size)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+
+    def batches(_epoch: int):
+        order = torch.randperm(len(train), generator=order_gen).numpy()
+        share = cfg.batch_size // world
+        starts = range(0, len(order) - cfg.batch_size + 1, cfg.batch_size)  # equal step counts on every rank
+        for i in tqdm(starts, desc=f"epoch {_epoch + 1}", unit="batch", leave=False, disable=rank > 0):
+            idx = np.sort(order[i + rank * share : i + (rank + 1) * share])
+            codes = torch.from_numpy(train.codes[idx].astype(np.int64))
+            if cfg.unknown_rate:
+                codes[torch.rand(codes.shape, generator=mask_gen) < cfg.unknown_rate] = -1
+            labels = torch.from_numpy(train.label[idx, None].astype(np.float32))
+            yield torch.from_numpy(train.numeric[idx]), codes, labels
+
+    def loss_fn(batch):
+        numeric, codes, y = batch
+        return F.binary_cross_entropy_with_logits(model(numeric, codes), y)
+
+    def evaluate() -> dict[str, float]:
+        if rank > 0:
+            return {}
+        m = classification_metrics(val.label, predict(net, val))
+        return {"val_loss": m.pop("log_loss"), **m}
+
+    started = time.perf_counter()
+    history = fit(model, batches, loss_fn, opt, cfg.epochs, evaluate, cfg.name or "click model", sched,
+                  quiet=rank > 0)  # fmt: skip
+    return history, time.perf_counter() - started
+
+
+def predict(net: ClickNet, data: ClickLog) -> np.ndarray:
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(data), EVAL_CHUNK):
+            numeric = torch.from_numpy(data.numeric[i : i + EVAL_CHUNK])
+            codes = torch.from_numpy(data.codes[i : i + EVAL_CHUNK].astype(np.int64))
+            out.append(net(numeric, codes).numpy().ravel())
+    return np.concatenate(out)
+
+
+def logistic_baseline(schema: Schema, train: ClickLog, val: ClickLog, rows: int) -> tuple[dict[str, float], float]:
+    """A logistic regression on the same hashed codes, one-hot (plus the scaled numbers), its L2
+    strength chosen on the held-out rows: the strongest linear model the split allows."""
+    sizes = [c.buckets if c.role == "id" else len(c.values) for c in code_columns(schema)]
+    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+    log_mask = np.array([c.log for c in schema.role("numeric")], dtype=bool)
+    fit_rows = train.take(slice(max(0, len(train) - rows), None))
+
+    def numbers(d: ClickLog) -> np.ndarray:
+        x = d.numeric.astype(np.float64)
+        return np.where(log_mask, np.log1p(np.clip(x, 0, None)), x)
+
+    mean, std = numbers(fit_rows).mean(0), numbers(fit_rows).std(0) + 1e-6
+
+    def design(d: ClickLog) -> sp.csr_matrix:
+        n, k = d.codes.shape
+        onehot = sp.csr_matrix(
+            (np.ones(n * k, np.float32), (d.codes.astype(np.int64) + offsets).ravel(), np.arange(0, n * k + 1, k)),
+            shape=(n, int(sum(sizes))),
+        )
+        return sp.hstack([onehot, sp.csr_matrix((numbers(d) - mean) / std)]).tocsr()
+
+    x_fit, x_val = design(fit_rows), design(val)
+    best: tuple[float, dict[str, float], float] | None = None
+    model = LogisticRegression(max_iter=300, warm_start=True)  # each C starts from the last one's solution
+    for c in (0.01, 0.03, 0.1, 0.3, 1.0):
+        model.set_params(C=c).fit(x_fit, fit_rows.label)
+        metrics = classification_metrics(val.label, model.predict_proba(x_val)[:, 1])
+        log.info("logistic regression C=%g: held-out AUC %.4f", c, metrics["auc"])
+        if best is None or metrics["auc"] > best[0]:
+            best = (metrics["auc"], metrics, c)
+    assert best is not None
+    return best[1], best[2]
+
+
+def _numeric_cards(schema: Schema, train: ClickLog) -> list[NumericCard]:
+    cards = []
+    for j, c in enumerate(schema.role("numeric")):
+        lo, hi = float(train.numeric[:, j].min()), float(train.numeric[:, j].max())
+        cards.append(NumericCard(
+            name=c.name, description=c.description or f"Column {c.name} of the log.", unit="as in the log",
+            allowed=(-NUMERIC_BOUND, NUMERIC_BOUND), observed=(lo, hi), default=c.missing, integer=False,
+            boolean=False, example=float(train.numeric[0, j]),
+        ))  # fmt: skip
+    return cards
+
+
+def _code_cards(schema: Schema, seen: list[np.ndarray], data: ClickLog) -> list[CategoricalCard]:
+    cards = []
+    examples = data.facts.get("examples", {})
+    for c, frequent in zip(code_columns(schema), seen, strict=True):
+        description = c.description or f"Column {c.name} of the log."
+        if c.role == "categorical":
+            cards.append(CategoricalCard(
+                name=c.name, description=description, values=list(c.values), allowed=(0, len(c.values) - 1),
+                vocabulary=[int(i) for i in np.flatnonzero(frequent)], default=c.default,
+                example=examples.get(c.name, c.values[0]),
+            ))  # fmt: skip
+            continue
+        bits = base64.b64encode(np.packbits(frequent).tobytes()).decode()
+        cards.append(CategoricalCard(
+            name=c.name, description=description, values=None, allowed=(0, c.buckets - 1), vocabulary=[],
+            default="" if c.optional else None, example=examples.get(c.name, ""),
+            hashing=HashingCard(function=hashing.FUNCTION, salt=salt_of(c), buckets=c.buckets,
+                                max_bytes=hashing.MAX_ID_BYTES, seen=bits),
+        ))  # fmt: skip
+    return cards
+
+
+def _declared(column) -> dict:
+    """A column as the card records it: its role and the options that differ from the defaults."""
+    defaults = {f.name: f.default for f in dataclasses.fields(column)}
+    return {k: v for k, v in dataclasses.asdict(column).items() if k in ("name", "role") or v != defaults[k]}
