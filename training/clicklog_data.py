@@ -52,9 +52,13 @@ def code_columns(schema: Schema) -> list[Column]:
     return [c for c in schema.features if c.role in ("categorical", "id")]
 
 
-def read_log(path: Path, schema: Schema, limit: int = 0, quiet: bool = False) -> ClickLog:
+def read_log(
+    path: Path, schema: Schema, limit: int = 0, quiet: bool = False, shard: tuple[int, int] = (0, 1)
+) -> ClickLog:
     """The whole log (or its first `limit` rows), encoded. `<path>.p_true`, when present beside a log
-    whose schema has no probability column, gives the true probabilities (our generated logs)."""
+    whose schema has no probability column, gives the true probabilities (our generated logs).
+    shard=(k, n) keeps rows k, k + n, k + 2n, ... (torchrun's process k of n): each process holds a
+    share of the log, every one of them a sample of the whole period."""
     if not path.is_file():
         raise TrainingDataError(f"{path}: no such file: check --data")
     names = _header(path, schema)
@@ -83,20 +87,25 @@ def read_log(path: Path, schema: Schema, limit: int = 0, quiet: bool = False) ->
                 ) from None
             if limit:
                 batch = batch.slice(0, limit - rows)
-            first_line = rows + 1 + schema.header
             column = {c.name: batch.column(c.name) for c in wanted}
-            at = _Where(path, first_line)
+            first, step = (shard[0] - rows) % shard[1], shard[1]  # this process's rows of the block
+            if step > 1:
+                column = {
+                    name: values.take(pa.array(np.arange(first, len(batch), step))) for name, values in column.items()
+                }
+            at = _Where(path, rows + 1 + schema.header + first, step)
+            kept = len(column[schema.label.name])
             parts["numeric"].append(np.stack([_numeric(column[c.name], c, at) for c in numeric_cols], axis=1)
-                                    if numeric_cols else np.zeros((len(batch), 0), np.float32))  # fmt: skip
+                                    if numeric_cols else np.zeros((kept, 0), np.float32))  # fmt: skip
             parts["codes"].append(np.stack([_code(column[c.name], c, at) for c in code_cols], axis=1)
-                                  if code_cols else np.zeros((len(batch), 0), np.int32))  # fmt: skip
+                                  if code_cols else np.zeros((kept, 0), np.int32))  # fmt: skip
             parts["label"].append(_label(column[schema.label.name], schema.label, at))
             if schema.timestamp is not None:
                 parts["time"].append(_time(column[schema.timestamp.name], schema.timestamp, at))
             for c in schema.role("probability"):
                 parts["p_true"].append(_numeric(column[c.name], c, at))
             if rows == 0:  # the first row's raw values: the card's example request
-                examples = {c.name: column[c.name][0].as_py() for c in schema.features if len(batch)}
+                examples = {c.name: column[c.name][0].as_py() for c in schema.features if kept}
             rows += len(batch)
             bar.n = raw.tell()
             bar.set_postfix(rows=f"{rows:,}", refresh=False)
@@ -106,8 +115,8 @@ def read_log(path: Path, schema: Schema, limit: int = 0, quiet: bool = False) ->
     seconds = time.perf_counter() - started
     data = ClickLog(*(_joined(parts[k]) for k in ("numeric", "codes", "label", "time", "p_true")))
     if data.p_true is None and Path(f"{path}.p_true").is_file():
-        data.p_true = np.loadtxt(f"{path}.p_true", dtype=np.float32, max_rows=rows)
-    data.facts = {"rows": rows, "bytes": path.stat().st_size, "read_seconds": round(seconds, 1),
+        data.p_true = np.loadtxt(f"{path}.p_true", dtype=np.float32, max_rows=rows)[shard[0] :: shard[1]]
+    data.facts = {"rows": rows, "rows_kept": len(data), "bytes": path.stat().st_size, "read_seconds": round(seconds, 1),
                   "rows_per_second": round(rows / seconds), "examples": examples}  # fmt: skip
     log.info("%s: %s rows in %.1f s (%s rows/s)", path, f"{rows:,}", seconds, f"{rows / seconds:,.0f}")
     return data
@@ -116,11 +125,12 @@ def read_log(path: Path, schema: Schema, limit: int = 0, quiet: bool = False) ->
 @dataclass(frozen=True)
 class _Where:
     path: Path
-    first_line: int  # the file's line number of the block's first row
+    first_line: int  # the file's line number of the block's first row (this process's, under torchrun)
+    step: int = 1  # lines between two rows of this process
 
     def fail(self, column: Column, row: int, value: object, problem: str) -> TrainingDataError:
         return TrainingDataError(
-            f"{self.path}: line {self.first_line + row}, column {column.name!r}: {value!r} {problem}"
+            f"{self.path}: line {self.first_line + row * self.step}, column {column.name!r}: {value!r} {problem}"
         )
 
 
