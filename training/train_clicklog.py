@@ -323,7 +323,8 @@ def logistic_baseline(schema: Schema, train: ClickLog, val: ClickLog, rows: int)
         x = d.numeric.astype(np.float64)
         return np.where(log_mask, np.log1p(np.clip(x, 0, None)), x)
 
-    mean, std = numbers(fit_rows).mean(0), numbers(fit_rows).std(0) + 1e-6
+    fit_numbers = numbers(fit_rows)
+    mean, std = fit_numbers.mean(0), fit_numbers.std(0) + 1e-6
 
     width = int(sum(sizes))
 
