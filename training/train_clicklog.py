@@ -100,8 +100,18 @@ def train(cfg: Config) -> int:
     history, train_seconds = _train(cfg, net, train_rows, val, world, rank)
     if rank > 0:
         return 0
-    final = classification_metrics(val.label, predict(net, val))
-    baseline, c_value = logistic_baseline(schema, train_rows, val, cfg.baseline_rows)
+    val_clicks = predict(net, val)
+    final = classification_metrics(val.label, val_clicks)
+    # What the card needs from the training rows is taken now, and copies of the baseline's rows and
+    # the held-out rows are all that is kept: the log's arrays go back to the system before the
+    # logistic regression builds its matrix (peak RSS: docs/clicklogs.md).
+    numeric_cards, code_cards = _numeric_cards(schema, train_rows), _code_cards(schema, seen, data)
+    n_train = len(train_rows)
+    fit_rows = train_rows.take(np.arange(max(0, n_train - cfg.baseline_rows), n_train))  # an index array: a copy
+    val = val.take(np.arange(len(val)))
+    read_facts = data.facts
+    del data, train_rows
+    baseline, c_value = logistic_baseline(schema, fit_rows, val)
     metrics = {"model": final, "baseline": baseline}
     checks = {
         f"auc {final['auc']:.4f} > tuned logistic regression {baseline['auc']:.4f}": final["auc"] > baseline["auc"],
@@ -114,9 +124,9 @@ def train(cfg: Config) -> int:
             oracle["auc"] - final["auc"] <= AUC_GAP_BAR
         )
     facts = {
-        **data.facts,
+        **read_facts,
         "train_seconds": round(train_seconds, 1),
-        "trained_rows_per_second": round(cfg.epochs * len(train_rows) / max(train_seconds, 1e-9)),
+        "trained_rows_per_second": round(cfg.epochs * n_train / max(train_seconds, 1e-9)),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "processes": world,
     }
@@ -128,15 +138,15 @@ def train(cfg: Config) -> int:
         "task": "binary_classification",
         "description": schema.description,
         "output_unit": "probability",
-        "numeric": _numeric_cards(schema, train_rows),
-        "categorical": _code_cards(schema, seen, data),
+        "numeric": numeric_cards,
+        "categorical": code_cards,
         "data": DataCard(
-            files=[{"path": cfg.data.name, "sha256": sha256_file(cfg.data), "rows": data.facts["rows"]}],
+            files=[{"path": cfg.data.name, "sha256": sha256_file(cfg.data), "rows": read_facts["rows"]}],
             split=f"the latest {cfg.holdout:.0%} of rows "
             + ("by timestamp" if schema.timestamp else "in file order (the schema has no timestamp)")
             + " held out; the logistic regression's L2 strength was chosen on them"
             + (f"; rows counted and scored: the first of {world} processes' share" if world > 1 else ""),
-            rows={"train": len(train_rows), "validation": len(val), "validation_clicks": int(val.label.sum())},
+            rows={"train": n_train, "validation": len(val), "validation_clicks": int(val.label.sum())},
         ),
         "metrics": metrics,
         "bar": {
@@ -311,13 +321,13 @@ def predict(net: ClickNet, data: ClickLog) -> np.ndarray:
     return np.concatenate(out)
 
 
-def logistic_baseline(schema: Schema, train: ClickLog, val: ClickLog, rows: int) -> tuple[dict[str, float], float]:
+def logistic_baseline(schema: Schema, fit_rows: ClickLog, val: ClickLog) -> tuple[dict[str, float], float]:
     """A logistic regression on the same hashed codes, one-hot (plus the scaled numbers), its L2
     strength chosen on the held-out rows: the strongest linear model the split allows."""
     sizes = [c.buckets if c.role == "id" else len(c.values) for c in code_columns(schema)]
     offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
     log_mask = np.array([c.log for c in schema.role("numeric")], dtype=bool)
-    fit_rows = train.take(slice(max(0, len(train) - rows), None))
+    k, m = fit_rows.codes.shape[1], fit_rows.numeric.shape[1]
 
     def numbers(d: ClickLog) -> np.ndarray:
         x = d.numeric.astype(np.float64)
@@ -325,22 +335,30 @@ def logistic_baseline(schema: Schema, train: ClickLog, val: ClickLog, rows: int)
 
     fit_numbers = numbers(fit_rows)
     mean, std = fit_numbers.mean(0), fit_numbers.std(0) + 1e-6
-
-    width = int(sum(sizes))
+    # Only the one-hot columns the fit rows hold get a weight: under L2 from a zero start a column no
+    # fit row holds keeps weight 0, so leaving it out changes no answer, and the solver's vectors
+    # (lbfgs keeps twenty of them) shrink from every bucket of every column to the buckets in use.
+    used = np.concatenate([np.flatnonzero(np.bincount(fit_rows.codes[:, j], minlength=size)) + offsets[j]
+                           for j, size in enumerate(sizes)])  # fmt: skip
+    column = np.full(int(sum(sizes)), -1, np.int64)
+    column[used] = np.arange(len(used))
+    width = len(used)
 
     def design(d: ClickLog) -> sp.csr_matrix:
-        """Row by row: a 1 at each code's column, then the scaled numbers. Built as CSR arrays at once
-        (float64 values, int32 indices: what sklearn fits on without a copy), no COO or hstack."""
-        n, k = d.codes.shape
-        m = d.numeric.shape[1]
-        index = np.int32 if width + m < 2**31 else np.int64
+        """Row by row: a 1 at each code's column (a 0 at column 0 for a code no fit row holds), then the
+        scaled numbers. Built as CSR arrays at once, indices and row pointers int32 (float64 values:
+        what sklearn's lbfgs fits on without a copy), no COO or hstack."""
+        n = len(d)
+        index = np.int32 if n * (k + m) < 2**31 else np.int64
         indices = np.empty((n, k + m), index)
-        indices[:, :k] = d.codes
-        indices[:, :k] += offsets.astype(index)
-        indices[:, k:] = width + np.arange(m, dtype=index)
         values = np.ones((n, k + m), np.float64)
+        for j in range(k):  # column by column: no int64 copy of all the codes at once
+            where = column[d.codes[:, j] + offsets[j]]
+            values[:, j] = where >= 0
+            indices[:, j] = np.maximum(where, 0)
+        indices[:, k:] = width + np.arange(m, dtype=index)
         values[:, k:] = (numbers(d) - mean) / std
-        indptr = np.arange(0, n * (k + m) + 1, k + m, dtype=np.int64)
+        indptr = np.arange(0, n * (k + m) + 1, k + m, dtype=index)
         return sp.csr_matrix((values.ravel(), indices.ravel(), indptr), shape=(n, width + m))
 
     x_fit = design(fit_rows)
