@@ -243,10 +243,17 @@ STACKS = ("nnserve", "starlette", "fastapi")
 HISTORY = " (history: 1 process, asyncio + h11)"
 
 
-def run_scenario(scenario: Scenario, models_dir: Path, seconds: int, rounds: int, history: bool = False) -> None:
+DRIFT_OFF = "nnserve, drift off"  # the same service with NNSERVE_DRIFT_WINDOW_ROWS=0: what drift tracking costs
+
+
+def run_scenario(
+    scenario: Scenario, models_dir: Path, seconds: int, rounds: int, history: bool = False, drift_off: bool = False
+) -> None:
     tagger = "imagenet-classifier" if scenario.models == "imagenet" else "image-tagging"
     with ExitStack() as stack:
         urls = {"nnserve": stack.enter_context(bentoml_serve(models_dir))}
+        if drift_off:
+            urls[DRIFT_OFF] = stack.enter_context(bentoml_serve(models_dir, NNSERVE_DRIFT_WINDOW_ROWS="0"))
         if scenario.references:
             urls["starlette"] = stack.enter_context(uvicorn_app("starlette_app", models_dir, tagger))
             urls["fastapi"] = stack.enter_context(uvicorn_app("fastapi_app", models_dir, tagger))
@@ -330,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated scenario names")
     parser.add_argument("--no-record", action="store_true", help="do not append to loadtests/RESULTS.md")
     parser.add_argument("--history", action="store_true", help="also the one-process asyncio + h11 references")
+    parser.add_argument("--drift-off", action="store_true", help="also nnserve without drift tracking (its cost)")
     args = parser.parse_args(argv)
     chosen = [s for s in scenarios() if not args.only or s.name in args.only.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -337,9 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         if any(s.models == "imagenet" for s in chosen):
             dirs["imagenet"] = imagenet_models_dir(Path(tmp))
         for s in chosen:
-            stacks = (len(STACKS) + 2 * args.history) if s.references else 1
+            stacks = ((len(STACKS) + 2 * args.history) if s.references else 1) + args.drift_off
             print(f"{s.name}: {args.rounds} rounds x {stacks} stacks x {args.duration} s, {s.connections} connections")
-            run_scenario(s, dirs[s.models], args.duration, args.rounds, args.history)
+            run_scenario(s, dirs[s.models], args.duration, args.rounds, args.history, args.drift_off)
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()

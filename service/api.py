@@ -5,6 +5,7 @@
     POST /v1/image-tagging/[versions/<version>/]predict[-batch][-base64] any classifier, by its `model` field
     GET  /v1/models, /v1/models/<model>, /v1/health
     GET, PUT /v1/models/<model>/policy                                  management (service/control.py)
+    GET  /v1/models/<model>/drift                                       what it is sent against its card
 
 A dispatcher on the path's segments rather than a routing framework: the model and version are looked
 up in the registry's table at each request, so versions swapped in are served at once. Failures are
@@ -45,8 +46,8 @@ class V1:
             )
             return
         parts = path.split("/")  # "", "v1", ...
-        if len(parts) in (4, 5) and parts[2] == "models" and parts[3] and parts[4:] in ([], ["policy"]):
-            await self.model_route(scope, receive, send, parts[3], len(parts) == 5)
+        if len(parts) in (4, 5) and parts[2] == "models" and parts[3] and parts[4:] in ([], ["policy"], ["drift"]):
+            await self.model_route(scope, receive, send, parts[3], parts[4] if len(parts) == 5 else "")
             return
         if len(parts) == 6 and parts[3] == "versions" and parts[4]:
             name, version, action = parts[2], parts[4], parts[5]
@@ -76,18 +77,26 @@ class V1:
         answered_by(scope, adapter)
         await handler(scope, receive, send)
 
-    async def model_route(self, scope: Scope, receive: Receive, send: Send, name: str, policy: bool) -> None:
-        method = scope["method"]
+    async def model_route(self, scope: Scope, receive: Receive, send: Send, name: str, sub: str) -> None:
+        method, policy = scope["method"], sub == "policy"
         if method == "GET":
-            handling = (
-                self.model_metadata(send, name) if not policy else send_json(send, 200, self.control.policy(name))
-            )
+            handling = {
+                "": lambda: self.model_metadata(send, name),
+                "policy": lambda: send_json(send, 200, self.control.policy(name)),
+                "drift": lambda: self.drift(send, name),
+            }[sub]()
         elif method == "PUT" and policy:
             handling = self.set_policy(scope, receive, send, name)
         else:
             await _405(send, "GET, PUT" if policy else "GET")
             return
         await guarded(handling, scope, send)
+
+    async def drift(self, send: Send, name: str) -> None:
+        """Each served version's drift window against its card (service/drift.py), folded now."""
+        served = self.registry.served(name)
+        versions = {v: a.drift.fold() if a.drift is not None else None for v, a in served.versions.items()}
+        await send_json(send, 200, {"model": name, "worker": os.getpid(), "versions": versions})
 
     async def set_policy(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
         check_media_type(scope, JSON)

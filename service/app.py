@@ -16,6 +16,7 @@ import logging
 import bentoml
 from starlette.types import Receive, Scope, Send
 
+from service import drift
 from service.bentoml_patches import patch_timeout_middleware, patch_tracing_middleware
 from service.edge import Edge
 from service.errors import ConfigError
@@ -69,8 +70,11 @@ class NNServe:
         global _server
         _server = build(settings)
         drain.install(settings.shutdown_grace_s)
+        loop = asyncio.get_running_loop()
         if settings.model_poll_s > 0:  # new, changed and removed versions, and policy changes
-            self._watch = asyncio.get_running_loop().create_task(_server.registry.watch(settings.model_poll_s))
+            self._watch = loop.create_task(_server.registry.watch(settings.model_poll_s))
+        if settings.drift_window_rows > 0:  # the drift windows binned and their gauges set, once a second
+            self._drift = loop.create_task(drift.watch(_server.registry))
         # Everything alive now (modules, sessions, cards) lives as long as the worker: move it out of
         # the collector's sight, so full collections under load only walk what requests allocate.
         gc.collect()

@@ -111,6 +111,30 @@ class ParityCard(_Strict):
     rows: int
 
 
+class Distribution(_Strict):
+    """One input feature's or one output's distribution on the data the model was made with, as bins:
+    numbers by `edges` (bin i holds edges[i-1] <= x < edges[i]), codes by `codes` (the most frequent,
+    one bin each, then one bin for every other code). service/drift.py compares live traffic with it."""
+
+    name: str  # a feature's name, or what the output measures ("output", "top1_confidence", "predicted_class")
+    kind: Literal["feature", "time", "output"]  # time: a date feature, shown but never "drifted" (time moves on)
+    edges: list[float] | None = None
+    codes: list[int] | None = None
+    fractions: list[float]  # per bin: len(edges) + 1, or len(codes) + 1
+
+    def bins(self) -> int:
+        return len(self.fractions)
+
+
+class ReferenceCard(_Strict):
+    """What the model was made with, to measure drift against: the features on the training split, the
+    outputs on the validation split, in the order of the task's adapter (service/tasks/)."""
+
+    features_from: str  # which rows, e.g. "training split, 13,427 rows"
+    outputs_from: str
+    distributions: list[Distribution]
+
+
 class ModelCard(_Strict):
     name: str
     version: str
@@ -131,6 +155,7 @@ class ModelCard(_Strict):
     bar: dict[str, Any] = Field(default_factory=dict)  # the acceptance bar and whether it held
     parity: ParityCard | None = None
     training: dict[str, Any] = Field(default_factory=dict)  # config, library versions, duration
+    reference: ReferenceCard | None = None  # for drift (service/drift.py); None: drift is not tracked
 
 
 # onnxruntime's type strings -> the numpy dtype names the card uses.

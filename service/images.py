@@ -99,12 +99,18 @@ def to_input(image: Image.Image, spec: ImageInputCard) -> np.ndarray:
     return np.ascontiguousarray(tensor[None])
 
 
-def top_k(scores: np.ndarray, labels: list[str], k: int, output_is: str) -> list[tuple[str, float]]:
-    """The k best (label, probability) pairs of one row of scores."""
+def probabilities(scores: np.ndarray, output_is: str) -> np.ndarray:
+    """Rows of class scores [N, classes] as probabilities (float64): logits through a softmax."""
     scores = scores.astype(np.float64)
     if output_is == "logits":
-        scores = np.exp(scores - scores.max())
-        scores /= scores.sum()
+        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        scores /= scores.sum(axis=-1, keepdims=True)
+    return scores
+
+
+def top_k(scores: np.ndarray, labels: list[str], k: int, output_is: str) -> list[tuple[str, float]]:
+    """The k best (label, probability) pairs of one row of scores."""
+    scores = probabilities(scores, output_is)
     k = min(k, len(labels))
     best = np.argpartition(-scores, k - 1)[:k]
     best = best[np.argsort(-scores[best], kind="stable")]

@@ -26,6 +26,7 @@ import anyio
 
 from service import telemetry
 from service.bodies import REQUEST_KEY, header
+from service.drift import warnings as drift_warnings
 from service.errors import ModelUnavailable, NotFound, field_error
 from service.runtime import ModelLoadError, load_model
 from service.settings import Settings
@@ -307,6 +308,9 @@ class Registry:
             "refused": refused,  # versions refused while others serve, by model
             **({"policy_error": table.policy_error} if table.policy_error else {}),
         }
+        drifted = [w for a in table.adapters() if a.drift is not None for w in drift_warnings(a.drift)]
+        if drifted:  # a warning, never a readiness failure (service/drift.py)
+            health["warnings"] = drifted
         if drain.draining:
             health["error"] = "not ready: shutting down"
         elif table.errors:

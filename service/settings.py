@@ -80,6 +80,14 @@ class Settings(BaseSettings):
         description="After SIGTERM, how long in-flight predictions may take before the worker exits anyway; "
         "keep it under BentoML's 30 s kill and the orchestrator's grace period (Kubernetes: 30 s).",
     )
+    drift_window_rows: int = Field(
+        5000, ge=0, description="Rows per model version (per worker) that drift is measured over; 0: no drift."
+    )
+    drift_window_s: float = Field(3600, ge=0, description="Oldest row in the drift window, seconds; 0: no limit.")
+    drift_psi_threshold: float = Field(
+        0.2, gt=0, description="A feature or output whose PSI passes this is drifted: a warning in /v1/health."
+    )
+    drift_min_rows: int = Field(500, ge=1, description="Rows in the window before a feature can count as drifted.")
     access_log: bool = Field(True, description="Log one line per request.")
     docs_ui: bool = Field(
         True, description="Serve the API docs page at /docs and / (local assets only); /docs.json stays."

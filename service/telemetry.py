@@ -15,6 +15,9 @@
                                                                (regression), probability_difference (clicks),
                                                                top1_agreement (tags: 1 agree, 0 not)
     nnserve_shadow_skipped_total{model, reason}                shadow runs not made (busy) or failed (error)
+    nnserve_drift_psi{model, version, distribution, kind}       the drift window against the card's reference
+    nnserve_drift_js_distance{model, version, distribution, kind}  (service/drift.py); kind: feature, output
+    nnserve_drift_window_rows{model, version}                  rows in the drift window
 
 prometheus_client is imported when a worker creates the service, not when this module is imported:
 BentoML sets PROMETHEUS_MULTIPROC_DIR in the worker only then, and a client imported earlier would
@@ -61,7 +64,16 @@ def _series() -> tuple[Any, ...]:
     )  # fmt: skip
     skipped = Counter("nnserve_shadow_skipped", "Shadow runs not made or failed.", ["model", "reason"])
     in_flight = Gauge("nnserve_in_flight", "Predictions being answered now.", multiprocess_mode="livesum")
-    return info, sizes, disconnects, refused, answers, seconds, shadow, skipped, in_flight
+    labels = ["model", "version", "distribution", "kind"]
+    drift = (
+        Gauge("nnserve_drift_psi", "Population stability index, drift window against the card.", labels,
+              multiprocess_mode="livemax"),
+        Gauge("nnserve_drift_js_distance", "Jensen-Shannon distance, drift window against the card.", labels,
+              multiprocess_mode="livemax"),
+        Gauge("nnserve_drift_window_rows", "Rows in the drift window.", ["model", "version"],
+              multiprocess_mode="livemax"),
+    )  # fmt: skip
+    return info, sizes, disconnects, refused, answers, seconds, shadow, skipped, in_flight, drift
 
 
 def publish_models(
@@ -124,3 +136,12 @@ def shadow_observer(model: str, version: str, shadow_version: str, measure: str)
 
 def count_shadow_skipped(model: str, reason: str) -> None:
     _series()[7].labels(model=model, reason=reason).inc()
+
+
+def publish_drift(model: str, version: str, figures: dict[str, Any]) -> None:
+    psi, js, rows = _series()[9]
+    rows.labels(model=model, version=version).set(figures["rows"])
+    for name, f in figures["distributions"].items():
+        if f["psi"] is not None:
+            psi.labels(model=model, version=version, distribution=name, kind=f["kind"]).set(f["psi"])
+            js.labels(model=model, version=version, distribution=name, kind=f["kind"]).set(f["js_distance"])

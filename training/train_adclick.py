@@ -28,6 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import OneHotEncoder
 
 from service.cards import DataCard
+from training import reference
 from training.contract import AD_CLICK, CATEGORICAL_INPUT, NUMERIC_INPUT
 from training.data_adclick import generate, write_csv
 from training.data_tabular import TabularData, feature_cards, read_tabular_csv
@@ -157,7 +158,8 @@ def train(cfg: Config) -> int:
         CATEGORICAL_INPUT: torch.from_numpy(val.categorical),
     }
     with torch.no_grad():
-        final = classification_metrics(y_val, net(*val_inputs.values()).numpy().ravel())
+        val_clicks = net(*val_inputs.values()).numpy().ravel()
+    final = classification_metrics(y_val, val_clicks)
     baseline = classification_metrics(y_val, logistic_baseline(train, val))
     metrics = {"model": final, "baseline": baseline}
     checks = {
@@ -182,6 +184,15 @@ def train(cfg: Config) -> int:
         "api": AD_CLICK.api,
         "numeric": numeric_cards,
         "categorical": categorical_cards,
+        "reference": reference.tabular(
+            numeric_cards,
+            train.numeric,
+            categorical_cards,
+            train.categorical,
+            val_clicks,
+            f"training split, {len(train):,} impressions",
+            f"held-out split, {len(val):,} impressions",
+        ),
         "data": DataCard(
             files=[source],
             split=f"by time: the latest {cfg.holdout:.0%} of impressions held out "

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from service import hashing
 from service.cards import CategoricalCard, DataCard, HashingCard, NumericCard
+from training import reference
 from training.clicklog_data import ClickLog, code_columns, read_log, salt_of
 from training.clicklog_schema import Schema, load_schema
 from training.contract import AD_CLICK, CATEGORICAL_INPUT, NUMERIC_INPUT
@@ -107,6 +108,10 @@ def train(cfg: Config) -> int:
     # logistic regression builds its matrix (peak RSS: docs/clicklogs.md).
     numeric_cards, code_cards = _numeric_cards(schema, train_rows), _code_cards(schema, seen, data)
     n_train = len(train_rows)
+    references = reference.tabular(
+        numeric_cards, train_rows.numeric, code_cards, train_rows.codes,
+        val_clicks, f"training split, {n_train:,} rows", f"held-out split, {len(val):,} rows", cfg.seed,
+    )  # fmt: skip
     fit_rows = train_rows.take(np.arange(max(0, n_train - cfg.baseline_rows), n_train))  # an index array: a copy
     val = val.take(np.arange(len(val)))
     read_facts = data.facts
@@ -140,6 +145,7 @@ def train(cfg: Config) -> int:
         "output_unit": "probability",
         "numeric": numeric_cards,
         "categorical": code_cards,
+        "reference": references,
         "data": DataCard(
             files=[{"path": cfg.data.name, "sha256": sha256_file(cfg.data), "rows": read_facts["rows"]}],
             split=f"the latest {cfg.holdout:.0%} of rows "

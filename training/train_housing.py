@@ -20,6 +20,7 @@ from sklearn.linear_model import Ridge
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from service.cards import DataCard
+from training import reference
 from training.contract import CATEGORICAL_INPUT, HOUSING, NUMERIC_INPUT, TabularSpec
 from training.data_housing import VALIDATION_FROM, housing_spec, load_housing, months, split_by_date
 from training.data_tabular import TabularData, feature_cards
@@ -163,7 +164,8 @@ def train(cfg: Config) -> int:
         CATEGORICAL_INPUT: torch.from_numpy(val.categorical),
     }
     with torch.no_grad():
-        final = regression_metrics(val.extra["price"], net(*val_inputs.values()).numpy().ravel())
+        val_prices = net(*val_inputs.values()).numpy().ravel()
+    final = regression_metrics(val.extra["price"], val_prices)
     baseline = regression_metrics(val.extra["price"], linear_baseline(spec, train, val, names(cfg.log_features)))
     numeric_cards, categorical_cards = feature_cards(spec, train.numeric, vocabularies)
     train_dates, val_dates = train.extra["date"], val.extra["date"]
@@ -176,6 +178,15 @@ def train(cfg: Config) -> int:
         "api": spec.api,
         "numeric": numeric_cards,
         "categorical": categorical_cards,
+        "reference": reference.tabular(
+            numeric_cards,
+            train.numeric,
+            categorical_cards,
+            train.categorical,
+            val_prices,
+            f"training split, {len(train):,} sales",
+            f"validation split, {len(val):,} sales",
+        ),
         "data": DataCard(
             files=[
                 {

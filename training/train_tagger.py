@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from service.cards import DataCard, ImageInputCard
+from training import reference
 from training.contract import IMAGE_INPUT, IMAGE_OUTPUT, IMAGE_TAGGING
 from training.data_cifar import load_cifar_tar
 from training.export import finish, run_dir, save_model
@@ -110,6 +111,8 @@ def train(cfg: Config) -> int:
 
     final = evaluate()
     metrics = {"model": {"top1": final["top1"], "top5": final["top5"]}}
+    with torch.no_grad():
+        val_probs = torch.cat([model(val_u8[i : i + 500]) for i in range(0, len(val_u8), 500)]).numpy()
     card_fields = {
         "name": spec.name,
         "version": cfg.version,
@@ -126,6 +129,7 @@ def train(cfg: Config) -> int:
             std=spec.std,
             output_is="probabilities",
         ),
+        "reference": reference.image(val_probs, f"validation tar, {len(x_val):,} photos"),
         "data": DataCard(
             files=[
                 {"path": cfg.train_tar.name, "sha256": sha256_file(cfg.train_tar), "rows": len(x_train)},

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from service.batching import Batcher
 from service.bodies import Form
+from service.drift import Drift, check_names, make_drift
 from service.runtime import LoadedModel, ModelLoadError
 from service.settings import Settings
 from service.shadows import shadows
@@ -59,6 +60,7 @@ class Adapter:
         self.settings = settings
         self.check()
         self.batcher = self.make_batcher()
+        self.drift = self.make_drift()
 
     @property
     def name(self) -> str:
@@ -73,6 +75,26 @@ class Adapter:
 
     def make_batcher(self) -> Batcher | None:
         return None
+
+    def make_drift(self) -> Drift | None:
+        """The window drift is measured over (service/drift.py), when the card has a reference; a
+        reference that does not name this task's features and outputs in order refuses the version."""
+        reference = self.model.card.reference
+        if reference is not None and (problem := check_names(reference, self.drift_names())):
+            raise self.fail(problem)
+        return make_drift(f"{self.name} v{self.model.card.version}", reference, self.drift_columns, self.settings)
+
+    def drift_names(self) -> list[str]:
+        """The distributions drift tracks, in the order of `drift_columns` and of the card's reference."""
+        return []
+
+    def drift_parts(self, inputs: Inputs, output: np.ndarray) -> tuple[np.ndarray, ...]:
+        """What one run keeps for drift: references to arrays, no work (the last one has a row per row)."""
+        return (output,)
+
+    def drift_columns(self, parts: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+        """Many runs' parts, concatenated -> one 1-D array per tracked distribution (off the request path)."""
+        return []
 
     def smoke(self) -> None:
         """A prediction the card's own example must pass before the version serves (ModelLoadError)."""
@@ -95,10 +117,19 @@ class Adapter:
         loop, where the model takes microseconds and a thread hop would cost more than the model."""
         if self.batcher is not None:
             inputs = await anyio.to_thread.run_sync(prepare) if self.heavy else prepare()
-            return await self.batcher(*inputs)
-        if self.heavy:
-            return await anyio.to_thread.run_sync(lambda: self.model.run(*prepare()))
-        return self.model.run(*prepare())
+            output = await self.batcher(*inputs)
+        elif self.heavy:
+            inputs, output = await anyio.to_thread.run_sync(self._prepare_and_run, prepare)
+        else:
+            inputs = prepare()
+            output = self.model.run(*inputs)
+        if self.drift is not None:
+            self.drift.record(self.drift_parts(inputs, output))
+        return output
+
+    def _prepare_and_run(self, prepare: Callable[[], Inputs]) -> tuple[Inputs, np.ndarray]:
+        inputs = prepare()
+        return inputs, self.model.run(*inputs)
 
     def describe(self) -> dict[str, Any]:
         """The task's OIP metadata parameters: how a client builds the graph's inputs."""

@@ -21,7 +21,7 @@ import numpy as np
 from service.batching import Batcher
 from service.bodies import JSON, MULTIPART, Form, check_media_type, parse_form, parse_json, read_body, received_value
 from service.errors import InvalidInput, field_error
-from service.images import decode_photo, to_input, top_k
+from service.images import decode_photo, probabilities, to_input, top_k
 from service.schemas import Base64Photo, PhotoOptions, Tags, TagsBatch, base64_batch
 from service.tasks.base import Adapter, Endpoint, answered_by
 from service.telemetry import batch_size_observer
@@ -96,6 +96,14 @@ class ImageClassification(Adapter):
 
     def differences(self, live: list[list[dict]], shadow: list[list[dict]]) -> tuple[str, list[float]]:
         return "top1_agreement", [float(a[0]["label"] == b[0]["label"]) for a, b in zip(live, shadow, strict=True)]
+
+    def drift_names(self) -> list[str]:
+        return ["top1_confidence", "predicted_class"]
+
+    def drift_columns(self, parts: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+        assert self.model.card.image is not None
+        p = probabilities(parts[0], self.model.card.image.output_is)
+        return [p.max(axis=1), p.argmax(axis=1)]
 
     def describe(self) -> dict[str, Any]:
         image = self.model.card.image

@@ -13,13 +13,15 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from service import hashing as hashing_
 from service.batching import Batcher
 from service.bodies import JSON, check_media_type, parse_json, read_body
 from service.cards import TensorSpec
 from service.schemas import TabularTypes, tabular_types
 from service.tabular import TabularEncoder
-from service.tasks.base import Adapter, Endpoint, Handler
+from service.tasks.base import Adapter, Endpoint, Handler, Inputs
 from service.telemetry import batch_size_observer
 from service.transport import send_bytes
 
@@ -67,6 +69,17 @@ class Tabular(Adapter):
         numeric, codes, warnings = self.encoder.encode(rows)
         out = await self.run(lambda: (numeric, codes))
         return out[:, 0].tolist(), warnings
+
+    def drift_names(self) -> list[str]:
+        card = self.model.card
+        return [f.name for f in card.numeric] + [f.name for f in card.categorical] + ["output"]
+
+    def drift_parts(self, inputs: Inputs, output: np.ndarray) -> tuple[np.ndarray, ...]:
+        return (*inputs, output)
+
+    def drift_columns(self, parts: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+        numeric, codes, output = parts  # as the graph takes them: dates as decimal years, IDs as codes
+        return [*numeric.T, *codes.T, output[:, 0]]
 
     def describe(self) -> dict[str, Any]:
         card, note = self.model.card, "raw values in column order (dates as decimal years); categorical columns as "

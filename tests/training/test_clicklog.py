@@ -57,6 +57,8 @@ def test_each_preset_trains_on_a_log_of_its_layout(tmp_path, logs, preset):
     hashed = [f for f in card.categorical if f.hashing]
     assert hashed and all(f.hashing.buckets == 4096 and f.allowed == (0, 4095) for f in hashed)
     assert card.training["facts"]["peak_rss_mb"] > 0 and card.training["facts"]["rows_per_second"] > 0
+    names = [d.name for d in card.reference.distributions]  # for drift: every feature, then the output
+    assert names == [f.name for f in card.numeric] + [f.name for f in card.categorical] + ["output"]
 
 
 def test_training_and_serving_hash_raw_ids_alike(tmp_path):

@@ -17,6 +17,8 @@ import pytest
 
 from service.cards import read_card
 from service.runtime import load_model, sha256_file
+from service.settings import Settings
+from service.tasks import ADAPTERS
 from tests.conftest import HOUSING_CSV, MODELS, REPO
 from training import make_card, train_adclick, train_housing, train_tagger
 from training.data_adclick import generate, write_csv
@@ -34,6 +36,9 @@ def _check_model_dir(out, name):
     assert card.training["versions"]["torch"].startswith("2.13")
     model = load_model(out)  # the service's own loader accepts it
     assert model.provider == "CPUExecutionProvider"
+    adapter = ADAPTERS[card.task](model, Settings())  # and its adapter its reference distributions, for drift
+    assert adapter.drift is not None and card.reference is not None
+    assert all(abs(sum(d.fractions) - 1) < 1e-4 for d in card.reference.distributions)
     return card, model
 
 
