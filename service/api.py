@@ -6,6 +6,7 @@
     GET  /v1/models, /v1/models/<model>, /v1/health
     GET, PUT /v1/models/<model>/policy                                  management (service/control.py)
     GET  /v1/models/<model>/drift                                       what it is sent against its card
+    POST /v1/<model>/feedback                                           an outcome, joined to its logged prediction
 
 A dispatcher on the path's segments rather than a routing framework: the model and version are looked
 up in the registry's table at each request, so versions swapped in are served at once. Failures are
@@ -18,9 +19,10 @@ import os
 
 from starlette.types import Receive, Scope, Send
 
-from service.bodies import JSON, check_media_type, read_body
+from service.bodies import JSON, check_media_type, parse_json, read_body
 from service.control import Control
 from service.errors import NotFound
+from service.feedback import Feedback
 from service.registry import Registry
 from service.tasks.base import Handler, answered_by
 from service.tasks.image import ROUTE as IMAGE_ROUTE
@@ -55,7 +57,10 @@ class V1:
             name, version, action = parts[2], None, parts[3]
         else:
             name = version = action = None
-        if name is None or not (action in PREDICT or (name == IMAGE and action in self.image)):
+        if name is not None and version is None and action == "feedback":
+            await (guarded(self.feedback(scope, receive, send, name), scope, send) if method == "POST"
+                   else _405(send, "POST"))  # fmt: skip
+        elif name is None or not (action in PREDICT or (name == IMAGE and action in self.image)):
             await send_error(send, 404, f"no route {path}")
         elif method != "POST":
             await _405(send, "POST")
@@ -93,10 +98,25 @@ class V1:
         await guarded(handling, scope, send)
 
     async def drift(self, send: Send, name: str) -> None:
-        """Each served version's drift window against its card (service/drift.py), folded now."""
+        """Each served version's drift window against its card (service/drift.py), folded now, and the
+        online measures of outcome feedback (service/feedback.py) when the payload log is on."""
         served = self.registry.served(name)
         versions = {v: a.drift.fold() if a.drift is not None else None for v, a in served.versions.items()}
-        await send_json(send, 200, {"model": name, "worker": os.getpid(), "versions": versions})
+        payloads, task = self.registry.payloads, served.versions[served.default].model.card.task
+        online = payloads.outcomes.online(name, task) if payloads is not None else None
+        await send_json(send, 200, {"model": name, "worker": os.getpid(), "versions": versions, "online": online})
+
+    async def feedback(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
+        """An observed outcome joined to its logged prediction (service/feedback.py)."""
+        card = self.registry.get(name).model.card  # 404 for a model not served
+        payloads = self.registry.payloads
+        if payloads is None:
+            raise NotFound(
+                f"no route {scope['path']}: outcome feedback needs the payload log (NNSERVE_PAYLOAD_LOG_DIR)"
+            )
+        check_media_type(scope, JSON)
+        body = parse_json(await read_body(scope, receive, self.max_body), Feedback)
+        await send_json(send, 200, payloads.outcomes.join(name, card.task, card.labels, body))
 
     async def set_policy(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
         check_media_type(scope, JSON)

@@ -16,7 +16,7 @@ import logging
 import bentoml
 from starlette.types import Receive, Scope, Send
 
-from service import drift
+from service import drift, feedback
 from service.bentoml_patches import patch_timeout_middleware, patch_tracing_middleware
 from service.edge import Edge
 from service.errors import ConfigError
@@ -75,6 +75,8 @@ class NNServe:
             self._watch = loop.create_task(_server.registry.watch(settings.model_poll_s))
         if settings.drift_window_rows > 0:  # the drift windows binned and their gauges set, once a second
             self._drift = loop.create_task(drift.watch(_server.registry))
+        if _server.registry.payloads is not None:  # outcome feedback's online measures, every 10 s
+            self._online = loop.create_task(feedback.watch(_server.registry, _server.registry.payloads.outcomes))
         # Everything alive now (modules, sessions, cards) lives as long as the worker: move it out of
         # the collector's sight, so full collections under load only walk what requests allocate.
         gc.collect()

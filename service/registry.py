@@ -28,6 +28,7 @@ from service import telemetry
 from service.bodies import REQUEST_KEY, header
 from service.drift import warnings as drift_warnings
 from service.errors import ModelUnavailable, NotFound, field_error
+from service.payloads import make_payload_log
 from service.runtime import ModelLoadError, load_model
 from service.settings import Settings
 from service.shutdown import drain
@@ -81,6 +82,7 @@ class Registry:
         self._said: set[str] = set()  # problems already logged
         self._missed: set[Path] = set()  # versions serving that the last look did not find
         self._lock: asyncio.Lock | None = None
+        self.payloads = make_payload_log(settings)  # one per worker, handed to every version's adapter
         self.apply(self.plan())
 
     # --- reading the directory ------------------------------------------------------------------------
@@ -175,6 +177,7 @@ class Registry:
                 raise ModelLoadError(f"{found.path / 'card.json'}: no adapter serves task {model.card.task!r}")
             adapter = task(model, self.settings)
             adapter.smoke()
+            adapter.payloads = self.payloads
         except ModelLoadError as e:
             self._failed[found.path] = (found.stamp, str(e))
             self._say(str(e))  # the message names the file

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 from service import __version__, openapi
 from service.api import V1
 from service.auth import ApiKeyAuth, load_keys
+from service.bentoml_patches import RequestId
 from service.control import Control
 from service.edge import Edge
 from service.oip import OIP
@@ -66,4 +67,4 @@ def standalone(settings: Settings) -> ASGIApp:
             Mount("/v2", server.v2),
         ]
     )
-    return Edge(app, settings, auth(settings), lambda: server)
+    return RequestId(Edge(app, settings, auth(settings), lambda: server))  # an id per request, as under BentoML

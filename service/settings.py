@@ -88,6 +88,19 @@ class Settings(BaseSettings):
         0.2, gt=0, description="A feature or output whose PSI passes this is drifted: a warning in /v1/health."
     )
     drift_min_rows: int = Field(500, ge=1, description="Rows in the window before a feature can count as drifted.")
+    payload_log_dir: Path | None = Field(
+        None, description="Where sampled requests and answers are written as JSON lines; unset: no payload log."
+    )
+    payload_log_sample: float = Field(1.0, ge=0, le=1, description="Share of predictions the payload log keeps.")
+    payload_log_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Payload log file size before rotating.")
+    payload_log_max_files: int = Field(10, ge=1, description="Payload log files kept per worker, the current included.")
+    payload_log_queue: int = Field(
+        10_000, ge=0, description="Entries waiting for the payload log's writer; beyond, dropped and counted."
+    )
+    feedback_ttl_s: float = Field(
+        7 * 86_400, gt=0, description="How long a logged prediction can be joined to its outcome (POST .../feedback)."
+    )
+    feedback_window: int = Field(5000, ge=1, description="Joined rows per model version the online metrics cover.")
     access_log: bool = Field(True, description="Log one line per request.")
     docs_ui: bool = Field(
         True, description="Serve the API docs page at /docs and / (local assets only); /docs.json stays."

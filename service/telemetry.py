@@ -18,6 +18,11 @@
     nnserve_drift_psi{model, version, distribution, kind}       the drift window against the card's reference
     nnserve_drift_js_distance{model, version, distribution, kind}  (service/drift.py); kind: feature, output
     nnserve_drift_window_rows{model, version}                  rows in the drift window
+    nnserve_payload_log_entries_total{outcome}                 payload log entries written, or dropped when the
+                                                               writer fell behind (service/payloads.py)
+    nnserve_online_metric{model, version, measure}             outcome feedback joined to logged predictions:
+                                                               auc, log_loss, calibration_error, mae, median_ape,
+                                                               top1, rows (service/feedback.py)
 
 prometheus_client is imported when a worker creates the service, not when this module is imported:
 BentoML sets PROMETHEUS_MULTIPROC_DIR in the worker only then, and a client imported earlier would
@@ -73,7 +78,10 @@ def _series() -> tuple[Any, ...]:
         Gauge("nnserve_drift_window_rows", "Rows in the drift window.", ["model", "version"],
               multiprocess_mode="livemax"),
     )  # fmt: skip
-    return info, sizes, disconnects, refused, answers, seconds, shadow, skipped, in_flight, drift
+    payloads = Counter("nnserve_payload_log_entries", "Payload log entries, written or dropped.", ["outcome"])
+    online = Gauge("nnserve_online_metric", "Outcome feedback joined to logged predictions, latest window.",
+                   ["model", "version", "measure"], multiprocess_mode="livemax")  # fmt: skip
+    return info, sizes, disconnects, refused, answers, seconds, shadow, skipped, in_flight, drift, payloads, online
 
 
 def publish_models(
@@ -145,3 +153,14 @@ def publish_drift(model: str, version: str, figures: dict[str, Any]) -> None:
         if f["psi"] is not None:
             psi.labels(model=model, version=version, distribution=name, kind=f["kind"]).set(f["psi"])
             js.labels(model=model, version=version, distribution=name, kind=f["kind"]).set(f["js_distance"])
+
+
+def count_payload(outcome: str) -> None:
+    _series()[10].labels(outcome=outcome).inc()
+
+
+def publish_online(model: str, version: str, figures: dict[str, Any]) -> None:
+    online = _series()[11]
+    for measure, value in figures.items():
+        if value is not None:
+            online.labels(model=model, version=version, measure=measure).set(value)

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from service.metrics import classification_metrics, regression_metrics
 from training import train_adclick, train_housing
 from training.data_adclick import generate
 from training.data_housing import housing_spec, load_housing, split_by_date
 from training.data_tabular import TabularData
-from training.metrics import classification_metrics, regression_metrics
 from training.runinfo import seed_everything
 
 DOCS = Path(__file__).with_name("docs")

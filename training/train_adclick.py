@@ -28,13 +28,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import OneHotEncoder
 
 from service.cards import DataCard
+from service.metrics import classification_metrics
 from training import reference
 from training.contract import AD_CLICK, CATEGORICAL_INPUT, NUMERIC_INPUT
 from training.data_adclick import generate, write_csv
 from training.data_tabular import TabularData, feature_cards, read_tabular_csv
 from training.export import finish, run_dir, save_model
 from training.loop import fit
-from training.metrics import classification_metrics
 from training.models import TabularNet
 from training.runinfo import config_dict, library_versions, run_trainer, sha256_file
 from training.tabular import batches, build_net

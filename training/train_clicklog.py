@@ -36,13 +36,13 @@ from tqdm import tqdm
 
 from service import hashing
 from service.cards import CategoricalCard, DataCard, HashingCard, NumericCard
+from service.metrics import classification_metrics
 from training import reference
 from training.clicklog_data import ClickLog, code_columns, read_log, salt_of
 from training.clicklog_schema import Schema, load_schema
 from training.contract import AD_CLICK, CATEGORICAL_INPUT, NUMERIC_INPUT
 from training.export import finish, run_dir, save_model
 from training.loop import fit
-from training.metrics import classification_metrics
 from training.models import ClickNet, CodeLookup, Logits
 from training.runinfo import TrainingDataError, config_dict, library_versions, sha256_file
 

@@ -20,13 +20,13 @@ from sklearn.linear_model import Ridge
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from service.cards import DataCard
+from service.metrics import regression_metrics
 from training import reference
 from training.contract import CATEGORICAL_INPUT, HOUSING, NUMERIC_INPUT, TabularSpec
 from training.data_housing import VALIDATION_FROM, housing_spec, load_housing, months, split_by_date
 from training.data_tabular import TabularData, feature_cards
 from training.export import finish, run_dir, save_model
 from training.loop import fit
-from training.metrics import regression_metrics
 from training.models import TabularNet
 from training.runinfo import config_dict, library_versions, run_trainer, sha256_file
 from training.tabular import batches, build_net

@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from service.cards import DataCard, ImageInputCard
+from service.metrics import topk_accuracy
 from training import reference
 from training.contract import IMAGE_INPUT, IMAGE_OUTPUT, IMAGE_TAGGING
 from training.data_cifar import load_cifar_tar
 from training.export import finish, run_dir, save_model
 from training.loop import fit
-from training.metrics import topk_accuracy
 from training.models import ImageClassifier, ResNet9
 from training.runinfo import config_dict, library_versions, run_trainer, sha256_file
 

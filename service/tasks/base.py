@@ -8,17 +8,20 @@ Protocol (/v2) both run through `run`, so both share the batcher and the threadi
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import anyio
 import numpy as np
+from bentoml._internal.context import trace_context
 from pydantic import BaseModel
 
 from service.batching import Batcher
 from service.bodies import Form
 from service.drift import Drift, check_names, make_drift
+from service.payloads import PayloadLog
 from service.runtime import LoadedModel, ModelLoadError
 from service.settings import Settings
 from service.shadows import shadows
@@ -54,6 +57,7 @@ class Adapter:
 
     task: ClassVar[str]
     heavy: ClassVar[bool] = False  # preparing inputs and running the model take milliseconds, not microseconds
+    payloads: PayloadLog | None = None  # the worker's payload log, set by the registry (service/payloads.py)
 
     def __init__(self, model: LoadedModel, settings: Settings) -> None:
         self.model = model
@@ -105,6 +109,17 @@ class Adapter:
         candidate = scope.get("nnserve.shadow")
         if candidate is not None:
             shadows.submit(self, candidate, compute, live)
+
+    def log_payload(self, scope: dict[str, Any], request: Any, answer: Any, outputs: list[Any]) -> None:
+        """The request and its answer (and its per-row outputs, for outcome feedback) to the payload log
+        when there is one, after the answer has gone."""
+        if self.payloads is not None:
+            request_id = trace_context.request_id
+            self.payloads.submit({
+                "request_id": format(request_id if request_id is not None else random.getrandbits(64), "016x"),
+                "model": self.name, "version": self.model.card.version, "route": scope["path"],
+                "request": request, "answer": answer,
+            }, outputs)  # fmt: skip
 
     def differences(self, live: Any, shadow: Any) -> tuple[str, list[float]]:
         """What the shadow metric records for one request: its measure, and one value per row."""

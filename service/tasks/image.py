@@ -152,6 +152,9 @@ def endpoints(registry: Any, max_images: int, max_body: int) -> list[Endpoint]:
             answer = {**served, "results": results} if batch else {**served, "tags": results[0]}
             await send_bytes(send, 200, json.dumps(answer).encode())
             chosen.shadow(scope, lambda candidate: candidate.tag(photos, 1), results)
+            sizes = [len(data) for data, _ in photos]  # the photos' sizes, not their pixels
+            top1 = [tags[0]["label"] for tags in results]
+            chosen.log_payload(scope, {"photo_bytes": sizes, "top_k": options.top_k}, answer, top1)
 
         return Endpoint(path, name, summary, TagsBatch if batch else Tags, handler, **body)
 

@@ -114,6 +114,7 @@ class Tabular(Adapter):
         answer = {**self.served, self.types.output: values[0], "warnings": warnings[0]}
         await send_bytes(send, 200, json.dumps(answer).encode())
         self.shadow(scope, lambda candidate: candidate.predict(rows), values)
+        self.log_payload(scope, rows, answer, values)
 
     async def batch(self, scope: dict, receive: Any, send: Any) -> None:
         check_media_type(scope, JSON)
@@ -122,8 +123,10 @@ class Tabular(Adapter):
         values, warnings = await self.predict(rows)
         output = self.types.output
         predictions = [{output: v, "warnings": w} for v, w in zip(values, warnings, strict=True)]
-        await send_bytes(send, 200, json.dumps({**self.served, "predictions": predictions}).encode())
+        answer = {**self.served, "predictions": predictions}
+        await send_bytes(send, 200, json.dumps(answer).encode())
         self.shadow(scope, lambda candidate: candidate.predict(rows), values)
+        self.log_payload(scope, rows, answer, values)
 
     def endpoints(self) -> list[Endpoint]:
         types, route, method = self.types, f"/v1/{self.name}/predict", self.name.replace("-", "_")

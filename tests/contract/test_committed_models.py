@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from service.cards import read_card
+from service.metrics import classification_metrics, regression_metrics, topk_accuracy
 from service.runtime import load_model
 from tests.conftest import CIFAR_VAL, HOUSING_CSV, MODELS
 from training.data_adclick import generate
 from training.data_cifar import load_cifar_tar
 from training.data_housing import load_housing, split_by_date
 from training.export import CURVES_FILE
-from training.metrics import classification_metrics, regression_metrics, topk_accuracy
 
 OURS = ["housing-price", "ad-click", "image-tagging"]
 

@@ -14,6 +14,7 @@ from PIL import Image
 
 from loadtests.payloads import house_requests
 from service.cards import read_card
+from service.metrics import regression_metrics
 from service.tabular import decimal_year
 from tests.conftest import CIFAR_VAL, HOUSING_CSV, MODELS, SAMPLE_PHOTOS
 from tests.integration.conftest import TEST_MAX_BODY
@@ -21,7 +22,6 @@ from tests.photos import cifar_photos, encode, png_bomb
 from tests.serving import metrics_containing
 from training.contract import AD_CLICK, CIFAR10_LABELS, HOUSING
 from training.data_housing import load_housing, split_by_date
-from training.metrics import regression_metrics
 
 HOUSE = {"sqft_living": 1800, "bedrooms": 3, "zipcode": 98103, "bathrooms": 2.5, "grade": 8, "yr_built": 1990}
 IMPRESSION = {

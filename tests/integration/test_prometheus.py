@@ -91,6 +91,12 @@ def test_prometheus_scrapes_nnserve_fires_the_refused_version_alert_and_runs_eve
                 return [r["metric"] for r in result if float(r["value"][1]) > 0]
 
             assert {"model": "housing-price", "version": "1", "status": "200"} in poll("the predictions", predictions)
+
+            def drift():  # the drift window's gauges, scraped: the 20 houses above are in it
+                query = 'nnserve_drift_window_rows{model="housing-price"} > 0'
+                return httpx.get(api + "/query", params={"query": query}, timeout=5).json()["data"]["result"] or None
+
+            assert poll("the drift gauges", drift)
         finally:
             proc.terminate()
             proc.wait(timeout=30)

@@ -17,6 +17,7 @@ import pytest
 
 from service.cards import read_card
 from service.hashing import bucket, buckets_of
+from service.metrics import classification_metrics
 from service.tabular import TabularEncoder
 from tests.conftest import REPO
 from training import train_adclick
@@ -24,7 +25,6 @@ from training.clicklog_data import read_log
 from training.clicklog_schema import load_schema
 from training.data_adclick import generate, write_csv
 from training.data_clicklogs import write_log
-from training.metrics import classification_metrics
 from training.train_clicklog import Config, _split
 
 

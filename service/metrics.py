@@ -1,4 +1,5 @@
-"""Held-out metrics, in numpy, shared by training (the card) and the contract tests (reproducing it)."""
+"""Held-out and online metrics, in numpy: the trainers (the card), the service (outcome feedback) and the
+contract tests (reproducing the card) measure alike."""
 
 from __future__ import annotations
 

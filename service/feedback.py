@@ -1,0 +1,185 @@
+"""Outcome feedback: the observed outcome of a logged prediction (clicked or not, the sale price, the
+true tag), sent back by its request id, joined to what the model answered, and measured online.
+
+    POST /v1/<model>/feedback   {"request_id": "...", "outcome": 1}        (one row or photo)
+                                {"request_id": "...", "outcomes": [...]}   (a batch, in its order)
+
+The payload log's writer (service/payloads.py) also records each logged prediction's per-row outputs
+in one SQLite file in the payload log directory (outcomes.sqlite, WAL), so any worker can join an
+outcome to a prediction another worker answered. Only logged predictions can be joined: with the
+payload log off there is no feedback route (404 says so). An unknown request id, or one older than
+NNSERVE_FEEDBACK_TTL_S, is a 404 naming it; a second outcome for the same request is not counted
+again (`counted: false`).
+
+Online metrics per model version, over its latest NNSERVE_FEEDBACK_WINDOW joined rows: AUC, log loss
+and calibration error for click probabilities, MAE and median absolute percentage error for prices,
+top-1 accuracy for tags. In the drift route's `online` and as nnserve_online_metric{model, version,
+measure} (every 10 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from service import telemetry
+from service.errors import InvalidInput, NotFound, field_error
+from service.metrics import calibration_error, log_loss, roc_auc
+
+log = logging.getLogger(__name__)
+DB_FILE = "outcomes.sqlite"
+PUBLISH_EVERY_S = 10.0
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (request_id TEXT PRIMARY KEY, model TEXT, version TEXT, time REAL,
+                                        outputs TEXT);
+CREATE TABLE IF NOT EXISTS feedback (request_id TEXT PRIMARY KEY, model TEXT, version TEXT, time REAL,
+                                     outputs TEXT, outcomes TEXT);
+CREATE INDEX IF NOT EXISTS feedback_by_model ON feedback (model, version, time);
+"""
+
+
+Outcome = Annotated[bool | float | str, Field(allow_inf_nan=False)]  # clicked (true/false, 1/0), a price, a label
+
+
+class Feedback(BaseModel):
+    """The body of POST /v1/<model>/feedback."""
+
+    model_config = ConfigDict(extra="forbid")
+    request_id: str = Field(min_length=1, description="The prediction's X-BentoML-Request-ID.")
+    outcome: Outcome | None = Field(None, description="What happened, for a one-row (one-photo) prediction.")
+    outcomes: list[Outcome] | None = Field(None, description="What happened to each row of a batch, in order.")
+
+
+class Outcomes:
+    def __init__(self, directory: Path, ttl_s: float, window: int) -> None:
+        self.path = directory / DB_FILE
+        self.ttl_s, self.window = ttl_s, window
+        self.local = threading.local()  # a connection per thread: the writer's, the event loop's
+        self.db().executescript(SCHEMA)
+
+    def db(self) -> sqlite3.Connection:
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self.local.conn = conn
+        return conn
+
+    def remember(self, rows: list[tuple[str, str, str, float, list[Any]]]) -> None:
+        """In the payload log's writer thread: the logged predictions' per-row outputs; older ones go."""
+        db = self.db()
+        with db:
+            db.executemany(
+                "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?)",
+                [(r, m, v, t, json.dumps(o)) for r, m, v, t, o in rows],
+            )
+            db.execute("DELETE FROM predictions WHERE time < ?", (time.time() - self.ttl_s,))
+
+    def join(self, model: str, task: str, labels: list[str], body: Feedback) -> dict[str, Any]:
+        """One outcome (or a batch's outcomes) joined to its logged prediction."""
+        request_id = body.request_id
+        row = (
+            self.db()
+            .execute("SELECT model, version, time, outputs FROM predictions WHERE request_id = ?", (request_id,))
+            .fetchone()
+        )
+        if row is None or row[0] != model or row[2] < time.time() - self.ttl_s:
+            why = "expired" if row is not None and row[0] == model else "unknown"
+            raise NotFound(
+                f"request id {request_id}: no logged prediction of {model} ({why}: only sampled predictions of "
+                f"the last {self.ttl_s:g} s can be joined)",
+                [field_error(["request_id"], f"the id of a logged {model} prediction", request_id, why)],
+            )
+        outputs = json.loads(row[3])
+        outcomes = body.outcomes if body.outcomes is not None else [body.outcome]
+        if len(outcomes) != len(outputs) or (body.outcomes is None and body.outcome is None):
+            field = "outcomes" if body.outcomes is not None else "outcome"
+            expected = f"{len(outputs)} outcomes, one per row of the prediction, in `outcomes`"
+            raise InvalidInput(
+                f"{field}: expected {expected}", [field_error([field], expected, len(outcomes), "length")]
+            )
+        for i, o in enumerate(outcomes):
+            _check(task, labels, o, ["outcomes", i] if body.outcomes is not None else ["outcome"])
+        outcomes = [int(o) if isinstance(o, bool) else o for o in outcomes]
+        with self.db() as db:
+            counted = db.execute(
+                "INSERT OR IGNORE INTO feedback VALUES (?, ?, ?, ?, ?, ?)",
+                (request_id, model, row[1], time.time(), row[3], json.dumps(outcomes)),
+            ).rowcount
+        return {
+            "request_id": request_id,
+            "model": model,
+            "version": row[1],
+            "rows": len(outcomes),
+            "counted": counted == 1,
+        }
+
+    def pairs(self, model: str) -> dict[str, tuple[list[Any], list[Any]]]:
+        """Each version's latest `window` (output, outcome) rows."""
+        found: dict[str, tuple[list[Any], list[Any]]] = {}
+        rows = self.db().execute(
+            "SELECT version, outputs, outcomes FROM feedback WHERE model = ? ORDER BY time DESC", (model,)
+        )
+        for version, outputs, outcomes in rows:
+            got, seen = found.setdefault(version, ([], []))
+            if len(got) < self.window:
+                got.extend(json.loads(outputs))
+                seen.extend(json.loads(outcomes))
+        return found
+
+    def online(self, model: str, task: str) -> dict[str, dict[str, float | int | None]]:
+        return {v: measures(task, p, o) for v, (p, o) in self.pairs(model).items()}
+
+
+def _check(task: str, labels: list[str], outcome: Any, loc: list[str | int]) -> None:
+    """An outcome the task can measure: clicked (true/false or 1/0), a price, one of the labels."""
+    if task == "binary_classification":
+        ok, expected = outcome in (0, 1) and not isinstance(outcome, str), "clicked: true/false or 1/0"
+    elif task == "regression":
+        ok, expected = (
+            isinstance(outcome, int | float) and not isinstance(outcome, bool) and outcome > 0,
+            "a number > 0",
+        )
+    else:
+        ok, expected = isinstance(outcome, str) and outcome in labels, "one of the model's labels"
+    if not ok:
+        raise InvalidInput(f"{loc[0]}: expected {expected}", [field_error(loc, expected, outcome, "outcome")])
+
+
+def measures(task: str, outputs: list[Any], outcomes: list[Any]) -> dict[str, float | int | None]:
+    """What the joined rows say, by the trainers' own measures (service/metrics.py)."""
+    n = len(outputs)
+    if task == "image_classification":
+        return {"rows": n, "top1": float(np.mean([p == o for p, o in zip(outputs, outcomes, strict=True)]))}
+    p, y = np.asarray(outputs, dtype=np.float64), np.asarray(outcomes, dtype=np.float64)
+    if task == "regression":  # (R² needs a spread of outcomes a window may not have)
+        return {"rows": n, "mae": float(np.mean(np.abs(p - y))), "median_ape": float(np.median(np.abs(p - y) / y))}
+    both = 0 < y.sum() < n  # AUC needs a click and a non-click
+    return {
+        "rows": n,
+        "auc": roc_auc(y, p) if both else None,
+        "log_loss": log_loss(y, p),
+        "calibration_error": calibration_error(y, p),
+    }
+
+
+async def watch(registry: Any, outcomes: Outcomes) -> None:
+    """The online measures as gauges, every PUBLISH_EVERY_S."""
+    while True:
+        await asyncio.sleep(PUBLISH_EVERY_S)
+        for name, adapter in registry.adapters.items():
+            try:
+                for version, figures in outcomes.online(name, adapter.model.card.task).items():
+                    telemetry.publish_online(name, version, figures)
+            except Exception:  # say it, try again next time
+                log.exception("online measures of %s failed", name)

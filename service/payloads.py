@@ -1,0 +1,132 @@
+"""Sampled payload logs: what the typed endpoints were asked and what they answered, as JSON lines.
+
+Off by default; NNSERVE_PAYLOAD_LOG_DIR turns it on, NNSERVE_PAYLOAD_LOG_SAMPLE says which share of
+predictions is logged. Each entry: time (UTC), request id (X-BentoML-Request-ID), model, version,
+route, the request (the validated rows; for photos their byte sizes, not the pixels) and the answer
+(with its warnings). The trainers can read them back as training data once outcomes are joined.
+
+A request never waits for the disk: `submit` appends to a bounded queue and returns; a thread of its
+own serialises and writes, and rotates each worker's file (payloads-<pid>.jsonl, then .1, .2, ...) at
+NNSERVE_PAYLOAD_LOG_MAX_BYTES, keeping NNSERVE_PAYLOAD_LOG_MAX_FILES. When the writer falls behind
+and the queue is full, the entry is dropped and counted (nnserve_payload_log_entries_total{outcome=
+"dropped"}), never waited for: logging must not become the latency of the service. Written entries
+are counted the same way (outcome="written"), so written + dropped = sampled, always. Entries still
+queued when the worker exits are written first (atexit).
+
+The /v2 (Open Inference Protocol) routes are not logged: their bodies are tensors, not features.
+Each logged prediction's per-row outputs also go to outcomes.sqlite, for outcome feedback
+(service/feedback.py): an entry that was dropped cannot be joined to an outcome.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from service import telemetry
+from service.feedback import Outcomes
+
+log = logging.getLogger(__name__)
+
+
+class PayloadLog:
+    def __init__(
+        self, directory: Path, sample: float, max_bytes: int, max_files: int, queue: int, outcomes: Outcomes
+    ) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.outcomes = outcomes  # each logged prediction's outputs, for outcome feedback
+        self.path = directory / f"payloads-{os.getpid()}.jsonl"
+        self.sample, self.max_bytes, self.max_files, self.limit = sample, max_bytes, max_files, queue
+        self.queue: deque[tuple[float, dict[str, Any], list[Any]]] = deque()
+        self.wake = threading.Event()
+        self.lock = threading.Lock()  # the writer thread and the exit hook
+        self.written = self.dropped = 0
+        self.file = self.path.open("a", encoding="utf-8")
+        self.thread = threading.Thread(target=self._run, name="payload-log", daemon=True)
+        self.thread.start()
+        atexit.register(self.close)
+
+    def submit(self, entry: dict[str, Any], outputs: list[Any]) -> None:
+        """In the event loop: a sampled entry (and its per-row outputs) joins the queue, or is dropped and
+        counted. Never blocks."""
+        if self.sample < 1 and random.random() >= self.sample:
+            return
+        if len(self.queue) >= self.limit:
+            self.dropped += 1
+            telemetry.count_payload("dropped")
+            return
+        self.queue.append((time.time(), entry, outputs))
+        self.wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            try:
+                self._drain()
+            except Exception:  # a full disk or a removed directory: said, and tried again at the next entry
+                log.exception("payload log %s: writing failed", self.path)
+
+    def _drain(self) -> None:
+        with self.lock:
+            while self.queue:
+                batch = [self.queue.popleft() for _ in range(min(len(self.queue), 512))]
+                done = 0
+                try:
+                    self.outcomes.remember([(e["request_id"], e["model"], e["version"], at, o) for at, e, o in batch])
+                    for at, entry, _ in batch:
+                        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z"
+                        line = json.dumps({"time": stamp, **entry}, default=str, ensure_ascii=False) + "\n"
+                        if self.file.tell() + len(line) > self.max_bytes and self.file.tell() > 0:
+                            self._rotate()
+                        self.file.write(line)
+                        done += 1
+                        self.written += 1
+                        telemetry.count_payload("written")
+                finally:  # what could not be written is counted as dropped: written + dropped = sampled
+                    for _ in range(len(batch) - done):
+                        self.dropped += 1
+                        telemetry.count_payload("dropped")
+            self.file.flush()
+
+    def _rotate(self) -> None:
+        """payloads-<pid>.jsonl -> .1 -> .2 ...; the oldest beyond max_files goes."""
+        self.file.close()
+        for i in range(self.max_files - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            if older.exists():
+                if i + 1 >= self.max_files:
+                    older.unlink()
+                else:
+                    older.rename(self.path.with_name(f"{self.path.name}.{i + 1}"))
+        if self.max_files > 1:
+            self.path.rename(self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink()
+        self.file = self.path.open("a", encoding="utf-8")
+
+    def close(self) -> None:
+        """What is still queued is written (at the worker's exit)."""
+        try:
+            self._drain()
+        except Exception:
+            log.exception("payload log %s: the last entries could not be written", self.path)
+
+
+def make_payload_log(settings: Any) -> PayloadLog | None:
+    if settings.payload_log_dir is None or settings.payload_log_sample <= 0:
+        return None
+    settings.payload_log_dir.mkdir(parents=True, exist_ok=True)
+    outcomes = Outcomes(settings.payload_log_dir, settings.feedback_ttl_s, settings.feedback_window)
+    return PayloadLog(
+        settings.payload_log_dir, settings.payload_log_sample, settings.payload_log_max_bytes,
+        settings.payload_log_max_files, settings.payload_log_queue, outcomes,
+    )  # fmt: skip
