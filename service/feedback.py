@@ -26,10 +26,10 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
 from service import telemetry
 from service.errors import InvalidInput, NotFound, field_error
@@ -47,7 +47,7 @@ CREATE INDEX IF NOT EXISTS feedback_by_model ON feedback (model, version, time);
 """
 
 
-Outcome = Annotated[bool | float | str, Field(allow_inf_nan=False)]  # clicked (true/false, 1/0), a price, a label
+Outcome = bool | FiniteFloat | str  # clicked (true/false, 1/0), a price, a label
 
 
 class Feedback(BaseModel):

@@ -66,6 +66,10 @@ def test_online_measures_from_feedback_equal_the_offline_measures_of_the_same_pa
                 await c.post("/v1/ad-click/feedback", json={"request_id": predicted[1][0], "outcome": {"x": 1}}),
                 await c.post("/v1/ad-click/feedback", json={"outcome": 1}),
                 await c.post("/v1/housing-price/feedback", json={"request_id": predicted[1][0], "outcome": 1}),
+                # what the fuzzer once answered 500: a string where a finite float was looked for
+                await c.post(
+                    "/v1/ad-click/feedback", json={"request_id": predicted[1][0], "outcome": None, "outcomes": [""]}
+                ),
             ]
             drift = (await c.get("/v1/models/ad-click/drift")).json()
             housing = (await c.get("/v1/models/housing-price/drift")).json()
@@ -81,7 +85,8 @@ def test_online_measures_from_feedback_equal_the_offline_measures_of_the_same_pa
     assert abs(online["log_loss"] - float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped)))) < 1e-12
     assert 0 <= online["calibration_error"] <= 1
     assert price["counted"] and housing["online"]["1"]["mae"] == abs(800_000 - house["price"])
-    unknown, count, kind, missing, other_model = errors
+    unknown, count, kind, missing, other_model, empty_label = errors
+    assert empty_label.status_code == 400 and empty_label.json()["detail"][0]["loc"] == ["outcomes", 0]
     assert unknown.status_code == 404 and unknown.json()["detail"][0]["loc"] == ["request_id"]
     assert count.status_code == 400 and count.json()["detail"][0]["loc"] == ["outcomes"]
     assert kind.status_code == 400 and kind.json()["detail"][0]["loc"][0] == "outcome"
