@@ -112,7 +112,7 @@ overload: $(DEV_STAMP)
 # loadtests/RESULTS.md. About 10 minutes. Needs wrk (installed from Debian's packages when missing).
 bench: $(DEV_STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
-	$(BIN)/python -m loadtests.bench --drift-off $(BENCH_ARGS)
+	$(BIN)/python -m loadtests.bench --drift-off --payload-log $(BENCH_ARGS)
 
 # Ten minutes of mixed load (all endpoints, Locust), memory and p99 per minute; fails on any failed
 # request or memory growth of 5% or more after the first minute. soak-housing: issue 4's 5-minute wrk run.

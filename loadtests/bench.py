@@ -244,16 +244,21 @@ HISTORY = " (history: 1 process, asyncio + h11)"
 
 
 DRIFT_OFF = "nnserve, drift off"  # the same service with NNSERVE_DRIFT_WINDOW_ROWS=0: what drift tracking costs
+PAYLOAD_LOG = "nnserve, payload log on"  # every prediction logged (service/payloads.py): what logging costs
 
 
 def run_scenario(
-    scenario: Scenario, models_dir: Path, seconds: int, rounds: int, history: bool = False, drift_off: bool = False
-) -> None:
+    scenario: Scenario, models_dir: Path, seconds: int, rounds: int, history: bool = False, drift_off: bool = False,
+    payload_log: bool = False,
+) -> None:  # fmt: skip
     tagger = "imagenet-classifier" if scenario.models == "imagenet" else "image-tagging"
     with ExitStack() as stack:
         urls = {"nnserve": stack.enter_context(bentoml_serve(models_dir))}
         if drift_off:
             urls[DRIFT_OFF] = stack.enter_context(bentoml_serve(models_dir, NNSERVE_DRIFT_WINDOW_ROWS="0"))
+        if payload_log:
+            logs = stack.enter_context(tempfile.TemporaryDirectory())
+            urls[PAYLOAD_LOG] = stack.enter_context(bentoml_serve(models_dir, NNSERVE_PAYLOAD_LOG_DIR=logs))
         if scenario.references:
             urls["starlette"] = stack.enter_context(uvicorn_app("starlette_app", models_dir, tagger))
             urls["fastapi"] = stack.enter_context(uvicorn_app("fastapi_app", models_dir, tagger))
@@ -339,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-record", action="store_true", help="do not append to loadtests/RESULTS.md")
     parser.add_argument("--history", action="store_true", help="also the one-process asyncio + h11 references")
     parser.add_argument("--drift-off", action="store_true", help="also nnserve without drift tracking (its cost)")
+    parser.add_argument("--payload-log", action="store_true", help="also nnserve logging every prediction (its cost)")
     args = parser.parse_args(argv)
     chosen = [s for s in scenarios() if not args.only or s.name in args.only.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -346,9 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         if any(s.models == "imagenet" for s in chosen):
             dirs["imagenet"] = imagenet_models_dir(Path(tmp))
         for s in chosen:
-            stacks = ((len(STACKS) + 2 * args.history) if s.references else 1) + args.drift_off
+            stacks = ((len(STACKS) + 2 * args.history) if s.references else 1) + args.drift_off + args.payload_log
             print(f"{s.name}: {args.rounds} rounds x {stacks} stacks x {args.duration} s, {s.connections} connections")
-            run_scenario(s, dirs[s.models], args.duration, args.rounds, args.history, args.drift_off)
+            run_scenario(s, dirs[s.models], args.duration, args.rounds, args.history, args.drift_off, args.payload_log)
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
