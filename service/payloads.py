@@ -49,7 +49,8 @@ class PayloadLog:
         self.wake = threading.Event()
         self.lock = threading.Lock()  # the writer thread and the exit hook
         self.written = self.dropped = 0
-        self.file = self.path.open("a", encoding="utf-8")
+        self.file = self.path.open("ab")  # bytes, its size counted here: a text file's tell() is slow
+        self.size = self.file.tell()
         self.thread = threading.Thread(target=self._run, name="payload-log", daemon=True)
         self.thread.start()
         atexit.register(self.close)
@@ -85,16 +86,17 @@ class PayloadLog:
                     for at, entry, _ in batch:
                         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z"
                         line = json.dumps({"time": stamp, **entry}, default=str, ensure_ascii=False) + "\n"
-                        if self.file.tell() + len(line) > self.max_bytes and self.file.tell() > 0:
+                        data = line.encode()
+                        if self.size + len(data) > self.max_bytes and self.size > 0:
                             self._rotate()
-                        self.file.write(line)
+                        self.file.write(data)
+                        self.size += len(data)
                         done += 1
-                        self.written += 1
-                        telemetry.count_payload("written")
                 finally:  # what could not be written is counted as dropped: written + dropped = sampled
-                    for _ in range(len(batch) - done):
-                        self.dropped += 1
-                        telemetry.count_payload("dropped")
+                    self.written += done
+                    self.dropped += len(batch) - done
+                    telemetry.count_payload("written", done)
+                    telemetry.count_payload("dropped", len(batch) - done)
             self.file.flush()
 
     def _rotate(self) -> None:
@@ -111,7 +113,8 @@ class PayloadLog:
             self.path.rename(self.path.with_name(f"{self.path.name}.1"))
         else:
             self.path.unlink()
-        self.file = self.path.open("a", encoding="utf-8")
+        self.file = self.path.open("ab")
+        self.size = 0
 
     def close(self) -> None:
         """What is still queued is written (at the worker's exit)."""

@@ -155,8 +155,9 @@ def publish_drift(model: str, version: str, figures: dict[str, Any]) -> None:
             js.labels(model=model, version=version, distribution=name, kind=f["kind"]).set(f["js_distance"])
 
 
-def count_payload(outcome: str) -> None:
-    _series()[10].labels(outcome=outcome).inc()
+def count_payload(outcome: str, n: int = 1) -> None:
+    if n:
+        _series()[10].labels(outcome=outcome).inc(n)
 
 
 def publish_online(model: str, version: str, figures: dict[str, Any]) -> None:
