@@ -123,7 +123,8 @@ class Distribution(_Strict):
     fractions: list[float]  # per bin: len(edges) + 1, or len(codes) + 1
 
     def bins(self) -> int:
-        return len(self.fractions)
+        """How many bins the edges or codes make (a valid card has a fraction for each)."""
+        return len(self.edges) + 1 if self.edges is not None else len(self.codes or []) + 1
 
 
 class ReferenceCard(_Strict):

@@ -182,8 +182,7 @@ def check_names(reference: ReferenceCard, expected: Sequence[str]) -> str | None
     if names != list(expected):
         return f"reference distributions {names}; this task tracks {list(expected)} in that order"
     for d in reference.distributions:
-        bins = len(d.edges) + 1 if d.edges is not None else len(d.codes) + 1 if d.codes is not None else -1
-        if bins != len(d.fractions) or (d.edges is None) == (d.codes is None):
+        if d.bins() != len(d.fractions) or (d.edges is None) == (d.codes is None):
             return f"reference distribution {d.name}: give edges or codes, and one fraction per bin"
     return None
 

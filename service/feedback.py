@@ -125,14 +125,19 @@ class Outcomes:
         }
 
     def pairs(self, model: str) -> dict[str, tuple[list[Any], list[Any]]]:
-        """Each version's latest `window` (output, outcome) rows."""
+        """Each version's latest `window` (output, outcome) rows: at most `window` joined requests per
+        version are read (each holds one row or more), not the model's whole history."""
         found: dict[str, tuple[list[Any], list[Any]]] = {}
-        rows = self.db().execute(
-            "SELECT version, outputs, outcomes FROM feedback WHERE model = ? ORDER BY time DESC", (model,)
-        )
-        for version, outputs, outcomes in rows:
+        db = self.db()
+        for (version,) in db.execute("SELECT DISTINCT version FROM feedback WHERE model = ?", (model,)).fetchall():
             got, seen = found.setdefault(version, ([], []))
-            if len(got) < self.window:
+            rows = db.execute(
+                "SELECT outputs, outcomes FROM feedback WHERE model = ? AND version = ? ORDER BY time DESC LIMIT ?",
+                (model, version, self.window),
+            )
+            for outputs, outcomes in rows:
+                if len(got) >= self.window:
+                    break
                 got.extend(json.loads(outputs))
                 seen.extend(json.loads(outcomes))
         return found

@@ -61,12 +61,8 @@ def codes(name: str, kind: str, values: np.ndarray) -> Distribution:
 
 
 def _fill(d: Distribution, values: np.ndarray) -> Distribution:
-    counts = np.bincount(bin_of(d, values), minlength=_bins(d))
+    counts = np.bincount(bin_of(d, values), minlength=d.bins())
     return d.model_copy(update={"fractions": [round(float(c), 6) for c in counts / max(1, len(values))]})
-
-
-def _bins(d: Distribution) -> int:
-    return len(d.edges) + 1 if d.edges is not None else len(d.codes or []) + 1
 
 
 def tabular(
