@@ -44,7 +44,9 @@ CREATE TABLE IF NOT EXISTS predictions (request_id TEXT PRIMARY KEY, model TEXT,
 CREATE TABLE IF NOT EXISTS feedback (request_id TEXT PRIMARY KEY, model TEXT, version TEXT, time REAL,
                                      outputs TEXT, outcomes TEXT);
 CREATE INDEX IF NOT EXISTS feedback_by_model ON feedback (model, version, time);
+CREATE INDEX IF NOT EXISTS feedback_by_time ON feedback (time);
 """
+PRUNE_EVERY_S = 60.0
 
 
 Outcome = bool | FiniteFloat | str  # clicked (true/false, 1/0), a price, a label
@@ -60,9 +62,10 @@ class Feedback(BaseModel):
 
 
 class Outcomes:
-    def __init__(self, directory: Path, ttl_s: float, window: int) -> None:
+    def __init__(self, directory: Path, ttl_s: float, window: int, keep_s: float) -> None:
         self.path = directory / DB_FILE
-        self.ttl_s, self.window = ttl_s, window
+        self.ttl_s, self.window, self.keep_s = ttl_s, window, keep_s
+        self.pruned = 0.0  # when outcomes older than keep_s last went
         self.local = threading.local()  # a connection per thread: the writer's, the event loop's
         self.db().executescript(SCHEMA)
 
@@ -76,14 +79,18 @@ class Outcomes:
         return conn
 
     def remember(self, rows: list[tuple[str, str, str, float, list[Any]]]) -> None:
-        """In the payload log's writer thread: the logged predictions' per-row outputs; older ones go."""
-        db = self.db()
+        """In the payload log's writer thread: the logged predictions' per-row outputs; predictions past
+        the join's TTL go, and (once a minute) outcomes past NNSERVE_FEEDBACK_KEEP_S: the file stays bounded."""
+        db, now = self.db(), time.time()
         with db:
             db.executemany(
                 "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?)",
                 [(r, m, v, t, json.dumps(o)) for r, m, v, t, o in rows],
             )
-            db.execute("DELETE FROM predictions WHERE time < ?", (time.time() - self.ttl_s,))
+            db.execute("DELETE FROM predictions WHERE time < ?", (now - self.ttl_s,))
+            if now - self.pruned >= PRUNE_EVERY_S:
+                db.execute("DELETE FROM feedback WHERE time < ?", (now - self.keep_s,))
+                self.pruned = now
 
     def join(self, model: str, task: str, labels: list[str], body: Feedback) -> dict[str, Any]:
         """One outcome (or a batch's outcomes) joined to its logged prediction."""

@@ -128,7 +128,9 @@ def make_payload_log(settings: Any) -> PayloadLog | None:
     if settings.payload_log_dir is None or settings.payload_log_sample <= 0:
         return None
     settings.payload_log_dir.mkdir(parents=True, exist_ok=True)
-    outcomes = Outcomes(settings.payload_log_dir, settings.feedback_ttl_s, settings.feedback_window)
+    outcomes = Outcomes(
+        settings.payload_log_dir, settings.feedback_ttl_s, settings.feedback_window, settings.feedback_keep_s
+    )
     return PayloadLog(
         settings.payload_log_dir, settings.payload_log_sample, settings.payload_log_max_bytes,
         settings.payload_log_max_files, settings.payload_log_queue, outcomes,

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     feedback_ttl_s: float = Field(
         7 * 86_400, gt=0, description="How long a logged prediction can be joined to its outcome (POST .../feedback)."
     )
+    feedback_keep_s: float = Field(
+        30 * 86_400, gt=0, description="How long posted outcomes are kept (online measures, training data)."
+    )
     feedback_window: int = Field(5000, ge=1, description="Joined rows per model version the online metrics cover.")
     access_log: bool = Field(True, description="Log one line per request.")
     docs_ui: bool = Field(

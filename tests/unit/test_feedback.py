@@ -1,0 +1,27 @@
+"""The outcome store (service/feedback.py) stays bounded: predictions go after the join's TTL, posted
+outcomes after NNSERVE_FEEDBACK_KEEP_S, and only those."""
+
+from __future__ import annotations
+
+import time
+
+from service.feedback import Feedback, Outcomes
+
+
+def test_outcomes_older_than_keep_go_and_newer_ones_stay(tmp_path):
+    store = Outcomes(tmp_path, ttl_s=3600, window=100, keep_s=1000)
+    now = time.time()
+    store.remember([("old", "m", "1", now, [0.5]), ("new", "m", "1", now, [0.25])])
+    for request_id in ("old", "new"):
+        assert store.join("m", "binary_classification", [], Feedback(request_id=request_id, outcome=1))["counted"]
+    with store.db() as db:  # the first outcome was posted 1,001 s ago
+        db.execute("UPDATE feedback SET time = ? WHERE request_id = 'old'", (now - 1001,))
+    assert store.pairs("m") == {"1": ([0.25, 0.5], [1, 1])}
+    store.remember([])  # within the minute since the last pruning: nothing goes yet
+    assert store.pairs("m") == {"1": ([0.25, 0.5], [1, 1])}
+    store.pruned = 0.0
+    store.remember([])
+    assert store.pairs("m") == {"1": ([0.25], [1])}
+    expired = [("gone", "m", "1", now - 3601, [0.1])]
+    store.remember(expired)  # a prediction past the join's TTL is not kept to be joined
+    assert store.db().execute("SELECT count(*) FROM predictions WHERE request_id = 'gone'").fetchone() == (0,)
