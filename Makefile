@@ -6,7 +6,7 @@ PORT ?= 3000
 SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve serve-gpu gpu-check gpu-prepare test test-unit models lint format clean bento container container-test loadtest overload bench soak soak-housing memory scale-curve activation-curve fuzz rollout swarm-test
+.PHONY: serve serve-gpu gpu-check gpu-prepare test test-unit models lint format clean bento container container-test loadtest overload bench soak soak-housing memory scale-curve activation-curve fuzz dashboard-png rollout swarm-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -141,6 +141,10 @@ activation-curve: $(DEV_STAMP)
 	$(BIN)/python -m training.lecture activation
 
 # schemathesis against every operation of the OpenAPI document: 300 cases each (make test runs 25).
+# Two dashboard panels (drift, outcome feedback) drawn from a live run scraped by a real Prometheus (~4 min).
+dashboard-png: $(DEV_STAMP) $(PROMETHEUS)
+	$(BIN)/python -m loadtests.dashboard --out docs/dashboard-drift.png
+
 fuzz: $(DEV_STAMP)
 	NNSERVE_FUZZ_EXAMPLES=300 $(BIN)/pytest tests/integration/test_fuzz.py
 
