@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS feedback (request_id TEXT PRIMARY KEY, model TEXT, ve
                                      outputs TEXT, outcomes TEXT);
 CREATE INDEX IF NOT EXISTS feedback_by_model ON feedback (model, version, time);
 CREATE INDEX IF NOT EXISTS feedback_by_time ON feedback (time);
+CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions (time);
 """
 PRUNE_EVERY_S = 60.0
 
@@ -87,8 +88,8 @@ class Outcomes:
                 "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?)",
                 [(r, m, v, t, json.dumps(o)) for r, m, v, t, o in rows],
             )
-            db.execute("DELETE FROM predictions WHERE time < ?", (now - self.ttl_s,))
-            if now - self.pruned >= PRUNE_EVERY_S:
+            if now - self.pruned >= PRUNE_EVERY_S:  # (by index; not at each batch all the same)
+                db.execute("DELETE FROM predictions WHERE time < ?", (now - self.ttl_s,))
                 db.execute("DELETE FROM feedback WHERE time < ?", (now - self.keep_s,))
                 self.pruned = now
 

@@ -1,5 +1,5 @@
 """The outcome store (service/feedback.py) stays bounded: predictions go after the join's TTL, posted
-outcomes after NNSERVE_FEEDBACK_KEEP_S, and only those."""
+outcomes after NNSERVE_FEEDBACK_KEEP_S, and only those, once a minute (by index, not at each batch)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ def test_outcomes_older_than_keep_go_and_newer_ones_stay(tmp_path):
     store.pruned = 0.0
     store.remember([])
     assert store.pairs("m") == {"1": ([0.25], [1])}
-    expired = [("gone", "m", "1", now - 3601, [0.1])]
-    store.remember(expired)  # a prediction past the join's TTL is not kept to be joined
+    store.remember([("gone", "m", "1", now - 3601, [0.1])])
+    assert store.db().execute("SELECT count(*) FROM predictions WHERE request_id = 'gone'").fetchone() == (1,)
+    store.pruned = 0.0
+    store.remember([])  # a prediction past the join's TTL goes at the next pruning
     assert store.db().execute("SELECT count(*) FROM predictions WHERE request_id = 'gone'").fetchone() == (0,)
