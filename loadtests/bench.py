@@ -42,6 +42,7 @@ from PIL import Image
 from loadtests.cost import cost
 from loadtests.gpu_check import per_second
 from loadtests.payloads import SHARED, cifar_jpegs, houses, impressions
+from loadtests.peers.stacks import PEERS, Peer, serve
 from service.runtime import load_model
 from service.settings import Settings
 from tests.serving import REPO, bentoml_serve, free_port
@@ -247,9 +248,21 @@ DRIFT_OFF = "nnserve, drift off"  # the same service with NNSERVE_DRIFT_WINDOW_R
 PAYLOAD_LOG = "nnserve, payload log on"  # every prediction logged (service/payloads.py): what logging costs
 
 
+def same_answer(peer: object, ours: object) -> bool:
+    """A peer's JSON answer is nnserve's: the same fields, numbers equal to float32 precision."""
+    if isinstance(ours, dict):
+        keys = isinstance(peer, dict) and peer.keys() == ours.keys()
+        return keys and all(same_answer(peer[k], ours[k]) for k in ours)
+    if isinstance(ours, list):
+        return isinstance(peer, list) and len(peer) == len(ours) and all(map(same_answer, peer, ours))
+    if isinstance(ours, float):
+        return isinstance(peer, int | float) and abs(peer - ours) <= 1e-6 * max(1.0, abs(ours))
+    return peer == ours
+
+
 def run_scenario(
     scenario: Scenario, models_dir: Path, seconds: int, rounds: int, history: bool = False, drift_off: bool = False,
-    payload_log: bool = False,
+    payload_log: bool = False, peers: tuple[Peer, ...] = (),
 ) -> None:  # fmt: skip
     tagger = "imagenet-classifier" if scenario.models == "imagenet" else "image-tagging"
     with ExitStack() as stack:
@@ -265,9 +278,21 @@ def run_scenario(
         if scenario.references and history:
             for app in ("starlette", "fastapi"):
                 urls[app + HISTORY] = stack.enter_context(uvicorn_app(f"{app}_app", models_dir, tagger, tuned=False))
-        for url in urls.values():  # a warm-up, and a check that every stack answers this request
-            headers = {"content-type": scenario.content_type, **scenario.headers}
-            httpx.post(url + scenario.route, content=scenario.body, headers=headers).raise_for_status()
+        headers = {"content-type": scenario.content_type, **scenario.headers}
+
+        def answers(url: str) -> bool:
+            return httpx.post(url + scenario.route, content=scenario.body, headers=headers, timeout=10).is_success
+
+        for peer in (p for p in peers if scenario.name in p.scenarios):
+            urls[peer.name] = stack.enter_context(serve(peer, models_dir, nnserve_workers(), free_port(), answers))
+        ours = None
+        for name, url in urls.items():  # a warm-up, and a check that every stack answers this request
+            answer = httpx.post(url + scenario.route, content=scenario.body, headers=headers, timeout=30)
+            answer.raise_for_status()
+            if answer.headers.get("content-type", "").startswith("application/json"):
+                ours = answer.json() if ours is None else ours
+                if name in {p.name for p in peers} and not same_answer(answer.json(), ours):
+                    raise AssertionError(f"{name} answers {answer.json()}, nnserve {ours}: not the same work")
             wrk(url, scenario, 2)
         names = list(urls)
         for r in range(rounds):  # each round starts one stack later: no stack always runs first (it showed)
@@ -322,6 +347,9 @@ def targets(done: list[Scenario]) -> list[str]:
                       (non_2xx == 0, f"{non_2xx} non-2xx (503s) == 0")]  # fmt: skip
             if s.connections == 16:
                 checks.append((p99 <= 10, f"p99 {p99:.1f} ms <= 10 at 16 connections"))
+            for peer in (p.name for p in PEERS if p.name in s.results):
+                theirs = median(s.results[peer], "throughput")
+                checks.append((t >= theirs, f"{t / theirs:.2f}x {peer} >= 1.0"))
         else:
             checks = [(t >= 0.5 * s.ceiling, f"{t / s.ceiling:.3f}x onnxruntime >= 0.5")]
         out += [f"{'MET ' if ok else 'MISS'} {s.name}: {text}" for ok, text in checks]
@@ -345,16 +373,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history", action="store_true", help="also the one-process asyncio + h11 references")
     parser.add_argument("--drift-off", action="store_true", help="also nnserve without drift tracking (its cost)")
     parser.add_argument("--payload-log", action="store_true", help="also nnserve logging every prediction (its cost)")
+    parser.add_argument("--peers", default="all", help="peers to measure, by venv name, comma-separated; all; none")
     args = parser.parse_args(argv)
     chosen = [s for s in scenarios() if not args.only or s.name in args.only.split(",")]
+    peers = tuple(p for p in PEERS if args.peers == "all" or p.slug in args.peers.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         dirs = {"committed": REPO / "models"}
         if any(s.models == "imagenet" for s in chosen):
             dirs["imagenet"] = imagenet_models_dir(Path(tmp))
         for s in chosen:
             stacks = ((len(STACKS) + 2 * args.history) if s.references else 1) + args.drift_off + args.payload_log
+            stacks += sum(s.name in p.scenarios for p in peers)
             print(f"{s.name}: {args.rounds} rounds x {stacks} stacks x {args.duration} s, {s.connections} connections")
-            run_scenario(s, dirs[s.models], args.duration, args.rounds, args.history, args.drift_off, args.payload_log)
+            run_scenario(
+                s, dirs[s.models], args.duration, args.rounds, args.history, args.drift_off, args.payload_log, peers
+            )
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()

@@ -1,0 +1,101 @@
+"""The peers `make bench` measures beside nnserve: what each installs, how it starts, which scenarios
+it takes. Each gets its own virtual environment under build/peers/<name>/, created on first use from
+its pinned packages (with onnxruntime and pydantic at .venv's versions, so the model and the
+validation run the same code everywhere); .venv is never touched.
+
+A peer takes a scenario only where it answers nnserve's own request at nnserve's route with nnserve's
+answer (the bench checks the answers agree before it measures). Not yet measured: PyTriton, KServe,
+MLServer, Ray Serve and TorchServe (docs/performance.md says why).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+VENVS = REPO / "build" / "peers"
+SHARED = (f"onnxruntime=={version('onnxruntime')}", f"pydantic=={version('pydantic')}", f"numpy=={version('numpy')}")
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str  # the bench row
+    slug: str  # its venv's folder
+    packages: tuple[str, ...]  # pinned, besides SHARED
+    command: Callable[[Path, int, int], list[str]]  # (venv bin, port, workers) -> argv; must carry --port
+    scenarios: tuple[str, ...]
+
+
+PEERS = (
+    Peer(
+        "LitServe", "litserve", ("litserve==0.2.19", "uvloop", "pyzmq"),
+        lambda bin, port, workers: [str(bin / "python"), "loadtests/peers/litserve_app.py", "--port", str(port),
+                                    "--workers", str(workers)],
+        ("housing-1row", "adclick-1row"),
+    ),
+    Peer(
+        "BentoML, written from its docs", "bentoml-naive", ("bentoml==1.4.40",),
+        lambda bin, port, workers: [str(bin / "bentoml"), "serve", "loadtests.peers.bentoml_naive:Naive", "--host",
+                                    "127.0.0.1", "--port", str(port)],
+        ("housing-1row", "adclick-1row"),
+    ),
+)  # fmt: skip
+
+
+def venv(peer: Peer) -> Path:
+    """The peer's venv's bin/, created (or re-created when its packages changed) first."""
+    root = VENVS / peer.slug
+    wanted = "\n".join([*peer.packages, *SHARED]) + "\n"
+    stamp = root / "requirements.txt"
+    if not stamp.exists() or stamp.read_text() != wanted:
+        VENVS.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(root)], check=True)
+        print(f"{peer.name}: installing {', '.join(peer.packages)} into {root}", flush=True)
+        subprocess.run([str(root / "bin" / "pip"), "install", "-q", *peer.packages, *SHARED], check=True)
+        stamp.write_text(wanted)
+    return root / "bin"
+
+
+@contextmanager
+def serve(peer: Peer, models_dir: Path, workers: int, port: int, probe: Callable[[str], bool]) -> Iterator[str]:
+    """The peer started on `port` with `workers` worker processes; yields its URL once `probe` passes."""
+    env = {**os.environ, "NNSERVE_MODELS_DIR": str(models_dir), "BENCH_WORKERS": str(workers),
+           "BENCH_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}  # fmt: skip
+    bin_dir = venv(peer)
+    log = open(VENVS / f"{peer.slug}.log", "w")  # noqa: SIM115 - the child keeps writing to it
+    proc = subprocess.Popen(peer.command(bin_dir, port, workers), cwd=REPO, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        end = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{peer.name} exited with {proc.returncode}: see {log.name}")
+            try:
+                if probe(url):
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > end:
+                raise TimeoutError(f"{peer.name} did not answer in 180 s: see {log.name}")
+            time.sleep(0.5)  # polling a starting server, with a deadline
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
