@@ -248,6 +248,11 @@ DRIFT_OFF = "nnserve, drift off"  # the same service with NNSERVE_DRIFT_WINDOW_R
 PAYLOAD_LOG = "nnserve, payload log on"  # every prediction logged (service/payloads.py): what logging costs
 
 
+def post(url: str, scenario: Scenario) -> httpx.Response:
+    headers = {"content-type": scenario.content_type, **scenario.headers}
+    return httpx.post(url + scenario.route, content=scenario.body, headers=headers, timeout=30)
+
+
 def same_answer(peer: object, ours: object) -> bool:
     """A peer's JSON answer is nnserve's: the same fields, numbers equal to float32 precision."""
     if isinstance(ours, dict):
@@ -278,27 +283,27 @@ def run_scenario(
         if scenario.references and history:
             for app in ("starlette", "fastapi"):
                 urls[app + HISTORY] = stack.enter_context(uvicorn_app(f"{app}_app", models_dir, tagger, tuned=False))
-        headers = {"content-type": scenario.content_type, **scenario.headers}
-
-        def answers(url: str) -> bool:
-            return httpx.post(url + scenario.route, content=scenario.body, headers=headers, timeout=10).is_success
-
+        forms = {name: scenario for name in urls}  # what each stack is sent: a peer may take its own form
         for peer in (p for p in peers if scenario.name in p.scenarios):
-            urls[peer.name] = stack.enter_context(serve(peer, models_dir, nnserve_workers(), free_port(), answers))
+            forms[peer.name] = form = peer.form(scenario)
+            urls[peer.name] = stack.enter_context(
+                serve(peer, models_dir, nnserve_workers(), free_port(), lambda url, f=form: post(url, f).is_success)
+            )
         ours = None
         for name, url in urls.items():  # a warm-up, and a check that every stack answers this request
-            answer = httpx.post(url + scenario.route, content=scenario.body, headers=headers, timeout=30)
+            answer = post(url, forms[name])
             answer.raise_for_status()
             if answer.headers.get("content-type", "").startswith("application/json"):
                 ours = answer.json() if ours is None else ours
-                if name in {p.name for p in peers} and not same_answer(answer.json(), ours):
+                peer = next((p for p in peers if p.name == name), None)
+                if peer is not None and not same_answer(peer.unwrap(answer.json()), ours):
                     raise AssertionError(f"{name} answers {answer.json()}, nnserve {ours}: not the same work")
-            wrk(url, scenario, 2)
+            wrk(url, forms[name], 2)
         names = list(urls)
         for r in range(rounds):  # each round starts one stack later: no stack always runs first (it showed)
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 with cost(urls[name]) as spent:
-                    run = wrk(urls[name], scenario, seconds)
+                    run = wrk(urls[name], forms[name], seconds)
                 run["cpu_s_per_1000"] = spent["cpu_s"] / max(run["requests"], 1) * 1000
                 run["peak_rss_mb"] = spent["peak_rss_mb"]
                 scenario.results.setdefault(name, []).append(run)

@@ -3,13 +3,16 @@ it takes. Each gets its own virtual environment under build/peers/<name>/, creat
 its pinned packages (with onnxruntime and pydantic at .venv's versions, so the model and the
 validation run the same code everywhere); .venv is never touched.
 
-A peer takes a scenario only where it answers nnserve's own request at nnserve's route with nnserve's
-answer (the bench checks the answers agree before it measures). Not yet measured: PyTriton, KServe,
-MLServer, Ray Serve and TorchServe (docs/performance.md says why).
+A peer takes a scenario in its own natural form where it has one (KServe: v1 `instances`), else
+nnserve's own request at nnserve's route; its answer, unwrapped, must be nnserve's (the bench checks
+before it measures). Not yet measured: PyTriton, MLServer, Ray Serve and TorchServe
+(docs/performance.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -35,6 +39,15 @@ class Peer:
     packages: tuple[str, ...]  # pinned, besides SHARED
     command: Callable[[Path, int, int], list[str]]  # (venv bin, port, workers) -> argv; must carry --port
     scenarios: tuple[str, ...]
+    form: Callable[[Any], Any] = lambda scenario: scenario  # the bench's scenario in the peer's own form
+    unwrap: Callable[[Any], Any] = lambda answer: answer  # its JSON answer -> nnserve's, to compare
+
+
+def kserve_v1(scenario: Any) -> Any:
+    """KServe's v1 protocol: POST /v1/models/<name>:predict {"instances": [row]}."""
+    model = scenario.route.split("/")[2]  # /v1/<model>/predict
+    body = json.dumps({"instances": [json.loads(scenario.body)]}).encode()
+    return dataclasses.replace(scenario, route=f"/v1/models/{model}:predict", body=body)
 
 
 PEERS = (
@@ -49,6 +62,12 @@ PEERS = (
         lambda bin, port, workers: [str(bin / "bentoml"), "serve", "loadtests.peers.bentoml_naive:Naive", "--host",
                                     "127.0.0.1", "--port", str(port)],
         ("housing-1row", "adclick-1row"),
+    ),
+    Peer(
+        "KServe (v1 protocol)", "kserve", ("kserve==0.21.0",),
+        lambda bin, port, workers: [str(bin / "python"), "loadtests/peers/kserve_app.py", "--port", str(port),
+                                    "--workers", str(workers)],
+        ("housing-1row", "adclick-1row"), kserve_v1, lambda answer: answer["predictions"][0],
     ),
 )  # fmt: skip
 

@@ -1,0 +1,49 @@
+"""KServe's Python model server (the `kserve` package, what an InferenceService's custom predictor
+runs) serving the tabular models by its v1 protocol, as its docs set one up: a `kserve.Model` per
+model, `ModelServer(workers=...)` one uvicorn worker per core. Validation, encoding and answers are
+nnserve's (loadtests/peers/common.py); a request that does not validate is KServe's InvalidInput (400).
+
+    python loadtests/peers/kserve_app.py --port PORT --workers N
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import kserve
+from common import TABULAR, TabularModel  # noqa: I001 - the script's own folder, not a package
+from kserve.errors import InvalidInput
+from pydantic import ValidationError
+
+
+class Tabular(kserve.Model):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.served = TabularModel(name)
+        self.ready = True
+
+    # With workers > 1 KServe hands each uvicorn worker process a pickled copy of its models: the
+    # onnxruntime session does not pickle, so each copy loads its own.
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "served"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.served = TabularModel(self.name)
+
+    def predict(self, payload: dict, headers: dict | None = None) -> dict:
+        try:
+            rows = [self.served.validate(row) for row in payload["instances"]]
+        except ValidationError as e:
+            raise InvalidInput(str(e)) from None
+        return {"predictions": self.served.predict(rows)}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, required=True)
+    args, _ = parser.parse_known_args()
+    kserve.ModelServer(http_port=args.port, workers=args.workers, enable_grpc=False).start(
+        [Tabular(name) for name in TABULAR]
+    )
