@@ -5,7 +5,7 @@ validation run the same code everywhere); .venv is never touched.
 
 A peer takes a scenario in its own natural form where it has one (KServe: v1 `instances`), else
 nnserve's own request at nnserve's route; its answer, unwrapped, must be nnserve's (the bench checks
-before it measures). Not yet measured: PyTriton, MLServer, Ray Serve and TorchServe
+before it measures). Not yet measured: PyTriton, MLServer and TorchServe
 (docs/performance.md).
 """
 
@@ -61,6 +61,12 @@ PEERS = (
         "BentoML, written from its docs", "bentoml-naive", ("bentoml==1.4.40",),
         lambda bin, port, workers: [str(bin / "bentoml"), "serve", "loadtests.peers.bentoml_naive:Naive", "--host",
                                     "127.0.0.1", "--port", str(port)],
+        ("housing-1row", "adclick-1row"),
+    ),
+    Peer(
+        "Ray Serve", "ray-serve", ("ray[serve]==2.60.0",),
+        lambda bin, port, workers: [str(bin / "python"), "loadtests/peers/ray_app.py", "--port", str(port),
+                                    "--workers", str(workers)],
         ("housing-1row", "adclick-1row"),
     ),
     Peer(

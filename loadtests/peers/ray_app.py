@@ -1,0 +1,66 @@
+"""Ray Serve serving the tabular models as its docs set one up for production on one machine: one
+application per model at nnserve's route, `num_replicas` one per core, Serve's dynamic batching
+(`@serve.batch`) of concurrent requests, its HTTP proxy in front. Validation, encoding and answers are
+nnserve's (loadtests/peers/common.py).
+
+    python loadtests/peers/ray_app.py --port PORT --workers N
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+import ray
+from common import TABULAR, TabularModel  # noqa: I001 - the script's own folder, not a package
+from pydantic import ValidationError
+from ray import serve
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+
+@serve.deployment
+class Tabular:
+    def __init__(self, name: str) -> None:
+        self.served = TabularModel(name)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.001)
+    async def predict(self, rows: list[dict]) -> list[dict]:
+        return self.served.predict(rows)
+
+    async def __call__(self, request: Request) -> JSONResponse:
+        try:
+            row = self.served.validate(await request.body())
+        except ValidationError as e:
+            return JSONResponse({"detail": e.errors(include_url=False, include_context=False)}, status_code=422)
+        return JSONResponse(await self.predict(row))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, required=True)
+    args = parser.parse_args()
+    ray.init(include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+    for name in TABULAR:
+        # Ray reserves a whole CPU per replica by default: the cores are shared out among all of them.
+        share = (os.cpu_count() or 1) / (args.workers * len(TABULAR))
+        app = Tabular.options(num_replicas=args.workers, ray_actor_options={"num_cpus": share}, name=name).bind(name)
+        serve.run(app, name=name, route_prefix=f"/v1/{name}/predict")
+
+    def stop(*_: object) -> None:  # Ray's own processes go with it, not left behind
+        serve.shutdown()
+        ray.shutdown()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()
