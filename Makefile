@@ -108,8 +108,9 @@ loadtest: $(DEV_STAMP)
 overload: $(DEV_STAMP)
 	$(BIN)/python -m loadtests.overload --seconds $(DURATION) --record
 
-# nnserve against a plain Starlette app, a FastAPI app and raw onnxruntime, same run; appends to
-# loadtests/RESULTS.md. About 10 minutes. Needs wrk (installed from Debian's packages when missing).
+# nnserve against a plain Starlette app, a FastAPI app, the peers (LitServe, KServe, Ray Serve, BentoML from
+# its docs; each in its own venv under build/peers/, built on first use) and raw onnxruntime, same run;
+# appends to loadtests/RESULTS.md. About 20 minutes. Needs wrk (installed from Debian's packages when missing).
 bench: $(DEV_STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python -m loadtests.bench --drift-off --payload-log $(BENCH_ARGS)
