@@ -31,12 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 from PIL import Image
 
 from loadtests.cost import cost
@@ -45,7 +46,7 @@ from loadtests.payloads import SHARED, cifar_jpegs, houses, impressions
 from loadtests.peers.stacks import PEERS, Peer, serve
 from service.runtime import load_model
 from service.settings import Settings
-from tests.serving import REPO, bentoml_serve, free_port
+from tests.serving import REPO, bentoml_serve, free_port, server_processes
 from training.contract import AD_CLICK
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -241,11 +242,22 @@ def parse_wrk(out: str, per_request: int) -> dict:
 
 
 STACKS = ("nnserve", "starlette", "fastapi")
+CHART = REPO / "loadtests" / "bench.png"  # the latest recorded run's chart, shown in the README
 HISTORY = " (history: 1 process, asyncio + h11)"
 
 
 DRIFT_OFF = "nnserve, drift off"  # the same service with NNSERVE_DRIFT_WINDOW_ROWS=0: what drift tracking costs
 PAYLOAD_LOG = "nnserve, payload log on"  # every prediction logged (service/payloads.py): what logging costs
+
+
+def pause(url: str, stopped: bool) -> None:
+    """Stops (SIGSTOP) or resumes a stack's processes. Only the stack being measured runs: some use CPU
+    while idle (LitServe's workers poll their queue: 35% of a core; Ray's 14 processes: 10%), which
+    weighed on every other stack's figures when all stayed up (nnserve's housing throughput fell by a
+    third)."""
+    for proc in server_processes(url):
+        with suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGSTOP if stopped else signal.SIGCONT)
 
 
 def post(url: str, scenario: Scenario) -> httpx.Response:
@@ -300,10 +312,16 @@ def run_scenario(
                     raise AssertionError(f"{name} answers {answer.json()}, nnserve {ours}: not the same work")
             wrk(url, forms[name], 2)
         names = list(urls)
+        stack.callback(lambda: [pause(url, False) for url in urls.values()])  # stopped processes cannot exit
+        for url in urls.values():
+            pause(url, True)
         for r in range(rounds):  # each round starts one stack later: no stack always runs first (it showed)
             for name in names[r % len(names) :] + names[: r % len(names)]:
+                pause(urls[name], False)
+                time.sleep(1)  # a just-woken stack's timers and queues settle before it is measured
                 with cost(urls[name]) as spent:
                     run = wrk(urls[name], forms[name], seconds)
+                pause(urls[name], True)
                 run["cpu_s_per_1000"] = spent["cpu_s"] / max(run["requests"], 1) * 1000
                 run["peak_rss_mb"] = spent["peak_rss_mb"]
                 scenario.results.setdefault(name, []).append(run)
@@ -361,6 +379,36 @@ def targets(done: list[Scenario]) -> list[str]:
     return out
 
 
+def chart(done: list[Scenario], path: Path, title: str) -> None:
+    """Throughput (bars) and p99 (beside each bar) per stack, one panel per scenario, fastest first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    heights = [len(s.results) + 1 for s in done]
+    fig, axes = plt.subplots(
+        len(done), 1, figsize=(10, 1.0 + 0.42 * sum(heights)), squeeze=False, gridspec_kw={"height_ratios": heights}
+    )
+    for ax, s in zip(axes[:, 0], done, strict=True):
+        rows = sorted(s.results.items(), key=lambda item: median(item[1], "throughput"))
+        names = [name for name, _ in rows] + ["onnxruntime in-process (ceiling)"]
+        values = [median(runs, "throughput") for _, runs in rows] + [s.ceiling]
+        colours = ["#3274d9" if n == "nnserve" else "#8e8e8e" if n.startswith("onnxruntime") else "#b8c4d6"
+                   for n in names]  # fmt: skip
+        ax.barh(names, values, color=colours)
+        ax.set_xscale("log")
+        for y, (_, runs) in enumerate(rows):
+            ax.text(values[y] * 1.05, y, f"{values[y]:,.0f}  p99 {median(runs, 'p99'):.1f} ms", va="center", fontsize=8)
+        ax.text(values[-1] * 1.05, len(rows), f"{values[-1]:,.0f}", va="center", fontsize=8)
+        ax.set_title(f"{s.name} ({s.unit}/s, log scale; {s.connections} connections)", loc="left", fontsize=10)
+        ax.tick_params(labelsize=8)
+        ax.set_xlim(right=max(values) * 8)
+    fig.suptitle(title, fontsize=9, x=0.01, ha="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
 def machine() -> str:
     with open("/proc/cpuinfo") as f:
         cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
@@ -378,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history", action="store_true", help="also the one-process asyncio + h11 references")
     parser.add_argument("--drift-off", action="store_true", help="also nnserve without drift tracking (its cost)")
     parser.add_argument("--payload-log", action="store_true", help="also nnserve logging every prediction (its cost)")
+    parser.add_argument(
+        "--chart", type=Path, default=None, help="the chart's PNG (default: loadtests/bench.png when recording)"
+    )
     parser.add_argument("--peers", default="all", help="peers to measure, by venv name, comma-separated; all; none")
     args = parser.parse_args(argv)
     chosen = [s for s in scenarios() if not args.only or s.name in args.only.split(",")]
@@ -404,6 +455,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_record:
         with open(RESULTS, "a") as f:
             f.write("\n".join(report) + "\n")
+    path = args.chart or (None if args.no_record else CHART)
+    if path is not None:
+        chart(chosen, path, header.removeprefix("## "))
+        print(f"chart: {path}")
     return 0
 
 
