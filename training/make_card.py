@@ -20,7 +20,7 @@ import onnx
 
 from service.cards import ONNX_FILE, ImageInputCard, ModelCard, write_card
 from training.export import graph_signature, onnx_facts
-from training.runinfo import DATA_ERROR_EXIT, TrainingDataError, parse_config, sha256_file
+from training.runinfo import TrainingDataError, run_tool, sha256_file
 
 IMAGENET_MEAN = "0.485,0.456,0.406"
 IMAGENET_STD = "0.229,0.224,0.225"
@@ -126,15 +126,14 @@ def make_card(cfg: Config) -> ModelCard:
     return card
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(Config, argv, __doc__ or "")
-    try:
-        card = make_card(cfg)
-    except TrainingDataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return DATA_ERROR_EXIT
+def _make_and_say(cfg: Config) -> int:
+    card = make_card(cfg)
     print(f"wrote the card of {card.name}: {len(card.labels)} labels, input {card.inputs[0].shape}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_tool(Config, argv, __doc__ or "", _make_and_say)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from service.feedback import DB_FILE
 from service.versions import version_key
 from training.contract import AD_CLICK, HOUSING, TabularSpec
 from training.data_tabular import column
-from training.runinfo import DATA_ERROR_EXIT, TrainingDataError, parse_config
+from training.runinfo import TrainingDataError, run_tool
 
 # The contract models' trainers: the spec whose columns they read, the outcome's column, and the time
 # column when the features have none of their own.
@@ -222,16 +222,15 @@ def export(cfg: Config) -> dict[str, int]:
     return counts
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(Config, argv, __doc__ or "")
-    try:
-        counts = export(cfg)
-    except TrainingDataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return DATA_ERROR_EXIT
+def _export_and_say(cfg: Config) -> int:
+    counts = export(cfg)
     print(f"{cfg.out}: {counts['rows']} labelled row(s) from {counts['with_outcomes']} of {counts['entries']} "
           "logged request(s) (the rest have no outcome posted back)")  # fmt: skip
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_tool(Config, argv, __doc__ or "", _export_and_say)
 
 
 if __name__ == "__main__":

@@ -87,6 +87,17 @@ def parse_config(cls: type[C], argv: list[str] | None = None, description: str =
     return cls(**vars(parser.parse_args(argv)))
 
 
+def run_tool(cls: type[C], argv: list[str] | None, description: str, work: Callable[[C], int]) -> int:
+    """A command without torch (make_card, payload_data): its config from the command line, then `work`;
+    bad data ends it with one line and exit code 2, as a trainer's does."""
+    cfg = parse_config(cls, argv, description)
+    try:
+        return work(cfg)
+    except TrainingDataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return DATA_ERROR_EXIT
+
+
 def run_trainer(cls: type[C], argv: list[str] | None, description: str, train: Callable[[C], int]) -> int:
     """What every trainer does: its config from the command line, logging, seeds, torch threads, then
     `train`. Bad data or a bad combination of flags ends the run with one line and exit code 2, not a
