@@ -88,7 +88,7 @@ class Outcomes:
                 "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?)",
                 [(r, m, v, t, json.dumps(o)) for r, m, v, t, o in rows],
             )
-            if now - self.pruned >= PRUNE_EVERY_S:  # (by index; not at each batch all the same)
+            if now - self.pruned >= PRUNE_EVERY_S:  # once a minute, by index: a scan at each batch grew with the table
                 db.execute("DELETE FROM predictions WHERE time < ?", (now - self.ttl_s,))
                 db.execute("DELETE FROM feedback WHERE time < ?", (now - self.keep_s,))
                 self.pruned = now
