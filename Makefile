@@ -108,7 +108,7 @@ loadtest: $(DEV_STAMP)
 overload: $(DEV_STAMP)
 	$(BIN)/python -m loadtests.overload --seconds $(DURATION) --record
 
-# nnserve against a plain Starlette app, a FastAPI app, the peers (LitServe, KServe, Ray Serve, BentoML from
+# nnserve against a plain Starlette app, a FastAPI app, the peers (LitServe, KServe, MLServer, Ray Serve, BentoML from
 # its docs; each in its own venv under build/peers/, built on first use) and raw onnxruntime, same run;
 # appends to loadtests/RESULTS.md. About 20 minutes. Needs wrk (installed from Debian's packages when missing).
 bench: $(DEV_STAMP)

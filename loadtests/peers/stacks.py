@@ -3,9 +3,9 @@ it takes. Each gets its own virtual environment under build/peers/<name>/, creat
 its pinned packages (with onnxruntime and pydantic at .venv's versions, so the model and the
 validation run the same code everywhere); .venv is never touched.
 
-A peer takes a scenario in its own natural form where it has one (KServe: v1 `instances`), else
+A peer takes a scenario in its own natural form where it has one (KServe: v1 `instances`; MLServer: V2 columns), else
 nnserve's own request at nnserve's route; its answer, unwrapped, must be nnserve's (the bench checks
-before it measures). Not yet measured: PyTriton, MLServer and TorchServe
+before it measures). Not yet measured: PyTriton and TorchServe
 (docs/performance.md).
 """
 
@@ -50,6 +50,23 @@ def kserve_v1(scenario: Any) -> Any:
     return dataclasses.replace(scenario, route=f"/v1/models/{model}:predict", body=body)
 
 
+def v2_columns(scenario: Any) -> Any:
+    """The V2 (Open Inference Protocol) JSON form MLServer's docs use for a table: one input per column,
+    decoded by its pandas codec. POST /v2/models/<name>/infer."""
+    model = scenario.route.split("/")[2]
+    kinds = {bool: "BOOL", int: "INT64", float: "FP64", str: "BYTES"}
+    inputs = [{"name": k, "shape": [1], "datatype": kinds[type(v)], "data": [v],
+               **({"parameters": {"content_type": "str"}} if isinstance(v, str) else {})}
+              for k, v in json.loads(scenario.body).items()]  # fmt: skip
+    body = json.dumps({"parameters": {"content_type": "pd"}, "inputs": inputs}).encode()
+    return dataclasses.replace(scenario, route=f"/v2/models/{model}/infer", body=body)
+
+
+def v2_answer(answer: dict) -> dict:
+    fields = {o["name"]: o["data"][0] for o in answer["outputs"]}
+    return {**fields, "warnings": json.loads(fields["warnings"])}
+
+
 PEERS = (
     Peer(
         "LitServe", "litserve", ("litserve==0.2.19", "uvloop", "pyzmq"),
@@ -74,6 +91,13 @@ PEERS = (
         lambda bin, port, workers: [str(bin / "python"), "loadtests/peers/kserve_app.py", "--port", str(port),
                                     "--workers", str(workers)],
         ("housing-1row", "adclick-1row"), kserve_v1, lambda answer: answer["predictions"][0],
+    ),
+    Peer(
+        # uvloop 0.23 breaks MLServer 1.7.1's inference workers (no current event loop): its last good one
+        "MLServer (V2, pandas codec)", "mlserver", ("mlserver==1.7.1", "uvloop==0.21.0"),
+        lambda bin, port, workers: [str(bin / "python"), "loadtests/peers/mlserver_app.py", "--port", str(port),
+                                    "--workers", str(workers)],
+        ("housing-1row", "adclick-1row"), v2_columns, v2_answer,
     ),
 )  # fmt: skip
 
