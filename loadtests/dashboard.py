@@ -15,7 +15,6 @@ panel's legendFormat. No Grafana server: Debian has none, and the figures, not t
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
 import sys
@@ -29,11 +28,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from loadtests.payloads import house_requests  # noqa: E402
 from tests.conftest import HOUSING_CSV, MODELS  # noqa: E402
-from tests.integration.test_payload_training import _house  # noqa: E402
 from tests.integration.test_prometheus import DASHBOARD, start_prometheus  # noqa: E402
 from tests.serving import bentoml_serve  # noqa: E402
-from training.data_housing import VALIDATION_FROM  # noqa: E402
+from training.data_housing import load_housing, split_by_date  # noqa: E402
 
 PANELS = ("Drift: PSI", "Outcome feedback")  # the titles' beginnings
 MODEL = "housing-price"
@@ -45,11 +44,10 @@ SETTINGS = {  # windows small enough that the picture moves within minutes (defa
 }
 
 
-def sales() -> list[dict]:
+def sales() -> list[tuple[dict, float]]:
     """The validation months' sales as requests, with their prices."""
-    with HOUSING_CSV.open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["date"][:8] >= VALIDATION_FROM.replace("-", "")]
-    return [(_house(r), float(r["price"])) for r in rows]
+    validation = split_by_date(load_housing(HOUSING_CSV))[1]
+    return list(zip(house_requests(validation), map(float, validation.extra["price"]), strict=True))
 
 
 def drive(url: str, houses: list, seconds: float, shift: bool) -> int:

@@ -11,26 +11,18 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from loadtests.payloads import house_requests
 from service.server import standalone
 from service.settings import Settings
 from tests.conftest import HOUSING_CSV, MODELS
 from training import payload_data, train_housing
 from training.clicklog_schema import load_schema
-from training.contract import AD_CLICK, HOUSING
+from training.contract import AD_CLICK
 from training.data_adclick import generate, write_csv
 from training.data_clicklogs import write_log
 from training.data_housing import load_housing
-from training.data_tabular import column, parse_date, read_tabular_csv
+from training.data_tabular import column, read_tabular_csv
 from training.train_clicklog import _declared
-
-
-def _house(row: dict[str, str]) -> dict:
-    """A King County line as the request its seller would send."""
-    request = {f.name: float(row[column(f)]) for f in HOUSING.numeric if not f.date}
-    request |= {f.name: int(v) for f in HOUSING.numeric if f.integer and (v := request[f.name]) == int(v)}
-    request["waterfront"] = bool(request["waterfront"])
-    request["sale_date"] = parse_date(row["date"]).isoformat()
-    return request | {"zipcode": int(row["zipcode"])}
 
 
 def _impression(row: dict[str, str]) -> dict:
@@ -68,21 +60,19 @@ async def _serve(logs: Path, calls: list[tuple[str, dict, list]]) -> list[str]:
 
 
 def test_logged_sales_with_their_prices_are_read_by_the_trainer_as_the_sales_themselves(tmp_path):
-    with HOUSING_CSV.open(newline="") as f:
-        sales = list(csv.DictReader(f))[-60:]  # real sales, as a later month would bring them
-    calls = [("housing-price", _house(s), [float(s["price"])]) for s in sales[:40]]
-    calls.append(
-        ("housing-price", {"houses": [_house(s) for s in sales[40:45]]}, [float(s["price"]) for s in sales[40:45]])
-    )
-    calls += [("housing-price", _house(s), None) for s in sales[45:]]  # never sold, or not told: not training data
+    original = load_housing(HOUSING_CSV)
+    latest = original.take(np.arange(len(original)) >= len(original) - 60)  # real sales, as a later month brings
+    houses, prices = house_requests(latest), [float(p) for p in latest.extra["price"]]
+    calls = [("housing-price", h, [p]) for h, p in zip(houses[:40], prices[:40], strict=True)]
+    calls.append(("housing-price", {"houses": houses[40:45]}, prices[40:45]))
+    calls += [("housing-price", h, None) for h in houses[45:]]  # never sold, or not told: not training data
     logs = tmp_path / "logs"
     asyncio.run(_serve(logs, calls))
 
     out = tmp_path / "logged.csv"
     assert payload_data.main(["--logs", str(logs), "--model", str(MODELS / "housing-price"), "--out", str(out)]) == 0
     logged = load_housing(out)
-    original = load_housing(HOUSING_CSV)
-    sent = original.take(np.arange(len(original)) >= len(original) - 60).take(np.arange(60) < 45)
+    sent = latest.take(np.arange(60) < 45)
     assert len(logged) == 45 and logged.dropped == 0
     order = np.lexsort([sent.extra["price"], sent.numeric[:, 0]])  # the log's order is the time of the request
     back = np.lexsort([logged.extra["price"], logged.numeric[:, 0]])
@@ -147,7 +137,7 @@ def test_a_click_log_model_gets_its_log_back_line_for_line(tmp_path):
 
 def test_nothing_to_export_or_a_photo_model_is_one_line_and_exit_2(tmp_path, capsys):
     logs = tmp_path / "logs"
-    asyncio.run(_serve(logs, [("housing-price", _house(next(csv.DictReader(HOUSING_CSV.open()))), None)]))
+    asyncio.run(_serve(logs, [("housing-price", house_requests(load_housing(HOUSING_CSV))[0], None)]))
     out = tmp_path / "out.csv"
     assert payload_data.main(["--logs", str(logs), "--model", str(MODELS / "housing-price"), "--out", str(out)]) == 2
     assert "1 logged housing-price request(s), none with an outcome" in capsys.readouterr().err
