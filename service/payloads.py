@@ -57,11 +57,14 @@ class PayloadLog:
         self.thread.start()
         atexit.register(self.close)
 
+    def sampled(self) -> bool:
+        """Whether this prediction is logged: drawn before its entry is built, which a sample rate below
+        one spares most requests."""
+        return self.sample >= 1 or random.random() < self.sample
+
     def submit(self, entry: dict[str, Any], outputs: list[Any]) -> None:
         """In the event loop: a sampled entry (and its per-row outputs) joins the queue, or is dropped and
         counted. Never blocks."""
-        if self.sample < 1 and random.random() >= self.sample:
-            return
         if len(self.queue) >= self.limit:
             self.dropped += 1
             telemetry.count_payload("dropped")

@@ -113,7 +113,7 @@ class Adapter:
     def log_payload(self, scope: dict[str, Any], request: Any, answer: Any, outputs: list[Any]) -> None:
         """The request and its answer (and its per-row outputs, for outcome feedback) to the payload log
         when there is one, after the answer has gone."""
-        if self.payloads is not None:
+        if self.payloads is not None and self.payloads.sampled():
             request_id = trace_context.request_id
             self.payloads.submit({
                 "request_id": format(request_id if request_id is not None else random.getrandbits(64), "016x"),

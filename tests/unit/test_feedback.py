@@ -1,5 +1,6 @@
-"""The outcome store (service/feedback.py) stays bounded: predictions go after the join's TTL, posted
-outcomes after NNSERVE_FEEDBACK_KEEP_S, and only those, once a minute (by index, not at each batch)."""
+"""The payload log samples at its set share (service/payloads.py), and the outcome store
+(service/feedback.py) stays bounded: predictions go after the join's TTL, posted outcomes after
+NNSERVE_FEEDBACK_KEEP_S, and only those, once a minute (by index, not at each batch)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,17 @@ def test_outcomes_older_than_keep_go_and_newer_ones_stay(tmp_path):
     store.pruned = 0.0
     store.remember([])  # a prediction past the join's TTL goes at the next pruning
     assert store.db().execute("SELECT count(*) FROM predictions WHERE request_id = 'gone'").fetchone() == (0,)
+
+
+def test_the_payload_log_keeps_its_sample_share_and_every_entry_at_one(tmp_path):
+    import random
+
+    from service.payloads import PayloadLog
+
+    outcomes = Outcomes(tmp_path, ttl_s=3600, window=100, keep_s=1000)
+    random.seed(0)
+    some = PayloadLog(tmp_path, 0.25, 1 << 20, 2, 100, outcomes)
+    every = PayloadLog(tmp_path / "all", 1.0, 1 << 20, 2, 100, outcomes)
+    kept = sum(some.sampled() for _ in range(4000))
+    assert 900 < kept < 1100  # a quarter of 4,000, within 3.6 standard deviations
+    assert all(every.sampled() for _ in range(1000))
