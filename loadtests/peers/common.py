@@ -10,6 +10,7 @@ shared out among the peer's worker processes, as nnserve shares them among its w
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -44,3 +45,11 @@ class TabularModel:
         values = self.model.run(numeric, codes)[:, 0]
         output = self.types.output
         return [{**self.served, output: float(v), "warnings": w} for v, w in zip(values, warnings, strict=True)]
+
+
+def command_line() -> argparse.Namespace:
+    """Every peer script's flags: --port (the bench finds a stack's processes by it) and --workers."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, required=True)
+    return parser.parse_known_args()[0]  # (KServe parses the same command line for flags of its own)

@@ -8,10 +8,8 @@ nnserve's (loadtests/peers/common.py); a request that does not validate is KServ
 
 from __future__ import annotations
 
-import argparse
-
 import kserve
-from common import TABULAR, TabularModel  # noqa: I001 - the script's own folder, not a package
+from common import TABULAR, TabularModel, command_line  # noqa: I001 - the script's own folder, not a package
 from kserve.errors import InvalidInput
 from pydantic import ValidationError
 
@@ -40,10 +38,7 @@ class Tabular(kserve.Model):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--workers", type=int, required=True)
-    args, _ = parser.parse_known_args()
+    args = command_line()
     kserve.ModelServer(http_port=args.port, workers=args.workers, enable_grpc=False).start(
         [Tabular(name) for name in TABULAR]
     )

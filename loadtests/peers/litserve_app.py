@@ -9,10 +9,8 @@ requests (`max_batch_size`, `batch_timeout`). Validation, encoding and answers a
 
 from __future__ import annotations
 
-import argparse
-
 import litserve as ls
-from common import TABULAR, TabularModel  # noqa: I001 - the script's own folder, not a package
+from common import TABULAR, TabularModel, command_line  # noqa: I001 - the script's own folder, not a package
 from fastapi import HTTPException
 from pydantic import ValidationError
 
@@ -45,10 +43,7 @@ class Tabular(ls.LitAPI):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--workers", type=int, required=True)
-    args = parser.parse_args()
+    args = command_line()
     server = ls.LitServer([Tabular(name) for name in TABULAR], accelerator="cpu", workers_per_device=args.workers,
                           fast_queue=True, timeout=30)  # fmt: skip
     server.run(host="127.0.0.1", port=args.port, log_level="warning", generate_client_file=False)

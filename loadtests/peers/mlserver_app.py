@@ -8,7 +8,6 @@ nnserve's (loadtests/peers/common.py); the answer goes back as V2 outputs, one p
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -17,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import TABULAR, TabularModel  # noqa: I001 - the script's own folder, not a package
+from common import TABULAR, TabularModel, command_line  # noqa: I001 - the script's own folder, not a package
 from mlserver import MLModel
 from mlserver.codecs import PandasCodec
 from mlserver.errors import MLServerError
@@ -51,10 +50,7 @@ def _free_port() -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--workers", type=int, required=True)
-    args = parser.parse_args()
+    args = command_line()
     root = Path(tempfile.mkdtemp(prefix="mlserver-"))
     settings = {"http_port": args.port, "grpc_port": _free_port(), "metrics_port": _free_port(),
                 "parallel_workers": args.workers, "host": "127.0.0.1"}  # fmt: skip

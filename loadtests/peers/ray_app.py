@@ -8,14 +8,13 @@ nnserve's (loadtests/peers/common.py).
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
 import time
 
 import ray
-from common import TABULAR, TabularModel  # noqa: I001 - the script's own folder, not a package
+from common import TABULAR, TabularModel, command_line  # noqa: I001 - the script's own folder, not a package
 from pydantic import ValidationError
 from ray import serve
 from starlette.requests import Request
@@ -40,10 +39,7 @@ class Tabular:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--workers", type=int, required=True)
-    args = parser.parse_args()
+    args = command_line()
     ray.init(include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     for name in TABULAR:

@@ -43,6 +43,12 @@ class Peer:
     unwrap: Callable[[Any], Any] = lambda answer: answer  # its JSON answer -> nnserve's, to compare
 
 
+def script(name: str) -> Callable[[Path, int, int], list[str]]:
+    """A peer started by its script in loadtests/peers/, with the venv's python."""
+    return lambda bin, port, workers: [str(bin / "python"), f"loadtests/peers/{name}.py", "--port", str(port),
+                                       "--workers", str(workers)]  # fmt: skip
+
+
 def kserve_v1(scenario: Any) -> Any:
     """KServe's v1 protocol: POST /v1/models/<name>:predict {"instances": [row]}."""
     model = scenario.route.split("/")[2]  # /v1/<model>/predict
@@ -70,8 +76,7 @@ def v2_answer(answer: dict) -> dict:
 PEERS = (
     Peer(
         "LitServe", "litserve", ("litserve==0.2.19", "uvloop", "pyzmq"),
-        lambda bin, port, workers: [str(bin / "python"), "loadtests/peers/litserve_app.py", "--port", str(port),
-                                    "--workers", str(workers)],
+        script("litserve_app"),
         ("housing-1row", "adclick-1row"),
     ),
     Peer(
@@ -82,21 +87,18 @@ PEERS = (
     ),
     Peer(
         "Ray Serve", "ray-serve", ("ray[serve]==2.60.0",),
-        lambda bin, port, workers: [str(bin / "python"), "loadtests/peers/ray_app.py", "--port", str(port),
-                                    "--workers", str(workers)],
+        script("ray_app"),
         ("housing-1row", "adclick-1row"),
     ),
     Peer(
         "KServe (v1 protocol)", "kserve", ("kserve==0.21.0",),
-        lambda bin, port, workers: [str(bin / "python"), "loadtests/peers/kserve_app.py", "--port", str(port),
-                                    "--workers", str(workers)],
+        script("kserve_app"),
         ("housing-1row", "adclick-1row"), kserve_v1, lambda answer: answer["predictions"][0],
     ),
     Peer(
         # uvloop 0.23 breaks MLServer 1.7.1's inference workers (no current event loop): its last good one
         "MLServer (V2, pandas codec)", "mlserver", ("mlserver==1.7.1", "uvloop==0.21.0"),
-        lambda bin, port, workers: [str(bin / "python"), "loadtests/peers/mlserver_app.py", "--port", str(port),
-                                    "--workers", str(workers)],
+        script("mlserver_app"),
         ("housing-1row", "adclick-1row"), v2_columns, v2_answer,
     ),
 )  # fmt: skip
