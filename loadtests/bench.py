@@ -312,16 +312,20 @@ def run_scenario(
                     raise AssertionError(f"{name} answers {answer.json()}, nnserve {ours}: not the same work")
             wrk(url, forms[name], 2)
         names = list(urls)
-        stack.callback(lambda: [pause(url, False) for url in urls.values()])  # stopped processes cannot exit
-        for url in urls.values():
+        resident = {p.name for p in peers if not p.pausable}
+        paused = {name: url for name, url in urls.items() if name not in resident}
+        stack.callback(lambda: [pause(url, False) for url in paused.values()])  # stopped processes cannot exit
+        for url in paused.values():
             pause(url, True)
         for r in range(rounds):  # each round starts one stack later: no stack always runs first (it showed)
             for name in names[r % len(names) :] + names[: r % len(names)]:
-                pause(urls[name], False)
+                if name in paused:
+                    pause(urls[name], False)
                 time.sleep(1)  # a just-woken stack's timers and queues settle before it is measured
                 with cost(urls[name]) as spent:
                     run = wrk(urls[name], forms[name], seconds)
-                pause(urls[name], True)
+                if name in paused:
+                    pause(urls[name], True)
                 run["cpu_s_per_1000"] = spent["cpu_s"] / max(run["requests"], 1) * 1000
                 run["peak_rss_mb"] = spent["peak_rss_mb"]
                 scenario.results.setdefault(name, []).append(run)

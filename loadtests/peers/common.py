@@ -18,6 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: service/
 
+from service.cards import read_card  # noqa: E402
 from service.runtime import Execution, load_model  # noqa: E402
 from service.schemas import tabular_types  # noqa: E402
 from service.tabular import TabularEncoder  # noqa: E402
@@ -45,6 +46,18 @@ class TabularModel:
         values = self.model.run(numeric, codes)[:, 0]
         output = self.types.output
         return [{**self.served, output: float(v), "warnings": w} for v, w in zip(values, warnings, strict=True)]
+
+
+KINDS = {"integer": "INT64", "number": "FP64", "boolean": "BOOL", "string": "BYTES"}  # JSON schema -> V2 datatype
+
+
+def columns(name: str) -> dict[str, str]:
+    """A tabular model's columns as V2 (Open Inference Protocol) tensors: name -> datatype, from the
+    JSON type of each field of the request type nnserve builds from its card."""
+    schema = tabular_types(read_card(MODELS / name), 1024).row.model_json_schema()
+    kinds = {k: next(t["type"] for t in f.get("anyOf", [f]) if t.get("type") != "null")
+             for k, f in schema["properties"].items()}  # fmt: skip
+    return {k: KINDS[kind] for k, kind in kinds.items()}
 
 
 def command_line() -> argparse.Namespace:

@@ -3,10 +3,9 @@ it takes. Each gets its own virtual environment under build/peers/<name>/, creat
 its pinned packages (with onnxruntime and pydantic at .venv's versions, so the model and the
 validation run the same code everywhere); .venv is never touched.
 
-A peer takes a scenario in its own natural form where it has one (KServe: v1 `instances`; MLServer: V2 columns), else
-nnserve's own request at nnserve's route; its answer, unwrapped, must be nnserve's (the bench checks
-before it measures). Not yet measured: PyTriton and TorchServe
-(docs/performance.md).
+A peer takes a scenario in its own natural form where it has one (KServe: v1 `instances`; MLServer: V2
+columns; Triton: V2 tensors), else nnserve's own request at nnserve's route; its answer, unwrapped, must
+be nnserve's (the bench checks before it measures).
 """
 
 from __future__ import annotations
@@ -27,6 +26,8 @@ from typing import Any
 
 import httpx
 
+from loadtests.peers.common import columns
+
 REPO = Path(__file__).resolve().parents[2]
 VENVS = REPO / "build" / "peers"
 SHARED = (f"onnxruntime=={version('onnxruntime')}", f"pydantic=={version('pydantic')}", f"numpy=={version('numpy')}")
@@ -36,11 +37,13 @@ SHARED = (f"onnxruntime=={version('onnxruntime')}", f"pydantic=={version('pydant
 class Peer:
     name: str  # the bench row
     slug: str  # its venv's folder
-    packages: tuple[str, ...]  # pinned, besides SHARED
+    packages: tuple[str, ...]  # pinned, besides SHARED (a package named in both: the peer's pin)
     command: Callable[[Path, int, int], list[str]]  # (venv bin, port, workers) -> argv; must carry --port
     scenarios: tuple[str, ...]
     form: Callable[[Any], Any] = lambda scenario: scenario  # the bench's scenario in the peer's own form
     unwrap: Callable[[Any], Any] = lambda answer: answer  # its JSON answer -> nnserve's, to compare
+    python: str = sys.executable  # the interpreter its venv is made with
+    pausable: bool = True  # False: the bench leaves it running while others are measured (see bench.pause)
 
 
 def script(name: str) -> Callable[[Path, int, int], list[str]]:
@@ -49,22 +52,38 @@ def script(name: str) -> Callable[[Path, int, int], list[str]]:
                                        "--workers", str(workers)]  # fmt: skip
 
 
+def rows(scenario: Any) -> tuple[str, list[dict]]:
+    """The model a tabular scenario calls, and its rows: the body is one row, or {"<field>": [rows]}."""
+    body = json.loads(scenario.body)
+    return scenario.route.split("/")[2], (next(iter(body.values())) if scenario.per_request > 1 else [body])
+
+
 def kserve_v1(scenario: Any) -> Any:
-    """KServe's v1 protocol: POST /v1/models/<name>:predict {"instances": [row]}."""
-    model = scenario.route.split("/")[2]  # /v1/<model>/predict
-    body = json.dumps({"instances": [json.loads(scenario.body)]}).encode()
+    """KServe's v1 protocol: POST /v1/models/<name>:predict {"instances": [rows]}."""
+    model, instances = rows(scenario)
+    body = json.dumps({"instances": instances}).encode()
     return dataclasses.replace(scenario, route=f"/v1/models/{model}:predict", body=body)
 
 
 def v2_columns(scenario: Any) -> Any:
     """The V2 (Open Inference Protocol) JSON form MLServer's docs use for a table: one input per column,
     decoded by its pandas codec. POST /v2/models/<name>/infer."""
-    model = scenario.route.split("/")[2]
+    model, table = rows(scenario)
     kinds = {bool: "BOOL", int: "INT64", float: "FP64", str: "BYTES"}
-    inputs = [{"name": k, "shape": [1], "datatype": kinds[type(v)], "data": [v],
+    inputs = [{"name": k, "shape": [len(table)], "datatype": kinds[type(v)], "data": [r[k] for r in table],
                **({"parameters": {"content_type": "str"}} if isinstance(v, str) else {})}
-              for k, v in json.loads(scenario.body).items()]  # fmt: skip
+              for k, v in table[0].items()]  # fmt: skip
     body = json.dumps({"parameters": {"content_type": "pd"}, "inputs": inputs}).encode()
+    return dataclasses.replace(scenario, route=f"/v2/models/{model}/infer", body=body)
+
+
+def v2_tensors(scenario: Any) -> Any:
+    """The V2 form Triton takes a table in: one [rows, 1] tensor per column, of the column's datatype
+    in the model's request type. POST /v2/models/<name>/infer."""
+    model, table = rows(scenario)
+    inputs = [{"name": k, "shape": [len(table), 1], "datatype": kind, "data": [r[k] for r in table]}
+              for k, kind in columns(model).items()]  # fmt: skip
+    body = json.dumps({"inputs": inputs}).encode()
     return dataclasses.replace(scenario, route=f"/v2/models/{model}/infer", body=body)
 
 
@@ -101,19 +120,30 @@ PEERS = (
         script("mlserver_app"),
         ("housing-1row", "adclick-1row"), v2_columns, v2_answer,
     ),
+    Peer(
+        # nvidia-pytriton 0.7.0 requires numpy < 2; its stub links the system's libpython3.11
+        "Triton (PyTriton, V2 tensors)", "pytriton", ("nvidia-pytriton==0.7.0", "numpy==1.26.4"),
+        script("pytriton_app"),
+        ("housing-1row", "adclick-1row"), v2_tensors, v2_answer, python="/usr/bin/python3.11",
+        # stopped and resumed, tritonserver aborts (boost::interprocess::lock_exception: its Python backend
+        # talks to its stubs under timed locks); idle it uses 0.4% of a core (measured), so it stays up
+        pausable=False,
+    ),
 )  # fmt: skip
 
 
 def venv(peer: Peer) -> Path:
     """The peer's venv's bin/, created (or re-created when its packages changed) first."""
     root = VENVS / peer.slug
-    wanted = "\n".join([*peer.packages, *SHARED]) + "\n"
+    pinned = {p.split("==")[0] for p in peer.packages}
+    packages = [*peer.packages, *(p for p in SHARED if p.split("==")[0] not in pinned)]
+    wanted = "\n".join([peer.python, *packages]) + "\n"
     stamp = root / "requirements.txt"
     if not stamp.exists() or stamp.read_text() != wanted:
         VENVS.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(root)], check=True)
+        subprocess.run([peer.python, "-m", "venv", "--clear", str(root)], check=True)
         print(f"{peer.name}: installing {', '.join(peer.packages)} into {root}", flush=True)
-        subprocess.run([str(root / "bin" / "pip"), "install", "-q", *peer.packages, *SHARED], check=True)
+        subprocess.run([str(root / "bin" / "pip"), "install", "-q", *packages], check=True)
         stamp.write_text(wanted)
     return root / "bin"
 

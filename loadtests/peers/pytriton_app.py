@@ -1,0 +1,86 @@
+"""Triton Inference Server, through NVIDIA's PyTriton (its wheel ships a real `tritonserver`, CPU here),
+serving the tabular models as Triton serves a table: one input tensor per column ([rows, 1], the
+datatype of the column in the card's request type), answered by the Open Inference Protocol at
+/v2/models/<name>/infer. Configured as PyTriton's docs set a model up for throughput: one model
+instance per core (a list of inference callables) and Triton's dynamic batcher (1 ms queue delay).
+The inference callable does nnserve's work (loadtests/peers/common.py): the rows validated by
+nnserve's pydantic type, encoded by its encoder, answered field by field (`warnings` as JSON).
+
+    python loadtests/peers/pytriton_app.py --port PORT --workers N
+
+PyTriton's Python-backend stub links the system's libpython3.11: this runs in a venv made with
+/usr/bin/python3.11 (stacks.py), not one of another 3.11 build.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+
+import numpy as np
+from common import TABULAR, TabularModel, columns, command_line  # noqa: I001 - the script's own folder, not a package
+from pydantic import ValidationError
+from pytriton.decorators import batch
+from pytriton.exceptions import PyTritonBadParameterError
+from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+from pytriton.triton import Triton, TritonConfig
+from tritonclient.utils import InferenceServerException
+
+DTYPES = {"INT64": np.int64, "FP64": np.float64, "BOOL": np.bool_, "BYTES": np.bytes_}
+FIELDS = ("model", "version", "warnings")  # nnserve's answer besides the prediction: strings
+
+
+def infer_function(name: str):
+    served = TabularModel(name)
+
+    @batch
+    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+        count = len(next(iter(inputs.values())))
+        plain = {k: [v.decode() if isinstance(v, bytes) else v.item() for v in a[:, 0]] for k, a in inputs.items()}
+        try:
+            rows = [served.validate({k: values[i] for k, values in plain.items()}) for i in range(count)]
+        except ValidationError as e:
+            raise PyTritonBadParameterError(str(e)) from None
+        answers = served.predict(rows)
+        out = {served.types.output: np.array([[a[served.types.output]] for a in answers], np.float64)}
+        for field in FIELDS:
+            text = [json.dumps(a[field]) if field == "warnings" else a[field] for a in answers]
+            out[field] = np.array([[t.encode()] for t in text], np.bytes_)
+        return out
+
+    return infer, served.types.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(port: int, workers: int) -> None:
+    config = TritonConfig(http_address="127.0.0.1", http_port=port, grpc_address="127.0.0.1",
+                          grpc_port=_free_port(), metrics_port=_free_port(), log_verbose=0)  # fmt: skip
+    with Triton(config=config) as triton:
+        for name in TABULAR:
+            functions = [infer_function(name) for _ in range(workers)]  # one model instance per core
+            inputs = [Tensor(name=k, dtype=DTYPES[kind], shape=(1,)) for k, kind in columns(name).items()]
+            outputs = [Tensor(name=functions[0][1], dtype=np.float64, shape=(1,)),
+                       *(Tensor(name=f, dtype=np.bytes_, shape=(1,)) for f in FIELDS)]  # fmt: skip
+            triton.bind(
+                model_name=name, infer_func=[f for f, _ in functions], inputs=inputs, outputs=outputs,
+                config=ModelConfig(max_batch_size=256, batcher=DynamicBatcher(max_queue_delay_microseconds=1000)),
+            )  # fmt: skip
+        triton.serve()
+
+
+if __name__ == "__main__":
+    args = command_line()
+    for attempt in range(3):
+        try:
+            serve(args.port, args.workers)
+            break
+        except InferenceServerException as e:
+            # PyTriton 0.7.0's model instances race at load: a second instance may ask the first for its
+            # configuration before the first listens (ConnectionRefusedError, seen on a busy machine)
+            print(f"model load failed (attempt {attempt + 1} of 3): {e}", file=sys.stderr, flush=True)
