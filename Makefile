@@ -108,11 +108,13 @@ loadtest: $(DEV_STAMP)
 overload: $(DEV_STAMP)
 	$(BIN)/python -m loadtests.overload --seconds $(DURATION) --record
 
-# nnserve against a plain Starlette app, a FastAPI app, the peers (LitServe, KServe, MLServer, Ray Serve, BentoML from
-# its docs; each in its own venv under build/peers/, built on first use) and raw onnxruntime, same run;
-# appends to loadtests/RESULTS.md. About 20 minutes. Needs wrk (installed from Debian's packages when missing).
+# nnserve against a plain Starlette app, a FastAPI app, the peers (Triton through PyTriton, LitServe, KServe, MLServer,
+# Ray Serve, TorchServe, BentoML from its docs; each in its own venv under build/peers/, built on first use) and raw
+# onnxruntime, same run; appends to loadtests/RESULTS.md. About 30 minutes. Needs wrk and, for TorchServe, Java
+# (both installed from Debian's packages when missing).
 bench: $(DEV_STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null)
 	$(BIN)/python -m loadtests.bench --drift-off --payload-log $(BENCH_ARGS)
 
 # Ten minutes of mixed load (all endpoints, Locust), memory and p99 per minute; fails on any failed

@@ -13,18 +13,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from loadtests.peers.common import columns
 
@@ -87,6 +87,11 @@ def v2_tensors(scenario: Any) -> Any:
     return dataclasses.replace(scenario, route=f"/v2/models/{model}/infer", body=body)
 
 
+def torchserve(scenario: Any) -> Any:
+    """TorchServe's inference API: nnserve's body at POST /predictions/<name>."""
+    return dataclasses.replace(scenario, route=f"/predictions/{rows(scenario)[0]}")
+
+
 def v2_answer(answer: dict) -> dict:
     fields = {o["name"]: o["data"][0] for o in answer["outputs"]}
     return {**fields, "warnings": json.loads(fields["warnings"])}
@@ -128,6 +133,13 @@ PEERS = (
         # stopped and resumed, tritonserver aborts (boost::interprocess::lock_exception: its Python backend
         # talks to its stubs under timed locks); idle it uses 0.4% of a core (measured), so it stays up
         pausable=False,
+    ),
+    Peer(
+        # its model workers import torch (the CPU wheel on disk; an unpinned one pulls gigabytes) and yaml
+        "TorchServe", "torchserve",
+        ("torchserve==0.12.0", "torch-model-archiver==0.12.0", "torch==2.13.0", "pyyaml==6.0.4"),
+        script("torchserve_app"),
+        ("housing-1row", "adclick-1row"), torchserve,
     ),
 )  # fmt: skip
 
@@ -173,10 +185,21 @@ def serve(peer: Peer, models_dir: Path, workers: int, port: int, probe: Callable
             time.sleep(0.5)  # polling a starting server, with a deadline
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
         log.close()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the peer and everything it started, then SIGKILL to what is left after 30 s. All its
+    processes are waited for, not only the first: TorchServe's Java server outlives its launcher by
+    seconds, and one still running makes the next `torchserve --start` refuse ("already running")."""
+    with suppress(psutil.NoSuchProcess):
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        for member in family:
+            with suppress(psutil.NoSuchProcess):
+                member.terminate()
+        _, alive = psutil.wait_procs(family, timeout=30)
+        for member in alive:
+            with suppress(psutil.NoSuchProcess):
+                member.kill()
+    proc.wait()
