@@ -1,8 +1,9 @@
-"""What every peer's app shares, so each does exactly nnserve's work for a tabular model: the model
-loaded from its folder by nnserve's own loader, the request validated by the pydantic type nnserve
-builds from the card, encoded by nnserve's encoder, and answered in nnserve's shape. Only modules of
-service/ that need numpy, pydantic and onnxruntime are imported (never bentoml), so a peer's own
-virtual environment holds its framework and those three, nothing of ours.
+"""What every peer's app shares, so each does exactly nnserve's work: the model loaded from its folder
+by nnserve's own loader; for a tabular model the request validated by the pydantic type nnserve builds
+from the card, encoded by nnserve's encoder; for a classifier the photo decoded and resized by
+nnserve's image code; answered in nnserve's shape. Only modules of service/ that need numpy, pydantic,
+pydantic-settings, pillow and onnxruntime are imported (never bentoml), so a peer's own virtual
+environment holds its framework and those, nothing of ours.
 
 NNSERVE_MODELS_DIR names the models; BENCH_THREADS the onnxruntime threads per process (the cores
 shared out among the peer's worker processes, as nnserve shares them among its workers).
@@ -19,17 +20,22 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: service/
 
 from service.cards import read_card  # noqa: E402
-from service.runtime import Execution, load_model  # noqa: E402
+from service.images import decode_photo, to_input, top_k  # noqa: E402
+from service.runtime import Execution, discover, load_model  # noqa: E402
 from service.schemas import tabular_types  # noqa: E402
+from service.settings import Settings  # noqa: E402
 from service.tabular import TabularEncoder  # noqa: E402
 
 MODELS = Path(os.environ.get("NNSERVE_MODELS_DIR", Path(__file__).resolve().parents[2] / "models"))
-TABULAR = ("housing-price", "ad-click")  # the committed tabular models the peers serve
+_TASKS = {folder.name: read_card(folder).task for folder in discover(MODELS)}
+TABULAR = tuple(name for name, task in _TASKS.items() if task != "image_classification")
+TAGGER = next((name for name, task in _TASKS.items() if task == "image_classification"), None)  # one served
+THREADS = Execution(threads=int(os.environ.get("BENCH_THREADS", "1")))
 
 
 class TabularModel:
     def __init__(self, name: str) -> None:
-        self.model = load_model(MODELS / name, Execution(threads=int(os.environ.get("BENCH_THREADS", "1"))))
+        self.model = load_model(MODELS / name, THREADS)
         self.name, card = name, self.model.card
         self.types = tabular_types(card, 1024)
         self.encoder = TabularEncoder(card)
@@ -46,6 +52,33 @@ class TabularModel:
         values = self.model.run(numeric, codes)[:, 0]
         output = self.types.output
         return [{**self.served, output: float(v), "warnings": w} for v, w in zip(values, warnings, strict=True)]
+
+    def predict_batch(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Validated rows -> nnserve's batch answer."""
+        answers = self.predict(rows)
+        return {**self.served, "predictions": [{k: a[k] for k in a if k not in self.served} for a in answers]}
+
+    def validate_batch(self, body: bytes | dict[str, Any]) -> list[dict[str, Any]]:
+        """nnserve's batch request -> its rows, validated."""
+        batch = self.types.batch
+        valid = batch.model_validate_json(body) if isinstance(body, bytes) else batch.model_validate(body)
+        return [row.__dict__ for row in getattr(valid, self.types.batch_field)]
+
+
+class ImageModel:
+    """A classifier as nnserve serves it: photo bytes -> its top-k tags, best first. A photo that is not
+    one raises nnserve's own client errors (service.errors.ServiceError)."""
+
+    def __init__(self, name: str) -> None:
+        self.model = load_model(MODELS / name, THREADS)
+        self.served = {"model": name, "version": self.model.card.version}
+        self.max_pixels = Settings().max_image_pixels
+
+    def tag(self, photo: bytes, k: int = 5) -> dict[str, Any]:
+        image, labels = self.model.card.image, self.model.card.labels
+        assert image is not None
+        scores = self.model.run(to_input(decode_photo(photo, self.max_pixels, ["photo"]), image))[0]
+        return {**self.served, "tags": [{"label": n, "score": s} for n, s in top_k(scores, labels, k, image.output_is)]}
 
 
 KINDS = {"integer": "INT64", "number": "FP64", "boolean": "BOOL", "string": "BYTES"}  # JSON schema -> V2 datatype

@@ -1,7 +1,7 @@
 """The peers `make bench` measures beside nnserve: what each installs, how it starts, which scenarios
 it takes. Each gets its own virtual environment under build/peers/<name>/, created on first use from
-its pinned packages (with onnxruntime and pydantic at .venv's versions, so the model and the
-validation run the same code everywhere); .venv is never touched.
+its pinned packages (with onnxruntime, pydantic, numpy and pillow at .venv's versions, so the model,
+the validation and the photo decoding run the same code everywhere); .venv is never touched.
 
 A peer takes a scenario in its own natural form where it has one (KServe: v1 `instances`; MLServer: V2
 columns; Triton: V2 tensors), else nnserve's own request at nnserve's route; its answer, unwrapped, must
@@ -10,7 +10,7 @@ be nnserve's (the bench checks before it measures).
 
 from __future__ import annotations
 
-import dataclasses
+import base64
 import json
 import os
 import subprocess
@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,11 @@ from loadtests.peers.common import columns
 
 REPO = Path(__file__).resolve().parents[2]
 VENVS = REPO / "build" / "peers"
-SHARED = (f"onnxruntime=={version('onnxruntime')}", f"pydantic=={version('pydantic')}", f"numpy=={version('numpy')}")
+SHARED = tuple(f"{name}=={version(name)}" for name in ("onnxruntime", "pydantic", "pydantic-settings", "numpy", "pillow"))
+
+
+def as_is(answer: Any, scenario: Any) -> Any:
+    return answer
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class Peer:
     command: Callable[[Path, int, int], list[str]]  # (venv bin, port, workers) -> argv; must carry --port
     scenarios: tuple[str, ...]
     form: Callable[[Any], Any] = lambda scenario: scenario  # the bench's scenario in the peer's own form
-    unwrap: Callable[[Any], Any] = lambda answer: answer  # its JSON answer -> nnserve's, to compare
+    unwrap: Callable[[Any, Any], Any] = as_is  # (its JSON answer, scenario) -> nnserve's answer, to compare
     python: str = sys.executable  # the interpreter its venv is made with
     pausable: bool = True  # False: the bench leaves it running while others are measured (see bench.pause)
 
@@ -58,78 +62,133 @@ def rows(scenario: Any) -> tuple[str, list[dict]]:
     return scenario.route.split("/")[2], (next(iter(body.values())) if scenario.per_request > 1 else [body])
 
 
+def base64_json(scenario: Any) -> Any:
+    """For a peer that cannot take a multipart upload: the photo as base64 in JSON, at nnserve's own
+    route for that form (POST /v1/image-tagging/predict-base64); tables as they are."""
+    if not scenario.photo:
+        return scenario
+    body = json.dumps({"image_base64": base64.b64encode(scenario.photo).decode(), "top_k": 5}).encode()
+    return replace(scenario, route="/v1/image-tagging/predict-base64", body=body, content_type="application/json")
+
+
 def kserve_v1(scenario: Any) -> Any:
-    """KServe's v1 protocol: POST /v1/models/<name>:predict {"instances": [rows]}."""
-    model, instances = rows(scenario)
+    """KServe's v1 protocol: POST /v1/models/<name>:predict {"instances": [rows]}; a photo as
+    {"image": {"b64": ...}}, the form of KServe's image examples."""
+    if scenario.photo:
+        model, instances = scenario.tagger, [{"image": {"b64": base64.b64encode(scenario.photo).decode()}}]
+    else:
+        model, instances = rows(scenario)
     body = json.dumps({"instances": instances}).encode()
-    return dataclasses.replace(scenario, route=f"/v1/models/{model}:predict", body=body)
+    return replace(scenario, route=f"/v1/models/{model}:predict", body=body, content_type="application/json")
+
+
+def kserve_answer(answer: dict, scenario: Any) -> Any:
+    """One answer per instance; a batch's gathered into nnserve's batch answer."""
+    answers = answer["predictions"]
+    return answers[0] if scenario.per_request == 1 else one_batch(answers)
+
+
+def one_batch(answers: list[dict]) -> dict:
+    served = {"model": answers[0]["model"], "version": answers[0]["version"]}
+    return {**served, "predictions": [{k: v for k, v in a.items() if k not in served} for a in answers]}
 
 
 def v2_columns(scenario: Any) -> Any:
-    """The V2 (Open Inference Protocol) JSON form MLServer's docs use for a table: one input per column,
-    decoded by its pandas codec. POST /v2/models/<name>/infer."""
+    """The V2 (Open Inference Protocol) JSON form MLServer's docs use: a table as one input per column,
+    decoded by its pandas codec; a photo as one BYTES input in base64 (its base64 codec).
+    POST /v2/models/<name>/infer."""
+    if scenario.photo:
+        photo = base64.b64encode(scenario.photo).decode()
+        inputs = [{"name": "photo", "shape": [1], "datatype": "BYTES", "data": [photo],
+                   "parameters": {"content_type": "base64"}}]  # fmt: skip
+        return v2_request(scenario, scenario.tagger, {"inputs": inputs})
     model, table = rows(scenario)
     kinds = {bool: "BOOL", int: "INT64", float: "FP64", str: "BYTES"}
     inputs = [{"name": k, "shape": [len(table)], "datatype": kinds[type(v)], "data": [r[k] for r in table],
                **({"parameters": {"content_type": "str"}} if isinstance(v, str) else {})}
               for k, v in table[0].items()]  # fmt: skip
-    body = json.dumps({"parameters": {"content_type": "pd"}, "inputs": inputs}).encode()
-    return dataclasses.replace(scenario, route=f"/v2/models/{model}/infer", body=body)
+    return v2_request(scenario, model, {"parameters": {"content_type": "pd"}, "inputs": inputs})
 
 
 def v2_tensors(scenario: Any) -> Any:
-    """The V2 form Triton takes a table in: one [rows, 1] tensor per column, of the column's datatype
-    in the model's request type. POST /v2/models/<name>/infer."""
+    """The V2 form Triton takes: a table as one [rows, 1] tensor per column, of the column's datatype
+    in the model's request type; a photo as a [1, 1] BYTES tensor sent binary (Triton's binary
+    tensor extension, what its clients send). POST /v2/models/<name>/infer."""
+    if scenario.photo:
+        data = len(scenario.photo).to_bytes(4, "little") + scenario.photo  # a BYTES element: length, bytes
+        header = json.dumps({"inputs": [{"name": "photo", "shape": [1, 1], "datatype": "BYTES",
+                                         "parameters": {"binary_data_size": len(data)}}]}).encode()  # fmt: skip
+        return replace(scenario, route=f"/v2/models/{scenario.tagger}/infer", body=header + data,
+                       content_type="application/octet-stream",
+                       headers={"Inference-Header-Content-Length": str(len(header))})  # fmt: skip
     model, table = rows(scenario)
     inputs = [{"name": k, "shape": [len(table), 1], "datatype": kind, "data": [r[k] for r in table]}
               for k, kind in columns(model).items()]  # fmt: skip
-    body = json.dumps({"inputs": inputs}).encode()
-    return dataclasses.replace(scenario, route=f"/v2/models/{model}/infer", body=body)
+    return v2_request(scenario, model, {"inputs": inputs})
+
+
+def v2_request(scenario: Any, model: str, body: dict) -> Any:
+    return replace(scenario, route=f"/v2/models/{model}/infer", body=json.dumps(body).encode(),
+                   content_type="application/json")  # fmt: skip
+
+
+def v2_answer(answer: dict, scenario: Any) -> dict:
+    """V2 outputs, one per field of nnserve's answer (structures as JSON text), -> nnserve's answer."""
+    fields = {o["name"]: o["data"] for o in answer["outputs"]}
+    served = {k: fields.pop(k)[0] for k in ("model", "version")}
+    answers = [{k: json.loads(v) if k in STRUCTURED else v for k, v in zip(fields, values, strict=True)}
+               for values in zip(*fields.values(), strict=True)]  # fmt: skip
+    return one_batch([{**served, **a} for a in answers]) if scenario.per_request > 1 else {**served, **answers[0]}
+
+
+STRUCTURED = ("warnings", "tags")  # the fields of nnserve's answers that are lists: JSON text in a V2 output
 
 
 def torchserve(scenario: Any) -> Any:
-    """TorchServe's inference API: nnserve's body at POST /predictions/<name>."""
-    return dataclasses.replace(scenario, route=f"/predictions/{rows(scenario)[0]}")
+    """TorchServe's inference API, POST /predictions/<name>: nnserve's JSON body, or the photo file
+    itself as the body (how its image handlers take one)."""
+    if scenario.photo:
+        return replace(scenario, route=f"/predictions/{scenario.tagger}", body=scenario.photo,
+                       content_type="image/jpeg")  # fmt: skip
+    return replace(scenario, route=f"/predictions/{rows(scenario)[0]}")
 
 
-def v2_answer(answer: dict) -> dict:
-    fields = {o["name"]: o["data"][0] for o in answer["outputs"]}
-    return {**fields, "warnings": json.loads(fields["warnings"])}
-
+ALL = ("housing-1row", "adclick-1row", "adclick-batch256", "tagger-cifar", "tagger-224-1000class")
 
 PEERS = (
     Peer(
+        # its API servers hand requests to its workers pickled: a multipart form (an open file) does not pickle
         "LitServe", "litserve", ("litserve==0.2.19", "uvloop", "pyzmq"),
         script("litserve_app"),
-        ("housing-1row", "adclick-1row"),
+        ALL, base64_json,
     ),
     Peer(
         "BentoML, written from its docs", "bentoml-naive", ("bentoml==1.4.40",),
         lambda bin, port, workers: [str(bin / "bentoml"), "serve", "loadtests.peers.bentoml_naive:Naive", "--host",
                                     "127.0.0.1", "--port", str(port)],
-        ("housing-1row", "adclick-1row"),
+        ALL,
     ),
     Peer(
         "Ray Serve", "ray-serve", ("ray[serve]==2.60.0",),
         script("ray_app"),
-        ("housing-1row", "adclick-1row"),
+        ALL,
     ),
     Peer(
         "KServe (v1 protocol)", "kserve", ("kserve==0.21.0",),
         script("kserve_app"),
-        ("housing-1row", "adclick-1row"), kserve_v1, lambda answer: answer["predictions"][0],
+        ALL, kserve_v1, kserve_answer,
     ),
     Peer(
         # uvloop 0.23 breaks MLServer 1.7.1's inference workers (no current event loop): its last good one
         "MLServer (V2, pandas codec)", "mlserver", ("mlserver==1.7.1", "uvloop==0.21.0"),
         script("mlserver_app"),
-        ("housing-1row", "adclick-1row"), v2_columns, v2_answer,
+        ALL, v2_columns, v2_answer,
     ),
     Peer(
         # nvidia-pytriton 0.7.0 requires numpy < 2; its stub links the system's libpython3.11
         "Triton (PyTriton, V2 tensors)", "pytriton", ("nvidia-pytriton==0.7.0", "numpy==1.26.4"),
         script("pytriton_app"),
-        ("housing-1row", "adclick-1row"), v2_tensors, v2_answer, python="/usr/bin/python3.11",
+        ALL, v2_tensors, v2_answer, python="/usr/bin/python3.11",
         # stopped and resumed, tritonserver aborts (boost::interprocess::lock_exception: its Python backend
         # talks to its stubs under timed locks); idle it uses 0.4% of a core (measured), so it stays up
         pausable=False,
@@ -139,7 +198,7 @@ PEERS = (
         "TorchServe", "torchserve",
         ("torchserve==0.12.0", "torch-model-archiver==0.12.0", "torch==2.13.0", "pyyaml==6.0.4"),
         script("torchserve_app"),
-        ("housing-1row", "adclick-1row"), torchserve,
+        ALL, torchserve,
     ),
 )  # fmt: skip
 
