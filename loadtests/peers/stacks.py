@@ -30,7 +30,7 @@ from loadtests.peers.common import columns
 
 REPO = Path(__file__).resolve().parents[2]
 VENVS = REPO / "build" / "peers"
-SHARED = tuple(f"{name}=={version(name)}" for name in ("onnxruntime", "pydantic", "pydantic-settings", "numpy", "pillow"))
+SHARED = tuple(f"{p}=={version(p)}" for p in ("onnxruntime", "pydantic", "pydantic-settings", "numpy", "pillow"))
 
 
 def as_is(answer: Any, scenario: Any) -> Any:
