@@ -1,7 +1,8 @@
-"""Ray Serve serving the tabular models as its docs set one up for production on one machine: one
-application per model at nnserve's route, `num_replicas` one per core, Serve's dynamic batching
-(`@serve.batch`) of concurrent requests, its HTTP proxy in front. Validation, encoding and answers are
-nnserve's (loadtests/peers/common.py).
+"""Ray Serve serving nnserve's models as its docs set one up for production on one machine: one
+application per route at nnserve's routes, `num_replicas` one per core, Serve's dynamic batching
+(`@serve.batch`) of concurrent one-row requests, its HTTP proxy in front; photos as nnserve's
+multipart upload (Starlette's form parser). Validation, encoding, decoding and answers are nnserve's
+(loadtests/peers/common.py).
 
     python loadtests/peers/ray_app.py --port PORT --workers N
 """
@@ -14,7 +15,7 @@ import sys
 import time
 
 import ray
-from common import TABULAR, TabularModel, command_line  # noqa: I001 - the script's own folder, not a package
+from common import TABULAR, TAGGER, ImageModel, TabularModel, command_line  # noqa: I001 - the script's folder
 from pydantic import ValidationError
 from ray import serve
 from starlette.requests import Request
@@ -38,15 +39,41 @@ class Tabular:
         return JSONResponse(await self.predict(row))
 
 
+@serve.deployment
+class TabularBatch:
+    def __init__(self, name: str) -> None:
+        self.served = TabularModel(name)
+
+    async def __call__(self, request: Request) -> JSONResponse:
+        try:
+            rows = self.served.validate_batch(await request.body())
+        except ValidationError as e:
+            return JSONResponse({"detail": e.errors(include_url=False, include_context=False)}, status_code=422)
+        return JSONResponse(self.served.predict_batch(rows))
+
+
+@serve.deployment
+class Tagger:
+    def __init__(self) -> None:
+        self.served = ImageModel(TAGGER)
+
+    async def __call__(self, request: Request) -> JSONResponse:
+        form = await request.form()
+        return JSONResponse(self.served.tag(await form["photo"].read(), int(form.get("top_k", 5))))
+
+
 def main() -> None:
     args = command_line()
     ray.init(include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-    for name in TABULAR:
-        # Ray reserves a whole CPU per replica by default: the cores are shared out among all of them.
-        share = (os.cpu_count() or 1) / (args.workers * len(TABULAR))
-        app = Tabular.options(num_replicas=args.workers, ray_actor_options={"num_cpus": share}, name=name).bind(name)
-        serve.run(app, name=name, route_prefix=f"/v1/{name}/predict")
+    routes = {f"/v1/{name}/predict": (Tabular, name) for name in TABULAR}
+    routes |= {f"/v1/{name}/predict-batch": (TabularBatch, name) for name in TABULAR}
+    routes |= {"/v1/image-tagging/predict": (Tagger,)} if TAGGER else {}
+    # Ray reserves a whole CPU per replica by default: the cores are shared out among all of them.
+    share = (os.cpu_count() or 1) / (args.workers * len(routes))
+    for route, (deployment, *arguments) in routes.items():
+        options = deployment.options(num_replicas=args.workers, ray_actor_options={"num_cpus": share}, name=route)
+        serve.run(options.bind(*arguments), name=route, route_prefix=route)
 
     def stop(*_: object) -> None:  # Ray's own processes go with it, not left behind
         serve.shutdown()

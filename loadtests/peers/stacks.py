@@ -169,7 +169,7 @@ PEERS = (
         ALL,
     ),
     Peer(
-        "Ray Serve", "ray-serve", ("ray[serve]==2.60.0",),
+        "Ray Serve", "ray-serve", ("ray[serve]==2.60.0", f"python-multipart=={version('python-multipart')}"),
         script("ray_app"),
         ALL,
     ),
