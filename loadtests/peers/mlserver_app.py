@@ -1,7 +1,8 @@
-"""Seldon MLServer serving the tabular models by the V2 (Open Inference Protocol) JSON form its docs use
-for tables: one input per column, decoded by its pandas codec, with a custom runtime (`MLModel`) per
-model and `parallel_workers` one per core (its inference pool). Validation, encoding and answers are
-nnserve's (loadtests/peers/common.py); the answer goes back as V2 outputs, one per field.
+"""Seldon MLServer serving nnserve's models by the V2 (Open Inference Protocol) JSON forms its docs use:
+a table as one input per column, decoded by its pandas codec; a photo as a BYTES input in base64
+(its base64 codec). A custom runtime (`MLModel`) per model and `parallel_workers` one per core (its
+inference pool). Validation, encoding, decoding and answers are nnserve's (loadtests/peers/common.py);
+the answer goes back as V2 outputs, one per field (lists as JSON text).
 
     python loadtests/peers/mlserver_app.py --port PORT --workers N    (writes its settings, runs `mlserver start`)
 """
@@ -16,12 +17,23 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import TABULAR, TabularModel, command_line  # noqa: I001 - the script's own folder, not a package
+from common import TABULAR, TAGGER, ImageModel, TabularModel, command_line  # noqa: I001 - the script's folder
 from mlserver import MLModel
-from mlserver.codecs import PandasCodec
+from mlserver.codecs import Base64Codec, PandasCodec
 from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 from pydantic import ValidationError
+
+
+def outputs(answers: list[dict]) -> list[ResponseOutput]:
+    """nnserve's answers -> V2 outputs: `model` and `version` once, every other field a column."""
+    first = answers[0]
+    out = [ResponseOutput(name=k, shape=[1], datatype="BYTES", data=[first[k]]) for k in ("model", "version")]
+    for k in (k for k in first if k not in ("model", "version")):
+        column = [json.dumps(a[k]) if isinstance(a[k], list) else a[k] for a in answers]
+        kind = "FP64" if isinstance(column[0], float) else "BYTES"
+        out.append(ResponseOutput(name=k, shape=[len(column)], datatype=kind, data=column))
+    return out
 
 
 class Tabular(MLModel):
@@ -36,11 +48,17 @@ class Tabular(MLModel):
                     for r in frame.to_dict("records")]  # fmt: skip
         except ValidationError as e:
             raise MLServerError(str(e), status_code=422) from None
-        answer = self.served.predict(rows)[0]
-        fields = {**answer, "warnings": json.dumps(answer["warnings"])}
-        outputs = [ResponseOutput(name=k, shape=[1], datatype="FP64" if isinstance(v, float) else "BYTES", data=[v])
-                   for k, v in fields.items()]  # fmt: skip
-        return InferenceResponse(model_name=self.name, outputs=outputs)
+        return InferenceResponse(model_name=self.name, outputs=outputs(self.served.predict(rows)))
+
+
+class Tagger(MLModel):
+    async def load(self) -> bool:
+        self.served = ImageModel(self.name)
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        photos = Base64Codec.decode_input(payload.inputs[0])
+        return InferenceResponse(model_name=self.name, outputs=outputs([self.served.tag(p) for p in photos]))
 
 
 def _free_port() -> int:
@@ -55,10 +73,9 @@ if __name__ == "__main__":
     settings = {"http_port": args.port, "grpc_port": _free_port(), "metrics_port": _free_port(),
                 "parallel_workers": args.workers, "host": "127.0.0.1"}  # fmt: skip
     (root / "settings.json").write_text(json.dumps(settings))
-    for name in TABULAR:
+    runtimes = {name: "mlserver_app.Tabular" for name in TABULAR} | ({TAGGER: "mlserver_app.Tagger"} if TAGGER else {})
+    for name, implementation in runtimes.items():
         (root / name).mkdir()
-        (root / name / "model-settings.json").write_text(
-            json.dumps({"name": name, "implementation": "mlserver_app.Tabular"})
-        )
+        (root / name / "model-settings.json").write_text(json.dumps({"name": name, "implementation": implementation}))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent)}
     sys.exit(subprocess.run([str(Path(sys.executable).with_name("mlserver")), "start", str(root)], env=env).returncode)
