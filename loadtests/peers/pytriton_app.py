@@ -1,10 +1,11 @@
 """Triton Inference Server, through NVIDIA's PyTriton (its wheel ships a real `tritonserver`, CPU here),
-serving the tabular models as Triton serves a table: one input tensor per column ([rows, 1], the
-datatype of the column in the card's request type), answered by the Open Inference Protocol at
-/v2/models/<name>/infer. Configured as PyTriton's docs set a model up for throughput: one model
-instance per core (a list of inference callables) and Triton's dynamic batcher (1 ms queue delay).
-The inference callable does nnserve's work (loadtests/peers/common.py): the rows validated by
-nnserve's pydantic type, encoded by its encoder, answered field by field (`warnings` as JSON).
+serving nnserve's models as Triton serves them: a table as one input tensor per column ([rows, 1],
+the datatype of the column in the card's request type), a photo as a BYTES tensor (the file, sent
+binary), answered by the Open Inference Protocol at /v2/models/<name>/infer. Configured as
+PyTriton's docs set a model up for throughput: one model instance per core (a list of inference
+callables) and Triton's dynamic batcher (1 ms queue delay). The inference callables do nnserve's work
+(loadtests/peers/common.py): rows validated by nnserve's pydantic type and encoded by its encoder,
+photos decoded by its image code; answered field by field (lists as JSON text).
 
     python loadtests/peers/pytriton_app.py --port PORT --workers N
 
@@ -19,7 +20,7 @@ import socket
 import sys
 
 import numpy as np
-from common import TABULAR, TabularModel, columns, command_line  # noqa: I001 - the script's own folder, not a package
+from common import TABULAR, TAGGER, ImageModel, TabularModel, columns, command_line  # noqa: I001 - the script's folder
 from pydantic import ValidationError
 from pytriton.decorators import batch
 from pytriton.exceptions import PyTritonBadParameterError
@@ -52,6 +53,18 @@ def infer_function(name: str):
     return infer, served.types.output
 
 
+def tagger_function():
+    served = ImageModel(TAGGER)
+
+    @batch
+    def infer(photo: np.ndarray) -> dict[str, np.ndarray]:
+        answers = [served.tag(bytes(p)) for p in photo[:, 0]]
+        return {field: np.array([[(json.dumps(a[field]) if field == "tags" else a[field]).encode()] for a in answers],
+                                np.bytes_) for field in ("model", "version", "tags")}  # fmt: skip
+
+    return infer
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -70,6 +83,13 @@ def serve(port: int, workers: int) -> None:
             triton.bind(
                 model_name=name, infer_func=[f for f, _ in functions], inputs=inputs, outputs=outputs,
                 config=ModelConfig(max_batch_size=256, batcher=DynamicBatcher(max_queue_delay_microseconds=1000)),
+            )  # fmt: skip
+        if TAGGER:
+            triton.bind(
+                model_name=TAGGER, infer_func=[tagger_function() for _ in range(workers)],
+                inputs=[Tensor(name="photo", dtype=np.bytes_, shape=(1,))],
+                outputs=[Tensor(name=f, dtype=np.bytes_, shape=(1,)) for f in ("model", "version", "tags")],
+                config=ModelConfig(max_batch_size=64, batcher=DynamicBatcher(max_queue_delay_microseconds=1000)),
             )  # fmt: skip
         triton.serve()
 

@@ -1,7 +1,8 @@
-"""TorchServe serving the tabular models the way its docs set a model up: a model archive (.mar) per
+"""TorchServe serving nnserve's models the way its docs set a model up: a model archive (.mar) per
 model made by torch-model-archiver around a custom handler (this file's `handle`), registered at
 start-up with a worker per core (minWorkers = maxWorkers) and TorchServe's dynamic batching
-(batchSize 16, maxBatchDelay 1 ms), answering POST /predictions/<name> with nnserve's JSON body.
+(batchSize 16, maxBatchDelay 1 ms), answering POST /predictions/<name>: nnserve's JSON body (one
+row, or nnserve's batch request), or a photo file as the body, as TorchServe's image handlers take one.
 The handler does nnserve's work (loadtests/peers/common.py); TorchServe's Java frontend (Netty) takes
 the HTTP, its Python workers run the handler. Token authorization is off, as for the other stacks.
 
@@ -29,17 +30,24 @@ _served: Any = None
 def handle(data: list[dict] | None, context: Any) -> list[Any] | None:
     """TorchServe's entry point: a batch of requests in, one answer per request out."""
     global _served
-    from common import TabularModel  # on PYTHONPATH (this folder), set by main() below
+    from common import TAGGER, ImageModel, TabularModel  # on PYTHONPATH (this folder), set by main() below
     from pydantic import ValidationError
 
+    name = context.manifest["model"]["modelName"]
     if _served is None:
-        _served = TabularModel(context.manifest["model"]["modelName"])
+        _served = ImageModel(name) if name == TAGGER else TabularModel(name)
     if data is None:  # the call TorchServe makes at load
         return None
+    bodies = [request.get("body") or request.get("data") for request in data]
+    if isinstance(_served, ImageModel):
+        return [_served.tag(bytes(photo)) for photo in bodies]
+    field = _served.types.batch_field
+    if any(isinstance(b, dict) and field in b for b in bodies):  # nnserve's batch requests: one at a time
+        return [_served.predict_batch(_served.validate_batch(b)) for b in bodies]
     rows: list[dict | None] = []
-    for i, request in enumerate(data):
+    for i, body in enumerate(bodies):
         try:
-            rows.append(_served.validate(request.get("body") or request.get("data")))
+            rows.append(_served.validate(body))
         except ValidationError as e:
             context.set_response_status(422, str(e).splitlines()[0], idx=i)
             rows.append(None)
@@ -54,20 +62,21 @@ def _free_port() -> int:
 
 
 def main() -> int:
-    from common import MODELS, TABULAR, command_line
+    from common import MODELS, TABULAR, TAGGER, command_line
 
     args = command_line()
     root = Path(tempfile.mkdtemp(prefix="torchserve-"))
     store = root / "model-store"
     store.mkdir()
     bin_dir = Path(sys.executable).parent
-    for name in TABULAR:
+    names = (*TABULAR, *([TAGGER] if TAGGER else []))
+    for name in names:
         subprocess.run([str(bin_dir / "torch-model-archiver"), "--model-name", name, "--version", "1.0", "--handler",
                         f"{__file__}", "--export-path", str(store), "--archive-format", "default"],
                        check=True)  # fmt: skip
     per_model = {"minWorkers": args.workers, "maxWorkers": args.workers, "batchSize": 16, "maxBatchDelay": 1,
                  "responseTimeout": 30}  # fmt: skip
-    models = {name: {"1.0": {"defaultVersion": True, "marName": f"{name}.mar", **per_model}} for name in TABULAR}
+    models = {name: {"1.0": {"defaultVersion": True, "marName": f"{name}.mar", **per_model}} for name in names}
     (root / "config.properties").write_text(
         f"inference_address=http://127.0.0.1:{args.port}\n"
         f"management_address=http://127.0.0.1:{_free_port()}\n"
