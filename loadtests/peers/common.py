@@ -12,6 +12,7 @@ shared out among the peer's worker processes, as nnserve shares them among its w
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -91,6 +92,18 @@ def columns(name: str) -> dict[str, str]:
     kinds = {k: next(t["type"] for t in f.get("anyOf", [f]) if t.get("type") != "null")
              for k, f in schema["properties"].items()}  # fmt: skip
     return {k: KINDS[kind] for k, kind in kinds.items()}
+
+
+def v2_outputs(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """nnserve's answers as V2 (Open Inference Protocol) outputs: `model` and `version` once, every other
+    field a column (lists as JSON text)."""
+    first = answers[0]
+    out = [{"name": k, "shape": [1], "datatype": "BYTES", "data": [first[k]]} for k in ("model", "version")]
+    for k in (k for k in first if k not in ("model", "version")):
+        column = [json.dumps(a[k]) if isinstance(a[k], list) else a[k] for a in answers]
+        kind = "FP64" if isinstance(column[0], float) else "BYTES"
+        out.append({"name": k, "shape": [len(column)], "datatype": kind, "data": column})
+    return out
 
 
 def command_line() -> argparse.Namespace:

@@ -1,7 +1,8 @@
 """KServe's Python model server (the `kserve` package, what an InferenceService's custom predictor
-runs) serving nnserve's models by its v1 protocol, as its docs set one up: a `kserve.Model` per
-model, `ModelServer(workers=...)` one uvicorn worker per core. Rows are `instances` (a batch: many);
-a photo is an instance {"image": {"b64": ...}}, the form of KServe's image examples. Validation,
+runs) serving nnserve's models by its v1 and v2 protocols, as its docs set one up: a `kserve.Model`
+per model, `ModelServer(workers=...)` one uvicorn worker per core. v1: rows are `instances` (a batch:
+many), a photo an instance {"image": {"b64": ...}}, the form of KServe's image examples. v2: a table
+as one tensor per column, a photo as base64 in a BYTES tensor; the answer as V2 outputs, one per field. Validation,
 encoding, decoding and answers are nnserve's (loadtests/peers/common.py); a request that does not
 validate is KServe's InvalidInput (400).
 
@@ -15,8 +16,9 @@ import binascii
 from typing import Any
 
 import kserve
-from common import TABULAR, TAGGER, ImageModel, TabularModel, command_line  # noqa: I001 - the script's folder
+from common import TABULAR, TAGGER, ImageModel, TabularModel, command_line, v2_outputs  # noqa: I001 - the folder
 from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from pydantic import ValidationError
 
 
@@ -43,24 +45,41 @@ class Tabular(Served):
     def load_served(self) -> TabularModel:
         return TabularModel(self.name)
 
-    def predict(self, payload: dict, headers: dict | None = None) -> dict:
+    def predict(self, payload: dict | InferRequest, headers: dict | None = None) -> dict | InferResponse:
+        v2 = isinstance(payload, InferRequest)
         try:
-            rows = [self.served.validate(row) for row in payload["instances"]]
+            rows = [self.served.validate(row) for row in (v2_rows(payload) if v2 else payload["instances"])]
         except ValidationError as e:
             raise InvalidInput(str(e)) from None
-        return {"predictions": self.served.predict(rows)}
+        answers = self.served.predict(rows)
+        return v2_response(self.name, answers) if v2 else {"predictions": answers}
 
 
 class Tagger(Served):
     def load_served(self) -> ImageModel:
         return ImageModel(self.name)
 
-    def predict(self, payload: dict, headers: dict | None = None) -> dict:
+    def predict(self, payload: dict | InferRequest, headers: dict | None = None) -> dict | InferResponse:
+        if isinstance(payload, InferRequest):  # base64 text: KServe reads binary BYTES as UTF-8
+            photos = [base64.b64decode(p) for p in payload.inputs[0].as_numpy().reshape(-1)]
+            return v2_response(self.name, [self.served.tag(photo) for photo in photos])
         try:
             photos = [base64.b64decode(i["image"]["b64"], validate=True) for i in payload["instances"]]
         except (KeyError, TypeError, binascii.Error) as e:
             raise InvalidInput(f"instances: each {{'image': {{'b64': <photo>}}}}: {e}") from None
         return {"predictions": [self.served.tag(photo) for photo in photos]}
+
+
+def v2_rows(request: InferRequest) -> list[dict]:
+    """A v2 request's columns -> rows (BYTES as text)."""
+    columns = {i.name: [v.decode() if isinstance(v, bytes) else v for v in i.as_numpy().reshape(-1).tolist()]
+               for i in request.inputs}  # fmt: skip
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def v2_response(name: str, answers: list[dict]) -> InferResponse:
+    outputs = [InferOutput(**output) for output in v2_outputs(answers)]
+    return InferResponse(response_id="", model_name=name, infer_outputs=outputs)
 
 
 if __name__ == "__main__":

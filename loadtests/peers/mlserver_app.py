@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import TABULAR, TAGGER, ImageModel, TabularModel, command_line  # noqa: I001 - the script's folder
+from common import TABULAR, TAGGER, ImageModel, TabularModel, command_line, v2_outputs  # noqa: I001 - the script's folder
 from mlserver import MLModel
 from mlserver.codecs import Base64Codec, PandasCodec
 from mlserver.errors import MLServerError
@@ -26,14 +26,7 @@ from pydantic import ValidationError
 
 
 def outputs(answers: list[dict]) -> list[ResponseOutput]:
-    """nnserve's answers -> V2 outputs: `model` and `version` once, every other field a column."""
-    first = answers[0]
-    out = [ResponseOutput(name=k, shape=[1], datatype="BYTES", data=[first[k]]) for k in ("model", "version")]
-    for k in (k for k in first if k not in ("model", "version")):
-        column = [json.dumps(a[k]) if isinstance(a[k], list) else a[k] for a in answers]
-        kind = "FP64" if isinstance(column[0], float) else "BYTES"
-        out.append(ResponseOutput(name=k, shape=[len(column)], datatype=kind, data=column))
-    return out
+    return [ResponseOutput(**output) for output in v2_outputs(answers)]
 
 
 class Tabular(MLModel):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -127,6 +128,12 @@ def v2_tensors(scenario: Any) -> Any:
     return v2_request(scenario, model, {"inputs": inputs})
 
 
+def kserve_v2(scenario: Any) -> Any:
+    """KServe's v2 protocol: a table as Triton takes it; a photo as base64 text in a BYTES tensor, since
+    KServe 0.21 reads binary BYTES tensors as UTF-8 text (InferRequest.from_bytes) and a JPEG is not."""
+    return v2_columns(scenario) if scenario.photo else v2_tensors(scenario)
+
+
 def v2_request(scenario: Any, model: str, body: dict) -> Any:
     return replace(scenario, route=f"/v2/models/{model}/infer", body=json.dumps(body).encode(),
                    content_type="application/json")  # fmt: skip
@@ -179,6 +186,11 @@ PEERS = (
         ALL, kserve_v1, kserve_answer,
     ),
     Peer(
+        "KServe (v2 protocol)", "kserve", ("kserve==0.21.0",),
+        script("kserve_app"),
+        ALL, kserve_v2, v2_answer,
+    ),
+    Peer(
         # uvloop 0.23 breaks MLServer 1.7.1's inference workers (no current event loop): its last good one
         "MLServer (V2, pandas codec)", "mlserver", ("mlserver==1.7.1", "uvloop==0.21.0"),
         script("mlserver_app"),
@@ -225,7 +237,8 @@ def serve(peer: Peer, models_dir: Path, workers: int, port: int, probe: Callable
     env = {**os.environ, "NNSERVE_MODELS_DIR": str(models_dir), "BENCH_WORKERS": str(workers),
            "BENCH_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}  # fmt: skip
     bin_dir = venv(peer)
-    log = open(VENVS / f"{peer.slug}.log", "w")  # noqa: SIM115 - the child keeps writing to it
+    log_name = re.sub(r"[^a-z0-9]+", "-", peer.name.lower()).strip("-")  # two peers may share a venv
+    log = open(VENVS / f"{log_name}.log", "w")  # noqa: SIM115 - the child keeps writing to it
     proc = subprocess.Popen(peer.command(bin_dir, port, workers), cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
