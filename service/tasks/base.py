@@ -125,15 +125,17 @@ class Adapter:
         """What the shadow metric records for one request: its measure, and one value per row."""
         raise NotImplementedError
 
-    async def run(self, prepare: Callable[[], Inputs]) -> np.ndarray:
+    async def run(self, prepare: Callable[[], Inputs], heavy: bool | None = None) -> np.ndarray:
         """The model's (first) output for the inputs `prepare` makes. The one place that decides how
         they reach the model: the batcher, shared with concurrent requests (GPU photos, table rows);
         else heavy work in one thread hop (decoding and running together); else inline in the event
-        loop, where the model takes microseconds and a thread hop would cost more than the model."""
+        loop, where the work takes less than a thread hop costs. `heavy` overrides the task's
+        default for one request (a small photo is light)."""
+        heavy = self.heavy if heavy is None else heavy
         if self.batcher is not None:
-            inputs = await anyio.to_thread.run_sync(prepare) if self.heavy else prepare()
+            inputs = await anyio.to_thread.run_sync(prepare) if heavy else prepare()
             output = await self.batcher(*inputs)
-        elif self.heavy:
+        elif heavy:
             inputs, output = await anyio.to_thread.run_sync(self._prepare_and_run, prepare)
         else:
             inputs = prepare()
