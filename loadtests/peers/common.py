@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,13 @@ def v2_outputs(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         kind = "FP64" if isinstance(column[0], float) else "BYTES"
         out.append({"name": k, "shape": [len(column)], "datatype": kind, "data": column})
     return out
+
+
+def free_port() -> int:
+    """A free port on 127.0.0.1, for the ports a peer opens besides its HTTP one (gRPC, metrics)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def command_line() -> argparse.Namespace:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from common import TABULAR, TAGGER, ImageModel, TabularModel, command_line, v2_outputs  # noqa: I001 - the script's folder
+from common import TABULAR, TAGGER, ImageModel, TabularModel, command_line, free_port, v2_outputs  # noqa: I001 - the script's folder
 from mlserver import MLModel
 from mlserver.codecs import Base64Codec, PandasCodec
 from mlserver.errors import MLServerError
@@ -54,16 +53,10 @@ class Tagger(MLModel):
         return InferenceResponse(model_name=self.name, outputs=outputs([self.served.tag(p) for p in photos]))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 if __name__ == "__main__":
     args = command_line()
     root = Path(tempfile.mkdtemp(prefix="mlserver-"))
-    settings = {"http_port": args.port, "grpc_port": _free_port(), "metrics_port": _free_port(),
+    settings = {"http_port": args.port, "grpc_port": free_port(), "metrics_port": free_port(),
                 "parallel_workers": args.workers, "host": "127.0.0.1"}  # fmt: skip
     (root / "settings.json").write_text(json.dumps(settings))
     runtimes = {name: "mlserver_app.Tabular" for name in TABULAR} | ({TAGGER: "mlserver_app.Tagger"} if TAGGER else {})

@@ -16,11 +16,10 @@ PyTriton's Python-backend stub links the system's libpython3.11: this runs in a 
 from __future__ import annotations
 
 import json
-import socket
 import sys
 
 import numpy as np
-from common import TABULAR, TAGGER, ImageModel, TabularModel, columns, command_line  # noqa: I001 - the script's folder
+from common import TABULAR, TAGGER, ImageModel, TabularModel, columns, command_line, free_port  # noqa: I001 - its folder
 from pydantic import ValidationError
 from pytriton.decorators import batch
 from pytriton.exceptions import PyTritonBadParameterError
@@ -65,15 +64,9 @@ def tagger_function():
     return infer
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve(port: int, workers: int) -> None:
     config = TritonConfig(http_address="127.0.0.1", http_port=port, grpc_address="127.0.0.1",
-                          grpc_port=_free_port(), metrics_port=_free_port(), log_verbose=0)  # fmt: skip
+                          grpc_port=free_port(), metrics_port=free_port(), log_verbose=0)  # fmt: skip
     with Triton(config=config) as triton:
         for name in TABULAR:
             functions = [infer_function(name) for _ in range(workers)]  # one model instance per core

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,14 +54,8 @@ def handle(data: list[dict] | None, context: Any) -> list[Any] | None:
     return [next(answers) if r is not None else {"detail": "invalid request"} for r in rows]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> int:
-    from common import MODELS, TABULAR, TAGGER, command_line
+    from common import MODELS, TABULAR, TAGGER, command_line, free_port
 
     args = command_line()
     root = Path(tempfile.mkdtemp(prefix="torchserve-"))
@@ -79,8 +72,8 @@ def main() -> int:
     models = {name: {"1.0": {"defaultVersion": True, "marName": f"{name}.mar", **per_model}} for name in names}
     (root / "config.properties").write_text(
         f"inference_address=http://127.0.0.1:{args.port}\n"
-        f"management_address=http://127.0.0.1:{_free_port()}\n"
-        f"metrics_address=http://127.0.0.1:{_free_port()}\n"
+        f"management_address=http://127.0.0.1:{free_port()}\n"
+        f"metrics_address=http://127.0.0.1:{free_port()}\n"
         f"model_store={store}\nload_models=all\ndisable_token_authorization=true\nasync_logging=true\n"
         f"default_workers_per_model={args.workers}\nmodels={json.dumps(models)}\n"
     )
