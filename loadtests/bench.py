@@ -46,7 +46,7 @@ from loadtests.payloads import SHARED, cifar_jpegs, houses, impressions
 from loadtests.peers.stacks import PEERS, Peer, serve
 from service.runtime import load_model
 from service.settings import Settings
-from tests.serving import REPO, bentoml_serve, free_port, server_processes
+from tests.serving import REPO, bentoml_serve, free_port, server_processes, wait_until_up
 from training.contract import AD_CLICK
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -193,13 +193,7 @@ def uvicorn_app(app: str, models_dir: Path, tagger: str, tuned: bool = True):
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        end = time.monotonic() + 60
-        while time.monotonic() < end:
-            try:
-                httpx.get(url + "/", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_until_up(proc, url, lambda u: httpx.get(u + "/", timeout=1) is not None, 60)
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -5,24 +5,19 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
+from tests.ports import free_port
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server_log(url: str) -> Path:
@@ -49,22 +44,33 @@ def bentoml_serve(models_dir: Path, expect_ready: bool = True, deadline_s: float
         )  # fmt: skip
     probe = "/readyz" if expect_ready else "/livez"
     try:
-        end = time.monotonic() + deadline_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited with {proc.returncode}; log:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(url + probe, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > end:
-                raise TimeoutError(f"{url}{probe} not 200 after {deadline_s}s; log:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.1)  # polling interval, with a deadline: not a synchronisation sleep
+        wait_until_up(proc, url, lambda u: httpx.get(u + probe, timeout=2).status_code == 200, deadline_s, log_path)
         yield url
     finally:
         stop(proc)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def wait_until_up(proc: subprocess.Popen, url: str, probe: Callable[[str], bool], deadline_s: float,
+                  log: Path | None = None) -> None:  # fmt: skip
+    """Returns once `probe(url)` passes; raises with the tail of the server's log if the process exits
+    first or the deadline passes. The one start-and-wait loop of the tests, the bench and its peers."""
+    end = time.monotonic() + deadline_s
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server for {url} exited with {proc.returncode}{_tail(log)}")
+        try:
+            if probe(url):
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > end:
+            raise TimeoutError(f"{url} not up after {deadline_s} s{_tail(log)}")
+        time.sleep(0.1)  # polling a starting server, with a deadline: not a synchronisation sleep
+
+
+def _tail(log: Path | None) -> str:
+    return f"; log {log}:\n{log.read_text(errors='replace')[-3000:]}" if log else ""
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from service.runtime import Execution, discover, load_model  # noqa: E402
 from service.schemas import tabular_types  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.tabular import TabularEncoder  # noqa: E402
+from tests.ports import free_port  # noqa: E402, F401 - the ports a peer opens besides its HTTP one (gRPC, metrics)
 
 MODELS = Path(os.environ.get("NNSERVE_MODELS_DIR", Path(__file__).resolve().parents[2] / "models"))
 _TASKS = {folder.name: read_card(folder).task for folder in discover(MODELS)}
@@ -105,13 +105,6 @@ def v2_outputs(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         kind = "FP64" if isinstance(column[0], float) else "BYTES"
         out.append({"name": k, "shape": [len(column)], "datatype": kind, "data": column})
     return out
-
-
-def free_port() -> int:
-    """A free port on 127.0.0.1, for the ports a peer opens besides its HTTP one (gRPC, metrics)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def command_line() -> argparse.Namespace:

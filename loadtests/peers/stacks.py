@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
@@ -24,10 +23,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 
 from loadtests.peers.common import columns
+from tests.serving import wait_until_up
 
 REPO = Path(__file__).resolve().parents[2]
 VENVS = REPO / "build" / "peers"
@@ -243,18 +242,7 @@ def serve(peer: Peer, models_dir: Path, workers: int, port: int, probe: Callable
                             stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        end = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{peer.name} exited with {proc.returncode}: see {log.name}")
-            try:
-                if probe(url):
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > end:
-                raise TimeoutError(f"{peer.name} did not answer in 180 s: see {log.name}")
-            time.sleep(0.5)  # polling a starting server, with a deadline
+        wait_until_up(proc, url, probe, 180, Path(log.name))
         yield url
     finally:
         stop(proc)
