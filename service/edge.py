@@ -11,7 +11,8 @@
    with their headers (Allow) kept.
 
 Bodies are read, limited and parsed by the routes that take them (service/bodies.py), once. Before
-this edge sit only BentoML's own layers: metrics, access log, the request timeout (504).
+this edge sit only BentoML's own layers: metrics, the request timeout (504), the access log (written
+by service/access_log.py in BentoML's place).
 """
 
 from __future__ import annotations

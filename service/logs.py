@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from typing import Any
 
 from bentoml._internal.context import trace_context
 
@@ -16,18 +17,25 @@ BENTOML_LOGGERS = ("", "bentoml", "bentoml.access", "uvicorn.error", "uvicorn.ac
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
         request_id = getattr(record, "request_id", None) or trace_context.request_id
-        if request_id is not None:
-            entry["request_id"] = format(request_id, "016x") if isinstance(request_id, int) else str(request_id)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        exception = self.formatException(record.exc_info) if record.exc_info else None
+        return json_line(record.created, record.levelname, record.name, record.getMessage(), request_id, exception)
+
+
+def json_line(
+    created: float, level: str, logger: str, message: str, request_id: Any, exception: str | None = None
+) -> str:
+    entry = {
+        "time": dt.datetime.fromtimestamp(created, dt.UTC).isoformat(timespec="milliseconds"),
+        "level": level,
+        "logger": logger,
+        "message": message,
+    }
+    if request_id is not None:
+        entry["request_id"] = format(request_id, "016x") if isinstance(request_id, int) else str(request_id)
+    if exception:
+        entry["exception"] = exception
+    return json.dumps(entry, default=str)
 
 
 def use_format(log_format: str) -> None:

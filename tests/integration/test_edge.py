@@ -156,17 +156,18 @@ def _count(metrics: str, needle: str) -> float:
 
 def test_json_log_lines_carry_the_request_id(tmp_path):
     with bentoml_serve(MODELS, NNSERVE_LOG_FORMAT="json", NNSERVE_WORKERS="1") as url:
-        answer = httpx.post(url + "/v1/housing-price/predict", json=HOUSE)
-        request_id = answer.headers["x-bentoml-request-id"]
+        answers = [httpx.post(url + "/v1/housing-price/predict", json=HOUSE) for _ in range(20)]
+        request_ids = {answer.headers["x-bentoml-request-id"] for answer in answers}
         httpx.post(url + "/v1/housing-price/predict", content=b"{", headers={"content-type": "application/json"})
         deadline = time.monotonic() + 10
-        while request_id not in server_log(url).read_text() and time.monotonic() < deadline:
-            time.sleep(0.1)  # the access log line is written after the answer
+        while not all(i in server_log(url).read_text() for i in request_ids) and time.monotonic() < deadline:
+            time.sleep(0.1)  # access log lines are written in batches, after the answer
         lines = [line for line in server_log(url).read_text().splitlines() if line.startswith("{")]
     entries = [json.loads(line) for line in lines]
     assert {"time", "level", "logger", "message"} <= set(entries[0])
-    access = [e for e in entries if e.get("request_id") == request_id]
-    assert access and "/v1/housing-price/predict" in access[0]["message"], entries[-5:]
+    access = [e for e in entries if e.get("request_id") in request_ids]
+    assert len(access) == 20 and all("path=/v1/housing-price/predict," in e["message"] for e in access), entries[-5:]
+    assert len(request_ids) == 20  # one line per request, each with its own id
     assert any("loaded housing-price" in e["message"] for e in entries)
 
 

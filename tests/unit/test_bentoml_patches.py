@@ -69,21 +69,28 @@ def test_importing_the_service_applies_the_patch():
 
 
 def _middleware_classes(monkeypatch, traced: bool) -> list:
+    from bentoml._internal.server.http.access import AccessLogMiddleware
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
     from starlette.middleware import Middleware
 
     monkeypatch.setattr(bentoml_patches, "tracing_configured", lambda: traced)
-    bentomls = [Middleware(TimeoutMiddleware, timeout=1), Middleware(OpenTelemetryMiddleware, excluded_urls=None)]
+    bentomls = [Middleware(TimeoutMiddleware, timeout=1), Middleware(OpenTelemetryMiddleware, excluded_urls=None),
+                Middleware(AccessLogMiddleware, has_request_content_type=True, skip_paths=["/livez"])]  # fmt: skip
     return [m.cls for m in bentoml_patches.without_idle_tracing(bentomls)]
 
 
-def test_without_a_tracing_exporter_opentelemetry_gives_way_to_a_request_id(monkeypatch):
+def test_without_a_tracing_exporter_opentelemetry_gives_way_to_a_request_id_and_the_access_log_to_ours(monkeypatch):
+    from bentoml._internal.server.http.access import AccessLogMiddleware
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    from service.access_log import AccessLog
 
     untraced = _middleware_classes(monkeypatch, traced=False)
     assert bentoml_patches.RequestId in untraced and OpenTelemetryMiddleware not in untraced
+    assert AccessLog in untraced and AccessLogMiddleware not in untraced
     traced = _middleware_classes(monkeypatch, traced=True)
     assert OpenTelemetryMiddleware in traced and bentoml_patches.RequestId not in traced
+    assert AccessLogMiddleware in traced and AccessLog not in traced
     assert len(traced) == len(untraced)  # nothing else changed
 
 
