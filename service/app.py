@@ -17,7 +17,7 @@ import bentoml
 from starlette.types import Receive, Scope, Send
 
 from service import drift, feedback
-from service.bentoml_patches import patch_timeout_middleware, patch_tracing_middleware
+from service.bentoml_patches import patch_middlewares, patch_timeout_middleware
 from service.edge import Edge
 from service.errors import ConfigError
 from service.logs import use_format
@@ -31,7 +31,7 @@ logging.getLogger("service").setLevel(logging.INFO)  # model loads and shutdown 
 settings = Settings()
 use_format(settings.log_format)
 patch_timeout_middleware()
-patch_tracing_middleware()
+patch_middlewares()
 try:
     _auth = auth(settings)
 except ConfigError as e:  # one line, no traceback: the fix is in the settings

@@ -1,4 +1,4 @@
-"""Two changes to BentoML 1.4.40, applied when the service is imported.
+"""Three changes to BentoML 1.4.40, applied when the service is imported.
 
 1. A fix for its TimeoutMiddleware.
 
@@ -17,6 +17,9 @@ no trace id, and BentoML's access log middleware gives way to ours (service/acce
 line, a fifth of the one-row throughput less). Configure a tracing exporter (BentoML's `tracing`
 settings) and both of BentoML's middlewares are back.
 
+3. BentoML's request metrics middleware gives way to a subclass that writes the same series with the
+same values and looks each series up once (service/request_metrics.py).
+
 Each replaces only the exact code it was written against: another BentoML version, or a changed
 method, stops start-up with a message instead of being patched blindly.
 """
@@ -34,6 +37,7 @@ from _bentoml_impl.server.app import ServiceAppFactory
 from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.context import trace_context
 from bentoml._internal.server.http.access import AccessLogMiddleware
+from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.middleware import Middleware
@@ -41,6 +45,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.access_log import AccessLog
+from service.request_metrics import RequestMetrics
 
 PATCHED_VERSION = "1.4.40"
 PATCHED_SOURCE_SHA256 = "fd8b9e3da28ed2b44cfd508d641617e049fcd4986138197ce7bb227332505896"
@@ -112,18 +117,28 @@ def tracing_configured() -> bool:
     return BentoMLContainer.tracing.exporter_type.get() is not None
 
 
-def without_idle_tracing(middlewares: list[Middleware]) -> list[Middleware]:
-    """RequestId for OpenTelemetry's middleware and our AccessLog, the same line for less, for BentoML's."""
-    if tracing_configured():
-        return middlewares
-    lighter = {OpenTelemetryMiddleware: RequestId, AccessLogMiddleware: AccessLog}
-    return [Middleware(lighter[m.cls], *m.args, **m.kwargs) if m.cls in lighter else m for m in middlewares]
+def lighter_middlewares(middlewares: list[Middleware]) -> list[Middleware]:
+    """BentoML's middlewares, some swapped for ones that do the same for less (the module's docstring)."""
+    swaps: dict[type, type] = {RunnerTrafficMetricsMiddleware: RequestMetrics}
+    if not tracing_configured():
+        swaps |= {OpenTelemetryMiddleware: RequestId, AccessLogMiddleware: AccessLog}
+    return [Middleware(swaps[m.cls], *m.args, **m.kwargs) if m.cls in swaps else m for m in middlewares]
 
 
 def _middlewares(self: ServiceAppFactory) -> list[Middleware]:
-    return without_idle_tracing(ORIGINAL_MIDDLEWARES.fget(self))
+    return lighter_middlewares(ORIGINAL_MIDDLEWARES.fget(self))
 
 
-def patch_tracing_middleware(version: str = bentoml.__version__, original: Any = ORIGINAL_MIDDLEWARES.fget) -> None:
+# What the lighter middlewares copy (access log) or build on (request metrics), as it was written for.
+REPLACED_SOURCES_SHA256 = {
+    AccessLogMiddleware.__call__: "ca056cf1b06859a9b70f632521b388264edd4f40b187d6255b16e18c7e1189b6",
+    RunnerTrafficMetricsMiddleware.__call__: "b7dc25ae0208d7b27864271735f917f20fe7712a3d76e9afefca4271f5b458d9",
+    RunnerTrafficMetricsMiddleware._setup: "2aaf597231c95f1be2cf74473c63df342ba72f2e4f50953675cff464a6679b00",
+}
+
+
+def patch_middlewares(version: str = bentoml.__version__, original: Any = ORIGINAL_MIDDLEWARES.fget) -> None:
     _check("the middlewares of ServiceAppFactory (tracing)", version, original, MIDDLEWARES_SOURCE_SHA256)
+    for replaced, sha256 in REPLACED_SOURCES_SHA256.items():
+        _check(replaced.__qualname__, version, replaced, sha256)
     ServiceAppFactory.middlewares = property(_middlewares)  # type: ignore[method-assign]

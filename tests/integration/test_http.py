@@ -193,6 +193,32 @@ def test_metrics_count_requests_and_latency_per_endpoint(server):
     assert "bentoml_service_request_duration_seconds_bucket{" in text
 
 
+def _series(server: str, endpoint: str) -> dict[str, float]:
+    """Every request series of one endpoint and status 200, summed over the workers."""
+    found: dict[str, float] = {}
+    for line in httpx.get(server + "/metrics").text.splitlines():
+        if f'endpoint="{endpoint}"' in line and not line.startswith("#"):
+            name = line.split("{", 1)[0]
+            if name.endswith("in_progress") or 'http_response_code="200"' in line:
+                key = name + ("" if "_bucket" not in name else line.split("le=", 1)[1].split('"')[1])
+                found[key] = found.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def test_every_request_is_counted_once_with_its_duration(server):
+    endpoint = "/v1/ad-click/predict"
+    before = _series(server, endpoint)
+    for _ in range(7):
+        assert post(server, endpoint, json=IMPRESSION).status_code == 200
+    after = _series(server, endpoint)
+    delta = {k: after[k] - before.get(k, 0.0) for k in after}
+    assert delta["bentoml_service_request_total"] == 7
+    assert delta["bentoml_service_request_duration_seconds_count"] == 7
+    assert delta["bentoml_service_request_duration_seconds_bucket+Inf"] == 7
+    assert 0 < delta["bentoml_service_request_duration_seconds_sum"] < 7 * 30
+    assert after["bentoml_service_request_in_progress"] == 0
+
+
 def test_openapi_document_is_valid_and_documents_every_field(server):
     from openapi_spec_validator import validate
 

@@ -70,20 +70,24 @@ def test_importing_the_service_applies_the_patch():
 
 def _middleware_classes(monkeypatch, traced: bool) -> list:
     from bentoml._internal.server.http.access import AccessLogMiddleware
+    from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
     from starlette.middleware import Middleware
 
     monkeypatch.setattr(bentoml_patches, "tracing_configured", lambda: traced)
+    skip = ["/livez"]
     bentomls = [Middleware(TimeoutMiddleware, timeout=1), Middleware(OpenTelemetryMiddleware, excluded_urls=None),
-                Middleware(AccessLogMiddleware, has_request_content_type=True, skip_paths=["/livez"])]  # fmt: skip
-    return [m.cls for m in bentoml_patches.without_idle_tracing(bentomls)]
+                Middleware(AccessLogMiddleware, has_request_content_type=True, skip_paths=skip),
+                Middleware(RunnerTrafficMetricsMiddleware, namespace="bentoml_service", skip_paths=skip)]  # fmt: skip
+    return [m.cls for m in bentoml_patches.lighter_middlewares(bentomls)]
 
 
-def test_without_a_tracing_exporter_opentelemetry_gives_way_to_a_request_id_and_the_access_log_to_ours(monkeypatch):
+def test_bentomls_middlewares_give_way_to_lighter_ones_tracing_and_access_log_only_when_untraced(monkeypatch):
     from bentoml._internal.server.http.access import AccessLogMiddleware
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
     from service.access_log import AccessLog
+    from service.request_metrics import RequestMetrics
 
     untraced = _middleware_classes(monkeypatch, traced=False)
     assert bentoml_patches.RequestId in untraced and OpenTelemetryMiddleware not in untraced
@@ -91,6 +95,7 @@ def test_without_a_tracing_exporter_opentelemetry_gives_way_to_a_request_id_and_
     traced = _middleware_classes(monkeypatch, traced=True)
     assert OpenTelemetryMiddleware in traced and bentoml_patches.RequestId not in traced
     assert AccessLogMiddleware in traced and AccessLog not in traced
+    assert RequestMetrics in traced and RequestMetrics in untraced  # traced or not, the same series for less
     assert len(traced) == len(untraced)  # nothing else changed
 
 
@@ -113,4 +118,4 @@ def test_the_request_id_is_new_for_every_request():
 
 def test_a_changed_middlewares_method_is_not_patched_blindly():
     with pytest.raises(BentoMLChanged, match="tracing"):
-        bentoml_patches.patch_tracing_middleware(original=_ok)
+        bentoml_patches.patch_middlewares(original=_ok)
