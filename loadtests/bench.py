@@ -193,7 +193,7 @@ def uvicorn_app(app: str, models_dir: Path, tagger: str, tuned: bool = True):
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(proc, url, lambda u: httpx.get(u + "/", timeout=1) is not None, 60)
+        wait_until_up(app, proc, url, lambda u: httpx.get(u + "/", timeout=1) is not None, 60)
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

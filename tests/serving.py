@@ -43,29 +43,33 @@ def bentoml_serve(models_dir: Path, expect_ready: bool = True, deadline_s: float
             cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     probe = "/readyz" if expect_ready else "/livez"
+
+    def ready(url: str) -> bool:
+        return httpx.get(url + probe, timeout=2).status_code == 200
+
     try:
-        wait_until_up(proc, url, lambda u: httpx.get(u + probe, timeout=2).status_code == 200, deadline_s, log_path)
+        wait_until_up("bentoml serve", proc, url, ready, deadline_s, log_path)
         yield url
     finally:
         stop(proc)
         shutil.rmtree(home, ignore_errors=True)
 
 
-def wait_until_up(proc: subprocess.Popen, url: str, probe: Callable[[str], bool], deadline_s: float,
+def wait_until_up(name: str, proc: subprocess.Popen, url: str, probe: Callable[[str], bool], deadline_s: float,
                   log: Path | None = None) -> None:  # fmt: skip
     """Returns once `probe(url)` passes; raises with the tail of the server's log if the process exits
     first or the deadline passes. The one start-and-wait loop of the tests, the bench and its peers."""
     end = time.monotonic() + deadline_s
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"the server for {url} exited with {proc.returncode}{_tail(log)}")
+            raise RuntimeError(f"{name} exited with {proc.returncode}{_tail(log)}")
         try:
             if probe(url):
                 return
         except httpx.TransportError:
             pass
         if time.monotonic() > end:
-            raise TimeoutError(f"{url} not up after {deadline_s} s{_tail(log)}")
+            raise TimeoutError(f"{name} at {url} not up after {deadline_s} s{_tail(log)}")
         time.sleep(0.1)  # polling a starting server, with a deadline: not a synchronisation sleep
 
 

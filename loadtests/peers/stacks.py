@@ -242,7 +242,7 @@ def serve(peer: Peer, models_dir: Path, workers: int, port: int, probe: Callable
                             stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(proc, url, probe, 180, Path(log.name))
+        wait_until_up(peer.name, proc, url, probe, 180, Path(log.name))
         yield url
     finally:
         stop(proc)
