@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,7 +25,7 @@ from service.images import decode_photo, probabilities, to_input, top_k
 from service.schemas import Base64Photo, PhotoOptions, Tags, TagsBatch, base64_batch
 from service.tasks.base import Adapter, Endpoint, answered_by
 from service.telemetry import batch_size_observer
-from service.transport import send_bytes
+from service.transport import json_bytes, send_bytes
 
 ROUTE = "/v1/image-tagging"
 # Photos of at most this many bytes in all are decoded and run inline in the event loop, larger ones in
@@ -157,7 +156,7 @@ def endpoints(registry: Any, max_images: int, max_body: int) -> list[Endpoint]:
             results = await chosen.tag(photos, options.top_k)
             served = {"model": chosen.name, "version": chosen.model.card.version}
             answer = {**served, "results": results} if batch else {**served, "tags": results[0]}
-            await send_bytes(send, 200, json.dumps(answer).encode())
+            await send_bytes(send, 200, json_bytes(answer))
             chosen.shadow(scope, lambda candidate: candidate.tag(photos, 1), results)
             sizes = [len(data) for data, _ in photos]  # the photos' sizes, not their pixels
             top1 = [tags[0]["label"] for tags in results]

@@ -8,7 +8,6 @@ a regressor's prediction in its unit, or a classifier's probability. The routes 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -23,7 +22,7 @@ from service.schemas import TabularTypes, tabular_types
 from service.tabular import TabularEncoder
 from service.tasks.base import Adapter, Endpoint, Handler, Inputs
 from service.telemetry import batch_size_observer
-from service.transport import send_bytes
+from service.transport import json_bytes, send_bytes
 
 
 class Tabular(Adapter):
@@ -112,7 +111,7 @@ class Tabular(Adapter):
         rows = [row.__dict__]
         values, warnings = await self.predict(rows)
         answer = {**self.served, self.types.output: values[0], "warnings": warnings[0]}
-        await send_bytes(send, 200, json.dumps(answer).encode())
+        await send_bytes(send, 200, json_bytes(answer))
         self.shadow(scope, lambda candidate: candidate.predict(rows), values)
         self.log_payload(scope, rows, answer, values)
 
@@ -124,7 +123,7 @@ class Tabular(Adapter):
         output = self.types.output
         predictions = [{output: v, "warnings": w} for v, w in zip(values, warnings, strict=True)]
         answer = {**self.served, "predictions": predictions}
-        await send_bytes(send, 200, json.dumps(answer).encode())
+        await send_bytes(send, 200, json_bytes(answer))
         self.shadow(scope, lambda candidate: candidate.predict(rows), values)
         self.log_payload(scope, rows, answer, values)
 
