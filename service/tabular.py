@@ -41,8 +41,8 @@ class TabularEncoder:
     plain Python for a few rows (one row: 2.7 us; the numpy way 11 us), and for batches a handful of
     numpy operations whatever the number of rows: the rows read column by column (itemgetter), one
     range test for all numbers, one table lookup for all codes (256 ad-click rows: 207 us; row by row
-    498 us). Warnings are built only for the value that needs one, their range text made once. tests/unit/test_tabular.py checks both ways against
-    a row-by-row oracle."""
+    498 us). Warnings are built only for the value that needs one, their range text made once.
+    tests/unit/test_tabular.py checks both ways against a row-by-row oracle."""
 
     def __init__(self, card: ModelCard) -> None:
         self.numeric = [(f.name, f.observed) for f in card.numeric]

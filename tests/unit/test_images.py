@@ -74,6 +74,17 @@ def test_any_shape_becomes_the_model_input(size):
     assert y[0, 0, 0, 0] == pytest.approx((10 / 255 - 0.485) / 0.229, abs=1e-5)
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_normalised_pixels_are_the_cards_sums_in_its_layout(layout):
+    spec = IMAGENET.model_copy(update={"layout": layout, "size": (24, 40), "resize_shorter": 24})
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    x = to_input(Image.fromarray(pixels), spec)
+    expected = (pixels / 255 - np.array(spec.mean)) / np.array(spec.std)  # float64, [H, W, 3]
+    expected = expected.transpose(2, 0, 1) if layout == "NCHW" else expected
+    assert x.dtype == np.float32 and x.flags.c_contiguous and x.shape == (1, *expected.shape)
+    assert np.abs(x[0] - expected).max() < 1e-5
+
+
 def test_centre_crop_keeps_the_middle():
     image = Image.new("RGB", (96, 32), (0, 0, 0))
     image.paste((255, 255, 255), (32, 0, 64, 32))  # white middle third
