@@ -64,7 +64,7 @@ class AccessLog:
 
     def line(self, scope: Scope, status: int, response: dict[bytes, bytes], latency_ms: float) -> str:
         client = scope.get("client")
-        request = f"scheme={scope['scheme']},method={scope['method']},path={scope['path']}"
+        request = f"scheme={scope['scheme']},method={scope['method']},path={_printable(scope['path'])}"
         if any(self.request_fields):
             headers = dict(scope["headers"])
             request += _fields(headers, *self.request_fields)
@@ -74,8 +74,19 @@ class AccessLog:
 
 
 def _fields(headers: dict[bytes, bytes], content_type: bool, content_length: bool) -> str:
-    text = f",type={headers.get(b'content-type', b'').decode()}" if content_type else ""
-    return text + (f",length={headers.get(b'content-length', b'').decode()}" if content_length else "")
+    text = f",type={_text(headers.get(b'content-type', b''))}" if content_type else ""
+    return text + (f",length={_text(headers.get(b'content-length', b''))}" if content_length else "")
+
+
+def _text(value: bytes) -> str:
+    return _printable(value.decode("utf-8", "replace"))
+
+
+def _printable(text: str) -> str:
+    """A client's text as it can go in a log line: a newline in a path or header (%0A) would otherwise
+    start a forged line; BentoML's middleware writes it as it comes (and fails on a header that is not
+    UTF-8)."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 class Lines:

@@ -85,3 +85,15 @@ def test_the_json_line_is_bentomls_line(stream):
 def test_skipped_paths_write_nothing(stream):
     _through(AccessLog, path="/livez")
     assert _lines(stream) == []
+
+
+def test_a_client_cannot_forge_a_line_or_break_one(stream):
+    async def run():
+        forged = "/v1/x\n2026-01-01T00:00:00+0000 [INFO] forged"
+        scope = {**SCOPE, "path": forged, "headers": [(b"content-type", b"\xff\n")]}
+        await AccessLog(app, **FIELDS)(scope, None, lambda message: asyncio.sleep(0))
+        await asyncio.sleep(0.3)
+
+    asyncio.run(run())
+    (line,) = _lines(stream)
+    assert r"path=/v1/x\n2026-01-01T00:00:00+0000 [INFO] forged," in line and r"type=\ufffd\n," in line
