@@ -46,7 +46,7 @@ from loadtests.payloads import SHARED, cifar_jpegs, houses, impressions
 from loadtests.peers.stacks import PEERS, Peer, serve
 from service.runtime import load_model
 from service.settings import Settings
-from tests.serving import REPO, bentoml_serve, free_port, server_processes, wait_until_up
+from tests.serving import REPO, bentoml_serve, free_port, server_processes, stop, wait_until_up
 from training.contract import AD_CLICK
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -196,8 +196,7 @@ def uvicorn_app(app: str, models_dir: Path, tagger: str, tuned: bool = True):
         wait_until_up(app, proc, url, lambda u: httpx.get(u + "/", timeout=1) is not None, 60)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
+        stop(proc)
 
 
 def wrk(url: str, scenario: Scenario, seconds: int) -> dict:
