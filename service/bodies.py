@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.types import Receive, Scope
 
@@ -180,11 +180,12 @@ def split_multipart(body: bytes, content_type: str) -> list[Part]:
             parser = MultipartParser(boundary, {n: getattr(collect, n) for n in dir(collect) if n.startswith("on_")})
             parser.write(body)
             parser.finalize()
-    except MultipartParseError:
+    except FormParserError:  # a broken body, or a boundary the parser refuses (over 256 bytes)
         pass
     if not collect.ended:
-        expected = "multipart/form-data with its boundary"
-        raise InvalidInput("malformed multipart body", [field_error(["body"], expected, content_type, "multipart")])
+        expected = "multipart/form-data with its boundary (at most 70 characters)"
+        received = received_value(content_type)
+        raise InvalidInput("malformed multipart body", [field_error(["body"], expected, received, "multipart")])
     return collect.parts
 
 

@@ -316,7 +316,11 @@ def test_a_text_value_in_a_file_field_is_a_400_and_is_never_fetched(server):
     assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["photos"], r.text
 
 
-@pytest.mark.parametrize("content_type", ["multipart/form-data; boundary=xyz", "multipart/form-data"])
+@pytest.mark.parametrize(
+    "content_type",
+    ["multipart/form-data; boundary=xyz", "multipart/form-data", "multipart/form-data; boundary=" + "z" * 5000],
+    ids=["garbage", "no boundary", "boundary of 5,000 characters"],
+)
 def test_malformed_multipart_is_a_400(server, content_type):
     r = post(server, "/v1/image-tagging/predict", content=b"garbage", headers={"content-type": content_type})
     assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["body"], r.text
