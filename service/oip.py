@@ -244,7 +244,7 @@ def _inputs(model: LoadedModel, header: dict[str, Any], binary: bytes, limit: tu
             or any(s != "N" and d != s for d, s in zip(shape, spec.shape, strict=True))
         ):
             want_shape = [-1 if d == "N" else d for d in spec.shape]
-            raise OIPError(400, f"input {spec.name}: shape must be {want_shape} (-1: any batch size), "
+            raise OIPError(400, f"input {spec.name}: shape must be {want_shape}, -1 given as the batch's size, "
                                 f"got {_short(shape)}")  # fmt: skip
         rows = max((d for d, s in zip(shape, spec.shape, strict=True) if s == "N"), default=1)
         batch_sizes.add(rows)

@@ -23,16 +23,16 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from service.cards import CARD_FILE, ONNX_FILE
 from service.errors import ConfigError
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(BaseModel):  # a management call's "yes" is not true, nor "3" a number
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Latest(_Strict):
@@ -53,8 +53,24 @@ class Shadow(_Strict):
     sample: float = Field(ge=0, le=1, description="Share of unpinned requests the shadow also runs on.")
 
 
+def _versions_kind(value: Any) -> str | None:
+    """Which form of `versions` a value is meant as, so that an error speaks of that form alone."""
+    if isinstance(value, (str, Latest, Specific)):
+        return "name" if isinstance(value, str) else type(value).__name__.lower()
+    keys = list(value) if isinstance(value, dict) else []
+    return keys[0] if len(keys) == 1 and keys[0] in ("latest", "specific") else None
+
+
+Versions = Annotated[
+    Annotated[Literal["latest", "all"], Tag("name")] | Annotated[Latest, Tag("latest")]
+    | Annotated[Specific, Tag("specific")],
+    Discriminator(_versions_kind, custom_error_type="versions",
+                  custom_error_message='"latest", "all", {"latest": N} or {"specific": ["<version>", ...]}'),
+]  # fmt: skip
+
+
 class Policy(_Strict):
-    versions: Literal["latest", "all"] | Latest | Specific = "latest"
+    versions: Versions = "latest"
     default: str | None = Field(None, description="The version unpinned requests go to; default: the newest served.")
     canary: Canary | None = None
     shadow: Shadow | None = None

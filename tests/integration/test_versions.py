@@ -256,12 +256,27 @@ def test_management_is_off_by_default_and_behind_the_keys_when_on(tmp_path):
     assert json.loads((models / "policy.json").read_text()) == {"housing-price": {"default": "1"}}
 
 
-def test_a_policy_naming_a_version_not_on_disk_is_a_400_naming_the_field(tmp_path):
-    transport = httpx.ASGITransport(app=standalone(Settings(models_dir=_models(tmp_path), management=True)))
+BAD_POLICIES = [
+    ({"canary": {"version": "9", "weight": 5}}, ["canary"], "one of the versions on disk ['1']"),
+    ({"versions": "sometimes"}, ["versions", "name"], "Input should be 'latest' or 'all'"),
+    ({"versions": {"latest": 0}}, ["versions", "latest", "latest"], "greater than or equal to 1"),
+    ({"versions": 5}, ["versions"], '"latest", "all", {"latest": N} or {"specific": ["<version>", ...]}'),
+    ({"versions": {"newest": 2}}, ["versions"], '"latest", "all", {"latest": N} or {"specific": ["<version>", ...]}'),
+    ({"unloaded": "yes"}, ["unloaded"], "valid boolean"),  # not read as true: that would unload the model
+    ({"versions": {"latest": "2"}}, ["versions", "latest", "latest"], "valid integer"),
+]
+
+
+@pytest.mark.parametrize("policy, loc, msg", BAD_POLICIES, ids=[str(p) for p, _, _ in BAD_POLICIES])
+def test_a_bad_policy_is_one_400_naming_the_field_and_changes_nothing(tmp_path, policy, loc, msg):
+    models = _models(tmp_path)
+    transport = httpx.ASGITransport(app=standalone(Settings(models_dir=models, management=True)))
 
     async def put() -> httpx.Response:
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            return await client.put("/v1/models/housing-price/policy", json={"canary": {"version": "9", "weight": 5}})
+            return await client.put("/v1/models/housing-price/policy", json=policy)
 
     r = asyncio.run(put())
-    assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["canary"]
+    assert r.status_code == 400 and len(r.json()["detail"]) == 1, r.text
+    assert r.json()["detail"][0]["loc"] == loc and msg in r.json()["detail"][0]["msg"], r.text
+    assert not (models / "policy.json").exists()
