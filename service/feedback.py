@@ -22,14 +22,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 
 from service import telemetry
 from service.errors import InvalidInput, NotFound, field_error
@@ -50,7 +51,15 @@ CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions (time);
 PRUNE_EVERY_S = 60.0
 
 
-Outcome = bool | FiniteFloat | str  # clicked (true/false, 1/0), a price, a label
+def _outcome(value: Any) -> bool | int | float | str:
+    """One check and one message (a three-way union would answer NaN with three errors); which of
+    them the model's task takes is checked at the join (_check)."""
+    if isinstance(value, bool | str) or (isinstance(value, int | float) and math.isfinite(value)):
+        return value
+    raise ValueError("expected clicked (true/false, 1/0), a finite number or a label")
+
+
+Outcome = Annotated[bool | float | str, PlainValidator(_outcome)]  # clicked (true/false, 1/0), a price, a label
 
 
 class Feedback(BaseModel):

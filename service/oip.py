@@ -96,8 +96,11 @@ class OIP:
         body = await _json_object(request, self.max_body)
         if not self.control.enabled:
             raise OIPError(403, OFF)
+        ready = body.get("ready", False)
+        if not isinstance(ready, bool):
+            raise OIPError(400, f'"ready" must be true or false, got {_short(ready)}')
         entries = self.registry.index()
-        return JSONResponse([e for e in entries if e["state"] == "READY"] if body.get("ready") else entries)
+        return JSONResponse([e for e in entries if e["state"] == "READY"] if ready else entries)
 
     async def load(self, request: Request) -> JSONResponse:
         body = await _json_object(request, self.max_body)

@@ -280,3 +280,18 @@ def test_a_bad_policy_is_one_400_naming_the_field_and_changes_nothing(tmp_path, 
     assert r.status_code == 400 and len(r.json()["detail"]) == 1, r.text
     assert r.json()["detail"][0]["loc"] == loc and msg in r.json()["detail"][0]["msg"], r.text
     assert not (models / "policy.json").exists()
+
+
+def test_the_repository_index_takes_ready_as_a_boolean_only(tmp_path):
+    models = _models(tmp_path)
+    add_version(models / "housing-price", MODELS / "housing-price", "2", breakage="onnx")
+    transport = httpx.ASGITransport(app=standalone(Settings(models_dir=models, management=True)))
+
+    async def index(body: dict) -> httpx.Response:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.post("/v2/repository/index", json=body)
+
+    everything, ready, truthy = (asyncio.run(index(b)) for b in ({}, {"ready": True}, {"ready": "x"}))
+    assert {e["state"] for e in everything.json()} == {"READY", "UNAVAILABLE"}
+    assert ready.status_code == 200 and {e["state"] for e in ready.json()} == {"READY"}
+    assert truthy.status_code == 400 and '"ready" must be true or false' in truthy.json()["error"]
