@@ -78,15 +78,20 @@ def too_large(limit: int, received: str) -> PayloadTooLarge:
 
 
 def check_media_type(scope: Scope, expected: str) -> str:
-    """The request's content type, when it is `expected` (JSON routes also take none); 415 otherwise."""
+    """The request's content type, when it is `expected` (JSON routes also take none and, as FastAPI,
+    any application/...+json); 415 otherwise."""
     content_type = header(scope, b"content-type")
     media = content_type.split(";")[0].strip().lower()
-    if media == expected or (expected == JSON and media == ""):
+    if media == expected or (expected == JSON and (media == "" or _json_suffix(media))):
         return content_type
     raise UnsupportedMediaType(
         f"this route takes {expected}",
         [field_error(["header", "content-type"], expected, content_type or None, "unsupported_media_type")],
     )
+
+
+def _json_suffix(media: str) -> bool:
+    return media.startswith("application/") and media.endswith("+json")
 
 
 # --- JSON ---------------------------------------------------------------------------------------------

@@ -283,6 +283,11 @@ def test_unsupported_media_type_is_415(server):
     assert r.status_code == 415 and r.json()["detail"][0]["loc"] == ["header", "content-type"]
     r = post(server, "/v1/image-tagging/predict", json={"photo": "x"})
     assert r.status_code == 415
+    for json_type in ("application/json; charset=utf-8", "application/vnd.api+json", "APPLICATION/JSON"):  # as FastAPI
+        r = post(server, "/v1/housing-price/predict", content=json.dumps(HOUSE), headers={"content-type": json_type})
+        assert r.status_code == 200, (json_type, r.text)
+    r = post(server, "/v1/housing-price/predict", content=json.dumps(HOUSE), headers={"content-type": "text/x+json"})
+    assert r.status_code == 415
 
 
 def test_bad_photos(server):
