@@ -75,6 +75,14 @@ def test_a_batch_of_photos_beyond_the_limit_is_a_400_naming_it(server):
     )
 
 
+@pytest.mark.parametrize("route", ["/v1/image-tagging/predict", "/v1/image-tagging/predict-batch"])
+def test_a_body_of_many_parts_is_one_short_400_not_one_problem_per_part(server, route):
+    r = post_form(server, route, multipart(*[(f"x{i}", None, b"v") for i in range(20_000)]))
+    assert r.status_code == 400 and [d["type"] for d in r.json()["detail"]] == ["too_many_parts"], r.text[:300]
+    r = post_form(server, route, multipart(*[(f"x{i}", None, b"v") for i in range(3)]))  # a few strays: each named
+    assert r.status_code == 400 and {"x0", "x1", "x2"} <= {d["loc"][0] for d in r.json()["detail"]}, r.text
+
+
 def test_the_bentoml_client_calls_every_typed_endpoint(server):
     photo = SAMPLE_PHOTOS / "chelsea.png"
     with bentoml.SyncHTTPClient(server) as client:
