@@ -348,6 +348,18 @@ def test_hostile_json_is_a_400(server, body):
     assert r.status_code == 400 and r.json()["error"], r.text
 
 
+@pytest.mark.parametrize("unknown", [150, 200_000], ids=["past the list", "a million-problem body's kind"])
+def test_a_body_of_many_problems_lists_the_first_hundred_and_counts_them_all(server, unknown):
+    body = {**HOUSE, "sqft_living": "x", **{f"k{i}": 0 for i in range(unknown)}}
+    r = post(server, "/v1/housing-price/predict", json=body)
+    detail = r.json()["detail"]
+    assert r.status_code == 400 and len(detail) == 100, r.text[:300]
+    assert detail[0]["loc"] == ["sqft_living"] and detail[1] == {"loc": ["k0"], "msg": "Extra inputs are not permitted",
+                                                                 "received": 0, "type": "extra_forbidden"}  # fmt: skip
+    assert r.json()["error"].startswith(f"invalid request: {unknown + 1} problem(s) with sqft_living, k0, k1")
+    assert r.json()["error"].endswith("(the first 100 listed)")
+
+
 def test_huge_top_k_is_a_400_naming_it(server):
     r = post(server, "/v1/image-tagging/predict-base64", json={"image_base64": "AAAA", "top_k": 10**30})
     assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["top_k"], r.text
