@@ -26,6 +26,7 @@ from service.feedback import Feedback
 from service.registry import Registry
 from service.tasks.base import Handler, answered_by
 from service.tasks.image import ROUTE as IMAGE_ROUTE
+from service.telemetry import endpoint
 from service.transport import guarded, send_error, send_json
 
 PREDICT = ("predict", "predict-batch")
@@ -36,6 +37,8 @@ class V1:
     def __init__(self, registry: Registry, image: dict[str, Handler], control: Control, max_body: int) -> None:
         self.registry = registry
         self.image = image  # the photo routes' handlers, by action: predict, predict-base64, ...
+        for action in image:  # routes whatever the model: their errors are labelled by path from the start
+            endpoint(f"{IMAGE_ROUTE}/{action}", routed=True)
         self.control = control
         self.max_body = max_body
         self.gets: dict[str, Handler] = {"/v1/models": self.list_models, "/v1/health": self.health}

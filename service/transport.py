@@ -15,7 +15,7 @@ from starlette.types import Scope, Send
 
 from service.bodies import ClientDisconnected
 from service.errors import ServiceError
-from service.telemetry import count_disconnect
+from service.telemetry import count_disconnect, endpoint
 
 log = logging.getLogger(__name__)
 JSON_TYPE = b"application/json"
@@ -64,7 +64,7 @@ async def guarded(handling: Awaitable[None], scope: Scope, send: Send) -> None:
             answer.status = e.status_code
     except ClientDisconnected:
         log.info("client gone before its request was read: %s %s (not answered)", scope["method"], scope["path"])
-        count_disconnect(scope["path"])
+        count_disconnect(endpoint(scope["path"]))
         if answer is not None:
             answer.model = None
     except Exception:

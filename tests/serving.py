@@ -100,6 +100,12 @@ def metrics_containing(url: str, *needles: str, deadline_s: float = 10) -> str:
         time.sleep(0.05)  # polling interval, with a deadline
 
 
+def requests_counted(metrics: str, needle: str) -> float:
+    """bentoml_service_request_total summed over the series whose labels contain `needle`."""
+    series = [x for x in metrics.splitlines() if x.startswith("bentoml_service_request_total{") and needle in x]
+    return sum(float(x.rsplit(" ", 1)[1]) for x in series)
+
+
 def server_processes(url: str) -> list:
     """The server process started with `--port <port of url>` (bentoml serve, uvicorn) and all its
     descendants (bentoml's workers among them)."""

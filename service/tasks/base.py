@@ -18,6 +18,7 @@ import numpy as np
 from bentoml._internal.context import trace_context
 from pydantic import BaseModel
 
+from service import telemetry
 from service.batching import Batcher
 from service.bodies import Form
 from service.drift import Drift, check_names, make_drift
@@ -31,10 +32,16 @@ Inputs = tuple[np.ndarray, ...]
 
 
 def answered_by(scope: dict[str, Any], adapter: Adapter) -> None:
-    """Tells the edge which model and version answered, for the per-version metrics."""
+    """Tells the edge which model and version answered, for the per-version metrics, and the request
+    metrics that the path names a route (service/request_metrics.py)."""
     answer = scope.get("nnserve.answer")
     if answer is not None:
         answer.model, answer.version = adapter.name, adapter.model.card.version
+    routed = scope.get(telemetry.ROUTED)
+    if routed is not None:
+        routed()
+    else:
+        telemetry.endpoint(scope["path"], routed=True)
 
 
 @dataclass(frozen=True)

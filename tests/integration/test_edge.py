@@ -17,7 +17,7 @@ import pytest
 from service import __version__
 from tests.conftest import MODELS, SAMPLE_PHOTOS
 from tests.integration.test_http import HOUSE, IMPRESSION
-from tests.serving import bentoml_serve, metrics_containing, server_log
+from tests.serving import bentoml_serve, metrics_containing, requests_counted, server_log
 
 CAT = (SAMPLE_PHOTOS / "chelsea.png").read_bytes()
 BOUNDARY = "edgeboundary"
@@ -151,15 +151,8 @@ def test_a_client_that_hangs_up_mid_request_is_not_counted_as_a_client_error(ser
     counted = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(needle))
     assert counted >= 3
     bad = f'endpoint="{route}",http_response_code="400"'
-    assert _count(text, bad) == _count(before, bad)  # no 400 for them
+    assert requests_counted(text, bad) == requests_counted(before, bad)  # no 400 for them
     assert server_log(server).read_text().count(f"client gone before its request was read: POST {route}") >= 3
-
-
-def _count(metrics: str, needle: str) -> float:
-    lines = [
-        line for line in metrics.splitlines() if line.startswith("bentoml_service_request_total{") and needle in line
-    ]
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
 
 
 def test_json_log_lines_carry_the_request_id(tmp_path):

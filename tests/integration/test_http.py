@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import uuid
 
 import httpx
 import numpy as np
@@ -19,7 +20,7 @@ from service.tabular import decimal_year
 from tests.conftest import CIFAR_VAL, HOUSING_CSV, MODELS, SAMPLE_PHOTOS
 from tests.integration.conftest import TEST_MAX_BODY
 from tests.photos import cifar_photos, encode, png_bomb
-from tests.serving import metrics_containing
+from tests.serving import metrics_containing, requests_counted
 from training.contract import AD_CLICK, CIFAR10_LABELS, HOUSING
 from training.data_housing import load_housing, split_by_date
 
@@ -191,6 +192,16 @@ def test_metrics_count_requests_and_latency_per_endpoint(server):
     assert ok and float(ok[0].rsplit(" ", 1)[1]) >= 1
     assert 'endpoint="/v1/housing-price/predict",http_response_code="400"' in text
     assert "bentoml_service_request_duration_seconds_bucket{" in text
+
+
+def test_invented_paths_share_one_series_per_api_instead_of_one_each(server):
+    invented = [f"/{uuid.uuid4().hex}", f"/v1/{uuid.uuid4().hex}/predict", f"/v2/models/{uuid.uuid4().hex}/ready"]
+    for path in invented * 10:
+        assert httpx.request("POST" if path.endswith("predict") else "GET", server + path).status_code == 404
+    text = metrics_containing(server, 'endpoint="/v2/(unmatched)",http_response_code="404"')
+    assert not [p for p in invented if p in text]  # BentoML's labels would hold each path: a series per path
+    for label in ("(unmatched)", "/v1/(unmatched)", "/v2/(unmatched)"):
+        assert requests_counted(text, f'endpoint="{label}",http_response_code="404"') >= 10, label
 
 
 def _series(server: str, endpoint: str) -> dict[str, float]:
