@@ -30,6 +30,7 @@ from service.telemetry import endpoint
 from service.transport import guarded, send_error, send_json
 
 PREDICT = ("predict", "predict-batch")
+READ = ("GET", "HEAD")  # HEAD: the GET's status and headers (uvicorn drops the body)
 IMAGE = IMAGE_ROUTE.rsplit("/", 1)[1]
 
 
@@ -46,9 +47,8 @@ class V1:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
         if path in self.gets:
-            await (
-                guarded(self.gets[path](scope, receive, send), scope, send) if method == "GET" else _405(send, "GET")
-            )
+            handling = self.gets[path](scope, receive, send) if method in READ else None
+            await (guarded(handling, scope, send) if handling is not None else _405(send, "GET, HEAD"))
             return
         parts = path.split("/")  # "", "v1", ...
         if len(parts) in (4, 5) and parts[2] == "models" and parts[3] and parts[4:] in ([], ["policy"], ["drift"]):
@@ -87,7 +87,7 @@ class V1:
 
     async def model_route(self, scope: Scope, receive: Receive, send: Send, name: str, sub: str) -> None:
         method, policy = scope["method"], sub == "policy"
-        if method == "GET":
+        if method in READ:
             handling = {
                 "": lambda: self.model_metadata(send, name),
                 "policy": lambda: send_json(send, 200, self.control.policy(name)),
@@ -96,7 +96,7 @@ class V1:
         elif method == "PUT" and policy:
             handling = self.set_policy(scope, receive, send, name)
         else:
-            await _405(send, "GET, PUT" if policy else "GET")
+            await _405(send, "GET, HEAD, PUT" if policy else "GET, HEAD")
             return
         await guarded(handling, scope, send)
 

@@ -103,8 +103,8 @@ def test_the_bentoml_client_calls_every_typed_endpoint(server):
     ("method", "path", "allow"),
     [
         ("GET", "/v1/housing-price/predict", "POST"),
-        ("DELETE", "/v1/models/ad-click", "GET"),
-        ("POST", "/v1/health", "GET"),
+        ("DELETE", "/v1/models/ad-click", "GET, HEAD"),
+        ("POST", "/v1/health", "GET, HEAD"),
         ("DELETE", "/v2/models/ad-click", "GET, HEAD"),
         ("GET", "/v2/models/ad-click/infer", "POST"),
     ],
@@ -113,6 +113,13 @@ def test_405_says_which_methods_are_allowed(server, method, path, allow):
     r = httpx.request(method, server + path)
     assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == set(allow.split(", ")), r.headers
     assert r.json()["error"]
+
+
+@pytest.mark.parametrize("path", ["/readyz", "/v1/models", "/v1/health", "/v1/models/ad-click", "/v2/models/ad-click"])
+def test_head_answers_as_get_without_a_body(server, path):
+    head, get = httpx.head(server + path), httpx.get(server + path)
+    assert head.status_code == get.status_code == 200 and head.content == b"", (head.status_code, get.status_code)
+    assert head.headers["content-type"] == get.headers["content-type"]
 
 
 def test_openapi_document_details(server):
