@@ -4,7 +4,8 @@ from its card alone, so a model of a new schema is served from its folder with n
 
 Decisions: unknown fields are rejected (a misspelt optional feature would otherwise be silently
 replaced by its default); numbers are strict (a string where a number goes is an error, not
-coerced); NaN and Infinity are rejected; dates are "YYYY-MM-DD" strings.
+coerced), though a whole number is an integer however JSON writes it (1800.0); NaN and Infinity are
+rejected; dates are "YYYY-MM-DD" strings.
 """
 
 from __future__ import annotations
@@ -30,6 +31,16 @@ def _iso(value: Any) -> Any:
 # A date arrives as a string, in JSON and in Python alike (FastAPI validates parsed dicts): lax parsing
 # of that string, but nothing else (pydantic's lax dates would take a number as a Unix time).
 IsoDate = Annotated[dt.date, BeforeValidator(_iso), Field(strict=False)]
+
+
+def _integral(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53 else value
+
+
+# JSON does not tell 1800 from 1800.0 (a client's float column, pandas' ints beside a NaN): a whole
+# number is an integer however it is written (up to 2**53, where floats still count by ones); 1800.5,
+# "1800" and true are not.
+Integer = Annotated[int, BeforeValidator(_integral)]
 
 
 def _open_id(value: Any) -> str | int:
@@ -81,7 +92,9 @@ def _numeric_field(f: NumericCard) -> tuple[Any, Any]:
     text = f"{f.description} Unit: {f.unit}. Allowed: {lo:g} to {hi:g}."
     default = ... if f.default is None else kind(f.default)
     sample = kind(f.example if f.example is not None else (f.observed[0] + f.observed[1]) / 2)
-    return kind, Field(default, ge=bounds[0], le=bounds[1], description=text, examples=[sample])
+    return Integer if f.integer else float, Field(
+        default, ge=bounds[0], le=bounds[1], description=text, examples=[sample]
+    )
 
 
 def _categorical_field(f: CategoricalCard) -> tuple[Any, Any]:
@@ -95,7 +108,7 @@ def _categorical_field(f: CategoricalCard) -> tuple[Any, Any]:
     lo, hi = f.allowed
     sample = f.example if f.example is not None else (f.vocabulary[0] if f.vocabulary else lo)
     text = f"{f.description} Integer from {lo} to {hi}."
-    return int, Field(default, ge=lo, le=hi, description=text, examples=[sample])
+    return Integer, Field(default, ge=lo, le=hi, description=text, examples=[sample])
 
 
 @dataclass(frozen=True)

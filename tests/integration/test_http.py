@@ -245,6 +245,8 @@ def test_openapi_document_is_valid_and_documents_every_field(server):
 BAD_JSON = [
     ("wrong type", "/v1/housing-price/predict", {**HOUSE, "bedrooms": [3]}, 400, ["bedrooms"]),
     ("string for a number", "/v1/housing-price/predict", {**HOUSE, "sqft_living": "1800"}, 400, ["sqft_living"]),
+    ("a fraction for an integer", "/v1/housing-price/predict", {**HOUSE, "sqft_living": 1800.5}, 400, ["sqft_living"]),
+    ("true for an integer", "/v1/ad-click/predict", {**IMPRESSION, "hour": True}, 400, ["hour"]),
     ("missing field", "/v1/housing-price/predict", {"bedrooms": 3, "zipcode": 98103}, 400, ["sqft_living"]),
     ("negative size", "/v1/housing-price/predict", {**HOUSE, "sqft_lot": -10}, 400, ["sqft_lot"]),
     ("unknown field", "/v1/housing-price/predict", {**HOUSE, "sqft_livng": 2000}, 400, ["sqft_livng"]),
@@ -268,6 +270,16 @@ def test_bad_json_input_is_a_4xx_naming_the_field(server, case, route, payload, 
     assert body["error"] and loc in [d["loc"] for d in body["detail"]], body
     item = next(d for d in body["detail"] if d["loc"] == loc)
     assert item["msg"] and "received" in item
+
+
+def test_a_whole_number_written_as_a_float_is_that_integer(server):
+    """JSON does not tell 1800 from 1800.0: both are served, with the same answer."""
+    for route, row in (("/v1/housing-price/predict", HOUSE), ("/v1/ad-click/predict", IMPRESSION)):
+        as_floats = {k: float(v) if type(v) is int else v for k, v in row.items()}
+        assert any(type(v) is int for v in row.values())  # some integer to write as a float
+        r, r_float = post(server, route, json=row), post(server, route, json=as_floats)
+        assert r.status_code == r_float.status_code == 200, r_float.text
+        assert r.json() == r_float.json()
 
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
