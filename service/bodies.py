@@ -108,7 +108,7 @@ def parse_json(body: bytes, model: type[BaseModel]) -> BaseModel:
 def invalid(error: ValidationError, body: bytes) -> InvalidInput:
     detail = []
     for item in _first_errors(error):
-        loc = list(item["loc"]) or ["body"]
+        loc = [received_value(p) for p in item["loc"]] or ["body"]  # a client's own key, cut if long
         if item["type"] == "json_invalid":
             received = received_value(body[:80].decode("utf-8", "replace"))
         else:

@@ -383,6 +383,12 @@ def test_a_body_of_many_problems_lists_the_first_hundred_and_counts_them_all(ser
     assert r.json()["error"].endswith("(the first 100 listed)")
 
 
+def test_a_long_unknown_key_is_named_cut_not_echoed_whole(server):
+    r = post(server, "/v1/housing-price/predict", json={**HOUSE, "k" * 100_000: 1})
+    (problem,) = r.json()["detail"]
+    assert r.status_code == 400 and problem["loc"] == ["k" * 200 + "..."] and len(r.content) < 1_000, r.text[:300]
+
+
 def test_huge_top_k_is_a_400_naming_it(server):
     r = post(server, "/v1/image-tagging/predict-base64", json={"image_base64": "AAAA", "top_k": 10**30})
     assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["top_k"], r.text
