@@ -10,7 +10,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from service.cards import ImageInputCard
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, field_error
@@ -52,13 +52,30 @@ def decode_photo(data: bytes, max_pixels: int, loc: list[str | int]) -> Image.Im
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image.load()
-            image = ImageOps.exif_transpose(image)  # phones store rotation in EXIF, not in the pixels
-            return _to_rgb(image)
+            return _to_rgb(_upright(image))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
         raise InvalidInput(
             "corrupt or truncated image",
             [field_error(loc, f"a complete {image.format} file", f"{len(data)} bytes: {e}", "corrupt_image")],
         ) from None
+
+
+# EXIF orientation -> the transposition that shows the photo upright (as ImageOps.exif_transpose).
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}  # fmt: skip
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Phones store rotation in EXIF, not in the pixels. Only the orientation is read: ImageOps'
+    exif_transpose also rewrites the EXIF, which raised TypeError and struct.error (500s) on corrupt
+    EXIF values that fuzzed photos carried, and copies an image it does not turn."""
+    try:
+        orientation = image.getexif().get(0x0112)  # EXIF's Orientation tag
+    except Exception:  # any parse failure of an optional block of client bytes: the pixels as stored
+        return image
+    method = UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    return image.transpose(method) if method is not None else image
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

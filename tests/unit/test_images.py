@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import struct
+
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from service.cards import ImageInputCard
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
@@ -96,3 +99,27 @@ def test_top_k_sorts_and_softmaxes_logits():
     assert [t[0] for t in top_k(np.array([0.2, 0.5, 0.3]), labels, 2, "probabilities")] == ["b", "c"]
     tags = top_k(np.array([1.0, 3.0, 2.0]), labels, 3, "logits")
     assert [t[0] for t in tags] == ["b", "c", "a"] and sum(t[1] for t in tags) == pytest.approx(1.0)
+
+
+def exif_block(orientation: int, x_resolution: bytes | None = None) -> bytes:
+    """A raw EXIF block: the orientation, and optionally XResolution (a rational) written as text,
+    which Pillow reads back as a string and fails to write again."""
+    entries = [struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0)]
+    if x_resolution is not None:
+        entries.append(struct.pack("<HHI", 0x011A, 2, len(x_resolution)) + x_resolution.ljust(4, b"\0"))
+    return b"Exif\0\0II*\0" + struct.pack("<IH", 8, len(entries)) + b"".join(entries) + struct.pack("<I", 0)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_each_exif_orientation_is_turned_upright_as_pillow_does_it(orientation):
+    pixels = np.random.default_rng(orientation).integers(0, 256, (20, 40, 3), dtype=np.uint8)
+    data = encode(Image.fromarray(pixels), "PNG", exif=exif_block(orientation))
+    expected = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    assert np.array_equal(np.asarray(decode_photo(data, 10_000, LOC)), np.asarray(expected))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_a_photo_with_corrupt_exif_is_served_upright(fmt):
+    # ImageOps.exif_transpose raised TypeError here (a 500): it writes the EXIF again, value by value
+    data = encode(Image.new("RGB", (40, 20), (200, 10, 10)), fmt, exif=exif_block(6, b"bad"))
+    assert decode_photo(data, 10_000, LOC).size == (20, 40)
