@@ -122,8 +122,13 @@ class ImageClassification(Adapter):
 
 
 def _b64(text: str, loc: list[str | int]) -> bytes:
+    """Base64 as clients write it: standard or URL-safe, with line breaks (MIME), without padding,
+    or as a browser's data URL (data:image/jpeg;base64,...); anything else is a 400."""
+    if text.startswith("data:") and ";base64," in text[:100]:
+        text = text.split(",", 1)[1]
+    text = "".join(text.split()).replace("-", "+").replace("_", "/")
     try:
-        return base64.b64decode(text, validate=True)
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInput(
             "not valid base64", [field_error(loc, "a base64-encoded photo file", text[:40], "base64")]

@@ -169,6 +169,22 @@ def test_base64_and_batches_agree_with_multipart(server):
     assert batch64.status_code == 200 and batch64.json()["results"] == single
 
 
+def test_base64_is_taken_as_clients_write_it(server):
+    photo = (SAMPLE_PHOTOS / "rocket.jpg").read_bytes()
+    spellings = {
+        "standard": base64.b64encode(photo).decode(),
+        "MIME, with line breaks": base64.encodebytes(photo).decode(),
+        "URL-safe, unpadded": base64.urlsafe_b64encode(photo).decode().rstrip("="),
+        "a browser's data URL": "data:image/jpeg;base64," + base64.b64encode(photo).decode(),
+    }
+    route = "/v1/image-tagging/predict-base64"
+    answers = {k: post(server, route, json={"image_base64": v}) for k, v in spellings.items()}
+    assert {r.status_code for r in answers.values()} == {200}, {k: r.text for k, r in answers.items()}
+    assert len({json.dumps(r.json()["tags"]) for r in answers.values()}) == 1
+    r = post(server, "/v1/image-tagging/predict-base64", json={"image_base64": "data:image/jpeg;base64,%%%"})
+    assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["image_base64"]
+
+
 def test_model_metadata(server):
     listing = httpx.get(server + "/v1/models").json()
     assert {m["name"] for m in listing["models"]} == {"housing-price", "ad-click", "image-tagging"}
