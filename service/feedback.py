@@ -54,7 +54,9 @@ PRUNE_EVERY_S = 60.0
 def _outcome(value: Any) -> bool | int | float | str:
     """One check and one message (a three-way union would answer NaN with three errors); which of
     them the model's task takes is checked at the join (_check)."""
-    if isinstance(value, bool | str) or (isinstance(value, int | float) and math.isfinite(value)):
+    if isinstance(value, bool | str) or (isinstance(value, int) and abs(value) < 2**63):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
         return value
     raise ValueError("expected clicked (true/false, 1/0), a finite number or a label")
 

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
+from service.bodies import parse_json
+from service.errors import InvalidInput
 from service.feedback import Feedback, Outcomes
 
 
@@ -42,3 +46,17 @@ def test_the_payload_log_keeps_its_sample_share_and_every_entry_at_one(tmp_path)
     kept = sum(some.sampled() for _ in range(4000))
     assert 900 < kept < 1100  # a quarter of 4,000, within 3.6 standard deviations
     assert all(every.sampled() for _ in range(1000))
+
+
+@pytest.mark.parametrize(
+    "outcome", [b"NaN", b"Infinity", b"9" * 400, b'{"x": 1}', b"[1]"], ids=["NaN", "Infinity", "huge", "object", "list"]
+)
+def test_an_outcome_that_is_no_click_price_or_label_is_one_400_at_outcome(outcome):
+    with pytest.raises(InvalidInput) as e:  # a 400-digit integer once raised OverflowError: a 500
+        parse_json(b'{"request_id": "a", "outcome": ' + outcome + b"}", Feedback)
+    assert [d["loc"] for d in e.value.detail] == [["outcome"]]
+
+
+@pytest.mark.parametrize("outcome, value", [(b"true", True), (b"5", 5), (b"2.5", 2.5), (b'"cat"', "cat")])
+def test_a_click_a_price_or_a_label_is_taken_as_sent(outcome, value):
+    assert parse_json(b'{"request_id": "a", "outcome": ' + outcome + b"}", Feedback).outcome == value
