@@ -4,7 +4,7 @@
 2. API keys, when configured (probes and /metrics exempt): 401, or 400 for two credentials;
 3. the pages this service answers itself: /readyz with the worker's health, the OpenAPI document
    (/docs.json), BentoML's client schema (/schema.json), the docs UI (/docs and /, no outside request;
-   NNSERVE_DOCS_UI=false turns it off);
+   NNSERVE_DOCS_UI=false turns it off: 404 there and for the pages' assets, never BentoML's own page);
 4. predictions (/v1/<model>/predict..., /v2/.../infer): refused with 503 + Connection: close while
    the worker drains, 503 + Retry-After beyond admission control, counted in flight otherwise;
 5. every error answer in JSON: BentoML's and Starlette's plain-text 404/405 become {"error", "detail"}
@@ -38,6 +38,7 @@ from service.transport import send_bytes, send_error, send_json
 log = logging.getLogger(__name__)
 REQUEST_ID = b"x-bentoml-request-id"
 DOCS_PAGE = (Path(__file__).parent / "static" / "docs.html").read_bytes()  # Swagger UI, from BentoML's assets
+DOCS_ASSETS = ("/static_content/", "/assets/")  # BentoML's page assets (its old and new index), ours too
 
 
 class Edge:
@@ -48,8 +49,10 @@ class Edge:
         self.admission = Admission(settings.max_in_flight, settings.max_queue)
         self.max_body = settings.max_body_bytes
         self.pages = {"/readyz": self.readyz, "/docs.json": self.openapi, "/schema.json": self.client_schema}
-        if settings.docs_ui:
-            self.pages |= {"/docs": self.docs, "/": self.docs}
+        # The docs pages, ours, or none at all: with the setting off BentoML's own index page (which
+        # loads Google Tag Manager) and its assets must not answer in their place.
+        self.pages |= dict.fromkeys(("/docs", "/"), self.docs if settings.docs_ui else self.no_page)
+        self.docs_assets = () if settings.docs_ui else DOCS_ASSETS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,6 +67,9 @@ class Edge:
             return
         if scope["method"] in ("GET", "HEAD") and path in self.pages:
             await self.pages[path](send)
+            return
+        if path.startswith(self.docs_assets):
+            await self.no_page(send)
             return
         if path == "/v2":  # a mount at /v2 takes /v2/...; the protocol's server metadata is at /v2 itself
             scope = {**scope, "path": "/v2/", "raw_path": b"/v2/"}
@@ -131,6 +137,9 @@ class Edge:
 
     async def docs(self, send: Send) -> None:
         await send_bytes(send, 200, DOCS_PAGE, media_type=b"text/html; charset=utf-8")
+
+    async def no_page(self, send: Send) -> None:
+        await send_error(send, 404, "no page here: the API pages are off (NNSERVE_DOCS_UI=false); see /docs.json")
 
 
 def _with_header(send: Send, name: bytes, value: bytes) -> Send:

@@ -19,13 +19,18 @@ from service.shutdown import drain
 from tests.conftest import REPO
 
 HEALTHY = SimpleNamespace(
-    registry=SimpleNamespace(health=lambda: {"ready": not drain.draining}), openapi=b"{}", client_schema=b"{}"
+    registry=SimpleNamespace(health=lambda: {"ready": not drain.draining}), documents=lambda: (b"{}", b"{}")
 )
 
 
 async def _ok(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": b"{}"})
+
+
+async def _stock_page(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/html")]})
+    await send({"type": "http.response.body", "body": b'<script src="https://www.googletagmanager.com/gtm.js">'})
 
 
 async def _plain_405(scope, receive, send):
@@ -91,8 +96,11 @@ def test_the_docs_page_loads_nothing_from_outside_and_can_be_turned_off():
             assert status == 200 and headers[b"content-type"].startswith(b"text/html")
             assert b"/docs.json" in page and b"swagger-ui-bundle.js" in page
             assert b"http://" not in page and b"https://" not in page and b"googletagmanager" not in page
-        status, _, _ = await _call(_edge(docs_ui=False), "/docs")
-        assert status == 200  # passed on to the app behind: no page of ours
+        edge = _edge(app=_stock_page, docs_ui=False)  # BentoML's own index page stands behind the edge
+        for path in ("/docs", "/", "/static_content/swagger-ui-bundle.js", "/assets/index.js"):
+            status, _, page = await _call(edge, path)
+            assert status == 404 and b"googletagmanager" not in page and "NNSERVE_DOCS_UI" in json.loads(page)["error"]
+        assert (await _call(edge, "/docs.json"))[0] == 200  # the document stays
 
     asyncio.run(scenario())
 
