@@ -166,7 +166,11 @@ def tabular_types(card: ModelCard, max_rows: int) -> TabularTypes:
 
 
 # --- image classification: the same types for every classifier ---------------------------------------
-TopK = Annotated[int, Field(ge=1, description="How many tags to return, best first (at most the label count).")]
+TopK = Annotated[
+    int,
+    Field(ge=1, description="How many tags to return, best first: at most the label count; default 5, or every "
+                            "label of a model with fewer."),
+]  # fmt: skip
 ModelName = Annotated[
     str | None,
     Field(description="Which loaded image classifier answers; default: image-tagging (or the only one loaded)."),

@@ -35,6 +35,7 @@ ROUTE = "/v1/image-tagging"
 # so it never holds up the worker's other requests and probes.
 INLINE_PHOTO_BYTES = 64 * 1024
 DEFAULT = "image-tagging"
+DEFAULT_TOP_K = 5  # tags returned when a request does not say (every label, for a model with fewer)
 Photo = tuple[bytes, list[str | int]]  # the file, and where it was in the request (for errors)
 
 
@@ -69,17 +70,22 @@ class ImageClassification(Adapter):
         self.model.warm_up(batcher.buckets)
         return batcher
 
-    def check_top_k(self, k: int) -> None:
-        if k > len(self.model.card.labels):
+    def tags_wanted(self, k: int | None) -> int:
+        """The tags to return: as asked, or DEFAULT_TOP_K (every label, for a model with fewer). Only an
+        explicit top_k can be too large."""
+        labels = len(self.model.card.labels)
+        if k is None:
+            return min(DEFAULT_TOP_K, labels)
+        if k > labels:
             raise InvalidInput(
                 "top_k is larger than the number of labels",
                 [field_error(["top_k"], f"1 to {len(self.model.card.labels)} for {self.name}", received_value(k),
                              "less_than_equal")],
             )  # fmt: skip
+        return k
 
     async def tag(self, photos: list[Photo], k: int) -> list[list[dict[str, Any]]]:
-        """Photos -> their top-k tags, best first."""
-        self.check_top_k(k)
+        """Photos -> their top-k tags, best first (k checked by `tags_wanted` first)."""
         card, max_pixels = self.model.card, self.settings.max_image_pixels
         assert card.image is not None
 
@@ -158,14 +164,15 @@ def endpoints(registry: Any, max_images: int, max_body: int) -> list[Endpoint]:
         async def handler(scope: dict, receive: Any, send: Any) -> None:
             photos, options = await decode(scope, receive)
             chosen = choose(scope, options.model)
-            results = await chosen.tag(photos, options.top_k)
+            k = chosen.tags_wanted(options.top_k if "top_k" in options.model_fields_set else None)
+            results = await chosen.tag(photos, k)
             served = {"model": chosen.name, "version": chosen.model.card.version}
             answer = {**served, "results": results} if batch else {**served, "tags": results[0]}
             await send_bytes(send, 200, json_bytes(answer))
             chosen.shadow(scope, lambda candidate: candidate.tag(photos, 1), results)
             sizes = [len(data) for data, _ in photos]  # the photos' sizes, not their pixels
             top1 = [tags[0]["label"] for tags in results]
-            chosen.log_payload(scope, {"photo_bytes": sizes, "top_k": options.top_k}, answer, top1)
+            chosen.log_payload(scope, {"photo_bytes": sizes, "top_k": k}, answer, top1)
 
         return Endpoint(path, name, summary, TagsBatch if batch else Tags, handler, **body)
 

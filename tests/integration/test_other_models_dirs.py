@@ -116,3 +116,51 @@ def test_two_folders_with_one_model_name_serve_neither_and_say_which(tmp_path, c
     assert registry.health()["errors"] == ["ad-click"]
     lines = [r.getMessage() for r in caplog.records if "two folders" in r.getMessage()]
     assert len(lines) == 1 and str(models / "ad-click") in lines[0] and str(models / "ad-click-copy") in lines[0]
+
+
+def three_class_classifier(path):
+    """A real (tiny) classifier graph: float32 NCHW 8x8 photos -> 3 class logits (mean colour x weights)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.array([[4, 0, 0], [0, 4, 0], [0, 0, 4]], np.float32), "weights")
+    axes = numpy_helper.from_array(np.array([2, 3], np.int64), "axes")
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["image", "axes"], ["colour"], keepdims=0),
+            helper.make_node("MatMul", ["colour", "weights"], ["logits"]),
+        ],  # fmt: skip
+        "three-colours",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        [weights, axes],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), str(path))
+    return path
+
+
+def test_a_classifier_of_fewer_labels_than_the_default_top_k_answers_them_all(tmp_path):
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps(["red", "green", "blue"]))
+    onnx_path = three_class_classifier(tmp_path / "colours.onnx")
+    make_card(CardConfig(onnx=onnx_path, labels=labels, name="colours", out=tmp_path / "models" / "colours",
+                         resize_shorter=8, mean="0,0,0", std="1,1,1"))  # fmt: skip
+    app = standalone(Settings(models_dir=tmp_path / "models"))
+    photo = (SAMPLE_PHOTOS / "chelsea.png").read_bytes()
+
+    async def scenario():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            default = await c.post("/v1/image-tagging/predict", files={"photo": ("c.png", photo)})
+            b64 = await c.post("/v1/image-tagging/predict-base64",
+                               json={"image_base64": __import__("base64").b64encode(photo).decode()})  # fmt: skip
+            two = await c.post("/v1/image-tagging/predict", files={"photo": ("c.png", photo)}, data={"top_k": "2"})
+            four = await c.post("/v1/image-tagging/predict", files={"photo": ("c.png", photo)}, data={"top_k": "4"})
+        return default, b64, two, four
+
+    default, b64, two, four = asyncio.run(scenario())
+    assert default.status_code == 200, default.text
+    assert sorted(t["label"] for t in default.json()["tags"]) == ["blue", "green", "red"]
+    assert b64.status_code == 200 and len(b64.json()["tags"]) == 3
+    assert two.status_code == 200 and len(two.json()["tags"]) == 2
+    assert four.status_code == 400 and four.json()["detail"][0]["loc"] == ["top_k"]  # asked for: refused
