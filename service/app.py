@@ -22,21 +22,21 @@ from service.edge import Edge
 from service.errors import ConfigError
 from service.logs import use_format
 from service.server import Server, auth, build
-from service.settings import Settings
+from service.settings import load_settings
 from service.shutdown import drain
 from service.transport import send_error
 
 log = logging.getLogger(__name__)
 logging.getLogger("service").setLevel(logging.INFO)  # model loads and shutdown steps belong in the log
-settings = Settings()
-use_format(settings.log_format)
-patch_timeout_middleware()
-patch_middlewares()
 try:
+    settings = load_settings()
     _auth = auth(settings)
 except ConfigError as e:  # one line, no traceback: the fix is in the settings
     log.critical("cannot start: %s", e)
     raise SystemExit(2) from None
+use_format(settings.log_format)
+patch_timeout_middleware()
+patch_middlewares()
 
 _server: Server | None = None  # this worker's, once BentoML has created the service instance
 

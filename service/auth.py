@@ -24,16 +24,16 @@ MISSING = "missing API key: send Authorization: Bearer <key> or X-API-Key: <key>
 def load_keys(inline: str, path: Path | None) -> list[bytes]:
     keys = [k.strip() for k in inline.split(",") if k.strip()]
     if inline and not keys:
-        raise ConfigError(f"NNSERVE_API_KEYS is set ({inline!r}) but holds no key: set keys, or unset it")
+        raise ConfigError(f"NNSERVE_API_KEYS={inline!r}: set, but holds no key: set keys, or unset it")
     if path is not None:
         try:
             lines = path.read_text().splitlines()
         except OSError as e:
-            raise ConfigError(f"NNSERVE_API_KEYS_FILE {path}: cannot read it ({e.strerror})") from None
+            raise ConfigError(f"NNSERVE_API_KEYS_FILE={str(path)!r}: cannot read it ({e.strerror})") from None
         from_file = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
         if not from_file:
             raise ConfigError(
-                f"NNSERVE_API_KEYS_FILE {path} holds no key (only comments or blank lines): "
+                f"NNSERVE_API_KEYS_FILE={str(path)!r}: holds no key (only comments or blank lines): "
                 "put one key per line, or unset it to turn authentication off"
             )
         keys += from_file

@@ -8,12 +8,14 @@ container all take the same variables, e.g. NNSERVE_PROVIDERS=auto NNSERVE_WORKE
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from service.errors import ConfigError
 from service.runtime import Execution, Providers
 
 REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -118,6 +120,13 @@ class Settings(BaseSettings):
         description="Comma-separated paths that need no API key: probes and the metrics scraper.",
     )
 
+    @field_validator("version_policy")
+    @classmethod
+    def _version_policy(cls, value: str) -> str:
+        if value in ("latest", "all") or re.fullmatch(r"latest:[1-9][0-9]*", value):
+            return value
+        raise ValueError("expected latest, all or latest:N (N >= 1)")
+
     def execution(self) -> Execution:
         return Execution(
             self.providers,
@@ -152,3 +161,25 @@ def available_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     if quota.isdigit() and period.isdigit() and int(period) > 0:
         return max(1, min(cores, int(quota) // int(period)))
     return cores  # "max" or -1: no quota
+
+
+PREFIX = Settings.model_config["env_prefix"]
+
+
+def load_settings(**values: object) -> Settings:
+    """The settings from the environment (and `values`); a value that cannot be served with is one
+    ConfigError line naming the variable, what it holds and what it takes, never a traceback."""
+    try:
+        return Settings(**values)
+    except ValidationError as e:
+        problems = [_problem(str(error["loc"][0]), error["input"], error["msg"]) for error in e.errors()]
+        raise ConfigError("; ".join(problems)) from None
+    except SettingsError as e:  # a value the source could not even parse (a dict's JSON)
+        name = next((n for n in Settings.model_fields if f'"{n}"' in str(e)), "")
+        raise ConfigError(_problem(name, os.environ.get(PREFIX + name.upper()), "not valid JSON")) from None
+
+
+def _problem(name: str, value: object, message: str) -> str:
+    described = Settings.model_fields[name].description if name in Settings.model_fields else None
+    text = f"{PREFIX}{name.upper()}={value!r}: {message.removeprefix('Value error, ')}"
+    return text + (f" ({described})" if described else "")

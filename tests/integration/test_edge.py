@@ -162,8 +162,12 @@ def test_a_client_that_hangs_up_mid_request_is_not_counted_as_a_client_error(ser
     assert server_log(server).read_text().count(f"client gone before its request was read: POST {route}") >= 3
 
 
-def test_json_log_lines_carry_the_request_id(tmp_path):
-    with bentoml_serve(MODELS, NNSERVE_LOG_FORMAT="json", NNSERVE_WORKERS="1") as url:
+def test_json_log_lines_carry_the_request_id_and_no_page_is_served_with_the_docs_ui_off(tmp_path):
+    with bentoml_serve(MODELS, NNSERVE_LOG_FORMAT="json", NNSERVE_WORKERS="1", NNSERVE_DOCS_UI="false") as url:
+        for path in ("/", "/docs", "/static_content/swagger-ui-bundle.js"):  # BentoML's stock page loads GTM
+            page = httpx.get(url + path)
+            assert page.status_code == 404 and "googletagmanager" not in page.text, (path, page.text[:200])
+        assert httpx.get(url + "/docs.json").status_code == 200
         answers = [httpx.post(url + "/v1/housing-price/predict", json=HOUSE) for _ in range(20)]
         request_ids = {answer.headers["x-bentoml-request-id"] for answer in answers}
         httpx.post(url + "/v1/housing-price/predict", content=b"{", headers={"content-type": "application/json"})
@@ -182,11 +186,13 @@ def test_json_log_lines_carry_the_request_id(tmp_path):
 @pytest.mark.parametrize(
     ("env", "line"),
     [
-        ({"NNSERVE_API_KEYS": " , "}, "NNSERVE_API_KEYS is set"),
+        ({"NNSERVE_API_KEYS": " , "}, "NNSERVE_API_KEYS=' , ': set, but holds no key"),
         ({"NNSERVE_API_KEYS_FILE": "EMPTY"}, "holds no key (only comments or blank lines)"),
+        ({"NNSERVE_LOG_FORMAT": "yaml"}, "NNSERVE_LOG_FORMAT='yaml': Input should be 'text' or 'json'"),
+        ({"NNSERVE_MAX_BATCH_ROWS": "0"}, "NNSERVE_MAX_BATCH_ROWS='0': Input should be greater than or equal to 1"),
     ],
 )
-def test_keys_configured_but_empty_stop_start_up_with_one_line(tmp_path, env, line):
+def test_a_bad_setting_stops_start_up_with_one_line(tmp_path, env, line):
     empty = tmp_path / "keys"
     empty.write_text("# rotated out\n\n")
     env = {k: str(empty) if v == "EMPTY" else v for k, v in env.items()}
