@@ -5,7 +5,7 @@ from its card alone, so a model of a new schema is served from its folder with n
 Decisions: unknown fields are rejected (a misspelt optional feature would otherwise be silently
 replaced by its default); numbers are strict (a string where a number goes is an error, not
 coerced), though a whole number is an integer however JSON writes it (1800.0); NaN and Infinity are
-rejected; dates are "YYYY-MM-DD" strings.
+rejected; dates are "YYYY-MM-DD" strings; a yes/no feature takes true/false or 1/0.
 """
 
 from __future__ import annotations
@@ -41,6 +41,19 @@ def _integral(value: Any) -> Any:
 # number is an integer however it is written (up to 2**53, where floats still count by ones); 1800.5,
 # "1800" and true are not.
 Integer = Annotated[int, BeforeValidator(_integral)]
+
+
+def _boolean(value: Any) -> Any:
+    return bool(value) if type(value) in (int, float) and value in (0, 1) else value
+
+
+# A yes/no feature: true/false, or 1/0 as the training data (and a client's CSV or pandas column) write
+# it; 0.5, "true" and "yes" are not.
+Boolean = Annotated[
+    bool,
+    BeforeValidator(_boolean),
+    WithJsonSchema({"anyOf": [{"type": "boolean"}, {"type": "integer", "enum": [0, 1]}]}),
+]
 
 
 def _open_id(value: Any) -> str | int:
@@ -80,7 +93,8 @@ def _numeric_field(f: NumericCard) -> tuple[Any, Any]:
     if f.boolean:
         default = False if f.default is None else bool(f.default)
         sample = bool(f.example) if f.example is not None else default
-        return bool, Field(default, description=f.description, examples=[sample])
+        text = f"{f.description} Yes or no: true or false, or 1 or 0."
+        return Boolean, Field(default, description=text, examples=[sample])
     if f.date:
         first, last = dt.date.fromisoformat(date_of(lo)), dt.date.fromisoformat(date_of(hi))
         text = f"{f.description} A date, YYYY-MM-DD, from {first} to {last}."

@@ -298,6 +298,21 @@ def test_a_whole_number_written_as_a_float_is_that_integer(server):
         assert r.json() == r_float.json()
 
 
+def test_a_yes_no_feature_takes_true_false_and_one_zero_as_the_data_writes_it(server):
+    answers = {v: post(server, "/v1/housing-price/predict", json={**HOUSE, "waterfront": v}) for v in
+               (True, 1, 1.0, False, 0, 0.0)}  # fmt: skip
+    assert all(r.status_code == 200 for r in answers.values()), {v: r.text for v, r in answers.items()}
+    assert answers[1].json() == answers[True].json() == answers[1.0].json()
+    assert answers[0].json() == answers[False].json() == answers[0.0].json() != answers[1].json()
+    for wrong in (2, 0.5, "true", "yes", None):
+        r = post(server, "/v1/housing-price/predict", json={**HOUSE, "waterfront": wrong})
+        assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["waterfront"], (wrong, r.text)
+    spec = httpx.get(server + "/docs.json").json()["components"]["schemas"]["HouseFeatures"]["properties"]
+    assert {"type": "integer", "enum": [0, 1]} in spec["waterfront"]["anyOf"] and "1 or 0" in spec["waterfront"][
+        "description"
+    ]
+
+
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_infinity_are_refused(server, token):
     body = json.dumps(HOUSE).replace('"bathrooms": 2.5', f'"bathrooms": {token}')
