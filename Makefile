@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
 SERVE_STAMP := $(VENV)/.installed-serve
+TRAIN_STAMP := $(VENV)/.installed-train
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve serve-gpu gpu-check gpu-prepare test test-unit models lint format clean bento container container-test loadtest overload bench soak soak-housing memory scale-curve activation-curve fuzz dashboard-png rollout swarm-test
+.PHONY: serve train-env serve-gpu gpu-check gpu-prepare test test-unit models lint format clean bento container container-test loadtest overload bench soak soak-housing memory scale-curve activation-curve fuzz dashboard-png rollout swarm-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +18,16 @@ $(SERVE_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[cpu]'
 	touch $@
 
-# Tests and training need the train and dev extras too (torch is pinned to the on-disk CPU wheel).
+# Training needs the train extra (torch is pinned to the on-disk CPU wheel); the tests need dev too.
+$(TRAIN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[cpu,train]'
+	touch $@ $(SERVE_STAMP)
+
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[cpu,train,dev]'
-	touch $@ $(SERVE_STAMP)
+	touch $@ $(TRAIN_STAMP) $(SERVE_STAMP)
+
+train-env: $(TRAIN_STAMP)
 
 # The GPU runtime lives in its own virtual environment: onnxruntime-gpu and onnxruntime install the same
 # package and must not meet. NNSERVE_PROVIDERS defaults to cuda there: no GPU, no service (or set auto).
@@ -49,7 +56,7 @@ test-unit: $(DEV_STAMP)
 	$(BIN)/pytest tests/unit
 
 # Retrain and export all three models into models/ (about half an hour on 2 cores, most of it the CNN).
-models: $(DEV_STAMP)
+models: $(TRAIN_STAMP)
 	$(BIN)/python -m training.train_housing --publish
 	$(BIN)/python -m training.train_adclick --publish
 	$(BIN)/python -m training.train_tagger --publish
@@ -137,10 +144,10 @@ memory: $(DEV_STAMP)
 	$(BIN)/python -m loadtests.memory
 
 # The lecture's two claims on our data (training/lecture.py): PNG + CSV in training/docs/.
-scale-curve: $(DEV_STAMP)
+scale-curve: $(TRAIN_STAMP)
 	$(BIN)/python -m training.lecture scale
 
-activation-curve: $(DEV_STAMP)
+activation-curve: $(TRAIN_STAMP)
 	$(BIN)/python -m training.lecture activation
 
 # schemathesis against every operation of the OpenAPI document: 300 cases each (make test runs 25).

@@ -12,7 +12,7 @@ service bins live rows, by the same function (service.drift.bin_of):
 
 from __future__ import annotations
 
-import sys
+import argparse
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -151,8 +151,15 @@ def _checked(path: Path, card: ModelCard) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """python -m training.reference models/housing-price [...]: writes each card's reference."""
-    for arg in argv if argv is not None else sys.argv[1:]:
-        model_dir = Path(arg)
+    parser = argparse.ArgumentParser(
+        description="Writes the reference distributions (for drift) into each model folder's card, from the data "
+        "its card records (the same files, checked by sha256).\n\n" + (__doc__ or ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model_dirs", nargs="+", type=Path, metavar="MODEL_DIR", help="a folder holding card.json")
+    for model_dir in parser.parse_args(argv).model_dirs:
+        if not (model_dir / CARD_FILE).is_file():
+            parser.error(f"{model_dir}: no {CARD_FILE} in it")
         card = read_card(model_dir)
         write_card(model_dir, card.model_copy(update={"reference": backfill(model_dir)}))
         print(f"{model_dir / CARD_FILE}: reference written")
