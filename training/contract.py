@@ -113,8 +113,16 @@ HOUSING = TabularSpec(
         Numeric("bathrooms", "Bathrooms; 0.25 steps (a half bath is 0.5).", "count", 0, 10, 2, default=2),
         Numeric("sqft_lot", "Land area of the lot.", "sq ft", 0, 2_000_000, 7_500, default=7_500, integer=True),
         Numeric("floors", "Number of floors (1.5 = one and a half).", "count", 1, 4, 1, default=1),
-        Numeric("waterfront", "The house overlooks the waterfront.", "yes/no: true/false or 1/0", 0, 1, 0, default=0,
-                boolean=True),
+        Numeric(
+            "waterfront",
+            "The house overlooks the waterfront.",
+            "yes/no: true/false or 1/0",
+            0,
+            1,
+            0,
+            default=0,
+            boolean=True,
+        ),
         Numeric(
             "view",
             "How good the view is, 0 (none) to 4 (excellent).",

@@ -31,11 +31,15 @@ class TrainingDataError(ValueError):
 
 
 def seed_everything(seed: int) -> None:
+    """Same seed, same machine, same libraries: the same model, to the last bit (PyTorch's reproducibility
+    notes: seeds, deterministic kernels; the trainers also fix their thread count, `threads`). Another
+    CPU may sum floats in another order: its model differs in the last digits."""
     import torch  # here, not at the top: data loading (and the load tests using it) need no torch
 
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)  # a kernel with no deterministic form warns
 
 
 def library_versions() -> dict[str, str]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from typing import Any
@@ -11,6 +13,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO
+from tests.ports import free_port
+from tests.serving import stop
 
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 BLOCKS = [block for doc in DOCUMENTS for block in re.findall(r"```(\w+)\n(.*?)```", doc.read_text(), flags=re.S)]
@@ -20,6 +24,11 @@ CURL_EXAMPLES = [
     if kind == "sh" and "localhost:3000" in command and next_kind == "json"
 ]
 PYTHON_EXAMPLES = [code for kind, code in BLOCKS if kind == "python" and "localhost:3000" in code]
+ROLLOUT = [
+    (command, expected)
+    for (kind, command), (next_kind, expected) in zip(BLOCKS, BLOCKS[1:], strict=False)
+    if kind == "sh" and "make serve" in command and "localhost:3000" in command and next_kind == "text"
+]
 
 
 def _same(got: Any, expected: Any) -> bool:
@@ -55,3 +64,36 @@ def test_python_example_runs(server, code):
     code = code.replace("localhost:3000", server.removeprefix("http://"))
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert "cat" in out  # every Python example tags the cat photo; its other answers are checked by their tests
+
+
+def _printed_line_matches(got: str, expected: str) -> bool:
+    """A JSON line where `...,` stands for keys not shown; text where <time> is a run's time stamp."""
+    if expected.startswith("{"):
+        shown = json.loads(expected.replace(" ..., ", " "))
+        answer = json.loads(got)
+        return isinstance(answer, dict) and all(k in answer and _same(answer[k], v) for k, v in shown.items())
+    pattern = re.escape(expected).replace(re.escape("<time>"), r"\d{8}-\d{6}")
+    return re.fullmatch(pattern, got) is not None
+
+
+@pytest.mark.parametrize(("command", "expected"), ROLLOUT, ids=[f"rollout-{i}" for i in range(len(ROLLOUT))])
+def test_a_block_that_starts_its_own_server_runs_as_printed(tmp_path, command, expected):
+    """The README's rollout, pasted into a shell as it is: `make serve &`, a model trained and published,
+    the policy changed by calls; on a port and a demo folder of the test's own."""
+    port, demo = free_port(), tmp_path / "nnserve-demo"
+    script = command.replace("localhost:3000", f"127.0.0.1:{port}").replace("/tmp/nnserve-demo", str(demo))
+    env = {**os.environ, "PORT": str(port), "BENTOML_HOME": str(tmp_path / "bentoml-home")}
+    shell = subprocess.Popen(["bash", "-c", script], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        out, err = shell.communicate(timeout=600)
+    finally:
+        stop(shell)  # the block's `make serve &` lives on in the shell's process group
+    published = re.findall(r"published (build/models/\S+)", out)
+    for folder in published:  # the trainer's run folder, in the checkout's (ignored) build/
+        shutil.rmtree(REPO / folder, ignore_errors=True)
+    got = out.splitlines()
+    lines = expected.replace("/tmp/nnserve-demo", str(demo)).splitlines()
+    assert shell.returncode == 0 and len(got) == len(lines), (out, err[-2000:])
+    for g, e in zip(got, lines, strict=True):
+        assert _printed_line_matches(g, e), (g, e)
