@@ -116,8 +116,9 @@ class Settings(BaseSettings):
     api_keys: str = Field("", description="Comma-separated API keys; empty (and no keys file): no authentication.")
     api_keys_file: Path | None = Field(None, description="A file of API keys, one per line (# comments).")
     auth_exempt_paths: str = Field(
-        "/livez,/readyz,/healthz,/metrics,/v2/health/live,/v2/health/ready",
-        description="Comma-separated paths that need no API key: probes and the metrics scraper.",
+        "/livez,/readyz,/healthz,/metrics,/v2/health/live,/v2/health/ready,/schema.json",
+        description="Comma-separated paths that need no API key: probes, the metrics scraper, and the schema "
+        "BentoML's client is built from (so that it reports a refused call as 401).",
     )
 
     @field_validator("version_policy")

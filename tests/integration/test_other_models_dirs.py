@@ -94,6 +94,14 @@ def test_api_keys_guard_every_route_but_the_probes(tmp_path):
         assert httpx.get(url + "/v2/models/ad-click").status_code == 401
         for probe in ("/livez", "/readyz", "/metrics", "/v2/health/ready"):
             assert httpx.get(url + probe).status_code == 200, probe
+        import bentoml  # its client, as docs/api.md shows it: the key is its `token`
+        from bentoml.exceptions import BentoMLException
+
+        with bentoml.SyncHTTPClient(url, token="inline-key") as client:
+            assert client.housing_price(**house)["price"] == ok.json()["price"]
+        with bentoml.SyncHTTPClient(url) as client, pytest.raises(BentoMLException, match="missing API key") as no:
+            client.housing_price(**house)  # built from the open schema; the call is refused, and says so
+        assert no.value.error_code == 401
 
 
 @pytest.mark.parametrize("name", ["..%2F..%2Fetc%2Fpasswd", "%2E%2E", "housing-price%2F..%2F..%2Fservice"])
