@@ -119,7 +119,7 @@ class V1:
             )
         check_media_type(scope, JSON)
         body = parse_json(await read_body(scope, receive, self.max_body), Feedback)
-        await send_json(send, 200, payloads.outcomes.join(name, card.task, card.labels, body))
+        await send_json(send, 200, await payloads.outcomes.join(name, card.task, card.labels, body))
 
     async def set_policy(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
         check_media_type(scope, JSON)

@@ -8,8 +8,9 @@ The payload log's writer (service/payloads.py) also records each logged predicti
 in one SQLite file in the payload log directory (outcomes.sqlite, WAL), so any worker can join an
 outcome to a prediction another worker answered. Only logged predictions can be joined: with the
 payload log off there is no feedback route (404 says so). An unknown request id, or one older than
-NNSERVE_FEEDBACK_TTL_S, is a 404 naming it; a second outcome for the same request is not counted
-again (`counted: false`).
+NNSERVE_FEEDBACK_TTL_S, is a 404 naming it (after up to JOIN_WAIT_S: a prediction answered a moment
+ago may still be on its way to the file); a second outcome for the same request is not counted again
+(`counted: false`, and a `reason` saying when the first came).
 
 Online metrics per model version, over its latest NNSERVE_FEEDBACK_WINDOW joined rows: AUC, log loss
 and calibration error for click probabilities, MAE and median absolute percentage error for prices,
@@ -49,6 +50,8 @@ CREATE INDEX IF NOT EXISTS feedback_by_time ON feedback (time);
 CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions (time);
 """
 PRUNE_EVERY_S = 60.0
+JOIN_WAIT_S = 1.0  # how long feedback looks for a prediction answered a moment ago (the writer gathers for 50 ms)
+JOIN_POLL_S = 0.01
 
 
 def _outcome(value: Any) -> bool | int | float | str:
@@ -104,14 +107,23 @@ class Outcomes:
                 db.execute("DELETE FROM feedback WHERE time < ?", (now - self.keep_s,))
                 self.pruned = now
 
-    def join(self, model: str, task: str, labels: list[str], body: Feedback) -> dict[str, Any]:
-        """One outcome (or a batch's outcomes) joined to its logged prediction."""
-        request_id = body.request_id
-        row = (
+    def _logged(self, request_id: str) -> tuple[str, str, float, str] | None:
+        return (
             self.db()
             .execute("SELECT model, version, time, outputs FROM predictions WHERE request_id = ?", (request_id,))
             .fetchone()
         )
+
+    async def join(self, model: str, task: str, labels: list[str], body: Feedback) -> dict[str, Any]:
+        """The outcome(s) checked against the task and stored beside its logged prediction. A prediction
+        answered a moment ago may still be on its way to the file (the payload log's writer gathers for
+        GATHER_S, in whichever worker answered it): a request id not found yet is looked for again, for
+        up to JOIN_WAIT_S, so feedback sent right after its answer is joined."""
+        request_id = body.request_id
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + JOIN_WAIT_S
+        while (row := self._logged(request_id)) is None and loop.time() < deadline:
+            await asyncio.sleep(JOIN_POLL_S)  # polling the file another process writes, with a deadline
         if row is None or row[0] != model or row[2] < time.time() - self.ttl_s:
             why = "expired" if row is not None and row[0] == model else "unknown"
             raise NotFound(
@@ -135,13 +147,15 @@ class Outcomes:
                 "INSERT OR IGNORE INTO feedback VALUES (?, ?, ?, ?, ?, ?)",
                 (request_id, model, row[1], time.time(), row[3], json.dumps(outcomes)),
             ).rowcount
-        return {
-            "request_id": request_id,
-            "model": model,
-            "version": row[1],
-            "rows": len(outcomes),
-            "counted": counted == 1,
-        }
+            first = None if counted else db.execute(
+                "SELECT time FROM feedback WHERE request_id = ?", (request_id,)
+            ).fetchone()  # fmt: skip
+        answer = {"request_id": request_id, "model": model, "version": row[1], "rows": len(outcomes),
+                  "counted": counted == 1}  # fmt: skip
+        if first is not None:
+            at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(first[0]))
+            answer["reason"] = f"an outcome for this request was already posted ({at}); the first one counts"
+        return answer
 
     def pairs(self, model: str) -> dict[str, tuple[list[Any], list[Any]]]:
         """Each version's latest `window` (output, outcome) rows: at most `window` joined requests per

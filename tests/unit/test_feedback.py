@@ -4,6 +4,7 @@ NNSERVE_FEEDBACK_KEEP_S, and only those, once a minute (by index, not at each ba
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -18,7 +19,8 @@ def test_outcomes_older_than_keep_go_and_newer_ones_stay(tmp_path):
     now = time.time()
     store.remember([("old", "m", "1", now, [0.5]), ("new", "m", "1", now, [0.25])])
     for request_id in ("old", "new"):
-        assert store.join("m", "binary_classification", [], Feedback(request_id=request_id, outcome=1))["counted"]
+        joined = asyncio.run(store.join("m", "binary_classification", [], Feedback(request_id=request_id, outcome=1)))
+        assert joined["counted"]
     with store.db() as db:  # the first outcome was posted 1,001 s ago
         db.execute("UPDATE feedback SET time = ? WHERE request_id = 'old'", (now - 1001,))
     assert store.pairs("m") == {"1": ([0.25, 0.5], [1, 1])}
