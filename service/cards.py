@@ -97,6 +97,9 @@ class ApiCard(_Strict):
     summary: str | None = None  # the single route's one-line summary
     batch_summary: str | None = None  # the batch route's one-line summary
     output_doc: str | None = None  # what the prediction is, e.g. "Predicted sale price, US dollars."
+    # Request fields taken and ignored: a raw log line's columns the model does not read (its row id,
+    # the label, the time the rows were split by), so a line is sent as it is. Any other unknown is a 400.
+    ignored_fields: list[str] = Field(default_factory=list)
 
 
 class DataCard(_Strict):

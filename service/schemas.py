@@ -133,6 +133,7 @@ class TabularTypes:
     batch: type[BaseModel]
     batch_field: str
     output: str  # the answer's field: the graph's output name
+    ignored: frozenset[str]  # request fields taken and dropped (a raw log line's id, label, time)
     prediction: type[BaseModel]
     prediction_row: type[BaseModel]
     prediction_batch: type[BaseModel]
@@ -145,6 +146,8 @@ def tabular_types(card: ModelCard, max_rows: int) -> TabularTypes:
     camel = _camel(card.name)
     fields: dict[str, Any] = {f.name: _numeric_field(f) for f in card.numeric}
     fields |= {f.name: _categorical_field(f) for f in card.categorical}
+    ignored = "Taken and ignored: a column of the log the model does not read (its row id, the label, the time)."
+    fields |= {name: (Any, Field(None, description=ignored, examples=[None])) for name in api.ignored_fields}
     row_name = api.request or f"{camel}Request"
     row = create_model(row_name, __config__=REQUEST_CONFIG, __doc__=api.request_doc or card.description, **fields)
     required = {name: info.examples[0] for name, info in row.model_fields.items() if info.is_required()}
@@ -174,7 +177,7 @@ def tabular_types(card: ModelCard, max_rows: int) -> TabularTypes:
         predictions=(list[prediction_row], Field(description="One prediction per row, in request order.")),  # type: ignore[valid-type]
     )
     return TabularTypes(
-        row, batch, batch_field, output, prediction, prediction_row, prediction_batch,
+        row, batch, batch_field, output, frozenset(api.ignored_fields), prediction, prediction_row, prediction_batch,
         api.summary or f"{card.description} One row.", api.batch_summary or f"{card.description} A batch of rows.",
     )  # fmt: skip
 

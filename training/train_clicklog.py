@@ -35,7 +35,7 @@ from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
 from service import hashing
-from service.cards import CategoricalCard, DataCard, HashingCard, NumericCard
+from service.cards import ApiCard, CategoricalCard, DataCard, HashingCard, NumericCard
 from service.metrics import classification_metrics
 from training import reference
 from training.clicklog_data import ClickLog, code_columns, read_log, salt_of
@@ -51,6 +51,7 @@ AUC_GAP_BAR = 0.01  # to the oracle, where the log's true probabilities are know
 CALIBRATION_BAR = 0.01
 EVAL_CHUNK = 65_536  # rows per forward pass when scoring: memory stays flat on a 4-million-row holdout
 BIN_SAMPLE = 1_000_000  # rows the numbers' quantile bins are taken from
+IGNORED_ROLES = ("ignore", "label", "timestamp", "probability")  # a log line's columns a request may carry unread
 NUMERIC_BOUND = 1e15  # numbers a request may send: any a log could hold; outside the seen range: a warning
 
 
@@ -143,6 +144,8 @@ def train(cfg: Config) -> int:
         "task": "binary_classification",
         "description": schema.description,
         "output_unit": "probability",
+        # A raw log line is sent as it is: its columns the model does not read are taken and ignored.
+        "api": ApiCard(ignored_fields=[c.name for c in schema.columns if c.role in IGNORED_ROLES]),
         "numeric": numeric_cards,
         "categorical": code_cards,
         "reference": references,

@@ -48,6 +48,9 @@ class Tabular(Adapter):
                 )
             if hashing and tuple(f.allowed) != (0, hashing.buckets - 1):
                 raise self.fail(f"feature {f.name}: {hashing.buckets} hash buckets but allowed codes {f.allowed}")
+        read = {f.name for f in (*card.numeric, *card.categorical)}
+        if card.api and (both := read & set(card.api.ignored_fields)):
+            raise self.fail(f"api.ignored_fields names features the model reads: {sorted(both)}")
         self.encoder = TabularEncoder(card)
         self.types: TabularTypes = tabular_types(card, self.settings.max_batch_rows)
         self.served = {"model": self.name, "version": card.version}
@@ -62,6 +65,12 @@ class Tabular(Adapter):
             return None
         return Batcher(self.model.run, self.settings.tabular_batch_max, inline=True,
                        observe=batch_size_observer(self.name))  # fmt: skip
+
+    def features(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Validated rows without the fields a raw log line brings that the model does not read: they are
+        neither run nor logged."""
+        ignored = self.types.ignored
+        return [{k: v for k, v in row.items() if k not in ignored} for row in rows] if ignored else rows
 
     async def predict(self, rows: list[dict[str, Any]]) -> tuple[list[float], list[list[dict[str, Any]]]]:
         """Validated rows -> one output value per row, and the warnings of each row."""
@@ -108,7 +117,7 @@ class Tabular(Adapter):
     async def single(self, scope: dict, receive: Any, send: Any) -> None:
         check_media_type(scope, JSON)
         row = parse_json(await read_body(scope, receive, self.settings.max_body_bytes), self.types.row)
-        rows = [row.__dict__]
+        rows = self.features([row.__dict__])
         values, warnings = await self.predict(rows)
         answer = {**self.served, self.types.output: values[0], "warnings": warnings[0]}
         await send_bytes(send, 200, json_bytes(answer))
@@ -118,7 +127,7 @@ class Tabular(Adapter):
     async def batch(self, scope: dict, receive: Any, send: Any) -> None:
         check_media_type(scope, JSON)
         request = parse_json(await read_body(scope, receive, self.settings.max_body_bytes), self.types.batch)
-        rows = [row.__dict__ for row in getattr(request, self.types.batch_field)]
+        rows = self.features([row.__dict__ for row in getattr(request, self.types.batch_field)])
         values, warnings = await self.predict(rows)
         output = self.types.output
         predictions = [{output: v, "warnings": w} for v, w in zip(values, warnings, strict=True)]

@@ -2,8 +2,8 @@
 
 A generated log in the Avazu layout (hex and 64-bit IDs, YYMMDDHH hours) is trained on by the
 schema-driven trainer, the model's folder goes into a temporary models directory, and a real
-`bentoml serve` answers requests built from raw log lines: the line's fields as they are, less the
-label, the hour and the ignored row id. Every answer is checked against onnxruntime run on the codes
+`bentoml serve` answers requests built from raw log lines: the line's fields as they are, the label,
+the hour and the row id taken and ignored. Every answer is checked against onnxruntime run on the codes
 the trainer read from the same lines, so serving hashes a raw ID exactly as training did."""
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ def served(tmp_path_factory):
 
 
 def _request(line: dict[str, str]) -> dict[str, str]:
-    """A raw log line as a request: every feature field as the log has it."""
-    return {k: v for k, v in line.items() if k not in ("id", "click", "hour")}
+    """A raw log line as a request: every field as the log has it, the row id, the label and the hour
+    too (the route takes them and the model reads none of them)."""
+    return dict(line)
 
 
 def _direct(session, codes, rows: list[int]) -> list[float]:
@@ -85,7 +86,7 @@ def test_ids_may_be_json_numbers_of_any_size_and_unseen_ones_warn(served):
     [
         ({"site_id": 1.5}, "site_id"),  # an ID is a string or an integer, never a float
         ({"C14": True}, "C14"),
-        ({"hour": "14102100"}, "hour"),  # the timestamp is the split's, not a feature
+        ({"clicks": "1"}, "clicks"),  # a field the log does not have
         ({"device_ip": None}, "device_ip"),
     ],
 )
@@ -95,11 +96,24 @@ def test_bad_ids_are_a_400_naming_the_field(served, change, loc):
     assert r.status_code == 400 and [loc] in [d["loc"] for d in r.json()["detail"]], r.text
 
 
+def test_the_columns_the_model_does_not_read_are_taken_and_change_nothing(served):
+    url, lines, codes, session = served
+    line = lines[ROWS - 7]
+    answers = [httpx.post(f"{url}/v1/{NAME}/predict", json={**line, **other}) for other in
+               ({}, {"click": "1", "hour": "14103123", "id": "42"}, {"click": None, "hour": 7, "id": [1]})]  # fmt: skip
+    assert [a.status_code for a in answers] == [200, 200, 200], answers[-1].text
+    assert answers[0].json() == answers[1].json() == answers[2].json()
+    without = httpx.post(f"{url}/v1/{NAME}/predict", json={k: v for k, v in line.items() if k not in ("id", "click")})
+    assert without.json() == answers[0].json()  # and they may be left out
+
+
 def test_its_card_metadata_and_openapi_come_from_the_schema(served):
     url = served[0]
     meta = httpx.get(f"{url}/v1/models/{NAME}").json()
     names = [f["name"] for f in meta["categorical"]]
     assert names[:3] == ["C1", "banner_pos", "site_id"] and "click" not in names and "id" not in names
+    assert meta["api"]["ignored_fields"] == ["id", "click", "hour"]
     request = httpx.get(url + "/docs.json").json()["components"]["schemas"]["AdClickAvazuRequest"]
-    assert set(request["properties"]) == set(names)
+    assert set(request["properties"]) == set(names) | {"id", "click", "hour"}
     assert request["properties"]["site_id"]["description"]
+    assert "ignored" in request["properties"]["click"]["description"]
