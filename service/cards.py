@@ -161,6 +161,11 @@ class ModelCard(_Strict):
     training: dict[str, Any] = Field(default_factory=dict)  # config, library versions, duration
     reference: ReferenceCard | None = None  # for drift (service/drift.py); None: drift is not tracked
 
+    def bar_failed(self) -> list[str]:
+        """The checks of the card's acceptance bar that did not hold (none: met, or no bar). A version
+        whose bar failed is served when a folder holds it, and flagged everywhere it is described."""
+        return [check for check, held in self.bar.get("checks", {}).items() if not held]
+
 
 # onnxruntime's type strings -> the numpy dtype names the card uses.
 ORT_DTYPES = {

@@ -184,6 +184,9 @@ class Registry:
             raise
         self._failed.pop(found.path, None)
         self._loaded[found.path] = (found.stamp, adapter)
+        if failed := model.card.bar_failed():  # once per load: the version is served all the same
+            log.warning("%s: served although its card's acceptance bar was not met (failed: %s)", found.path,
+                        "; ".join(failed))  # fmt: skip
         return adapter
 
     def _say(self, problem: str) -> None:
@@ -284,6 +287,7 @@ class Registry:
         model = adapter.model
         return {
             **model.card.model_dump(mode="json"),
+            **_bar_flag(model.card),
             "provider": model.provider,
             "device": model.device,
             "serving": self.table.models[model.name].describe() if model.name in self.table.models else None,
@@ -299,7 +303,8 @@ class Registry:
         models = {}
         for name, s in table.models.items():
             model = s.versions[s.default].model
-            models[name] = {"version": s.default, "provider": model.provider, "device": model.device, **s.describe()}
+            models[name] = {"version": s.default, "provider": model.provider, "device": model.device,
+                            **_bar_flag(model.card), **s.describe()}  # fmt: skip
         refused: dict[str, list[str]] = {}
         for name, version in sorted(table.refused):
             refused.setdefault(name, []).append(version)
@@ -311,9 +316,11 @@ class Registry:
             "refused": refused,  # versions refused while others serve, by model
             **({"policy_error": table.policy_error} if table.policy_error else {}),
         }
-        drifted = [w for a in table.adapters() if a.drift is not None for w in drift_warnings(a.drift)]
-        if drifted:  # a warning, never a readiness failure (service/drift.py)
-            health["warnings"] = drifted
+        warnings = [f"{a.name} v{a.model.card.version}: bar not met ({'; '.join(failed)})"
+                    for a in table.adapters() if (failed := a.model.card.bar_failed())]  # fmt: skip
+        warnings += [w for a in table.adapters() if a.drift is not None for w in drift_warnings(a.drift)]
+        if warnings:  # never a readiness failure: a bar not met, drift (service/drift.py)
+            health["warnings"] = warnings
         if drain.draining:
             health["error"] = "not ready: shutting down"
         elif table.errors:
@@ -331,3 +338,8 @@ class Registry:
             reason = table.refused.get((name, version)) or table.errors.get(f.path.name) or "unloaded"
             entries.append({"name": name, "version": version, "state": "UNAVAILABLE", "reason": reason})
         return entries
+
+
+def _bar_flag(card: Any) -> dict[str, str]:
+    """{"bar_status": "not met"} for a version whose card's acceptance bar failed; nothing otherwise."""
+    return {"bar_status": "not met"} if card.bar_failed() else {}

@@ -5,6 +5,8 @@
     nnserve_client_disconnects_total{endpoint}                 requests whose client hung up before they
                                                                were read: not answered, not client errors
     nnserve_model_refused{model, version}                      1 while a version is refused (service/registry.py)
+    nnserve_model_bar_not_met{model, version}                  1 while a version whose card's acceptance bar
+                                                               failed is served (its card's bar.checks)
     nnserve_predictions_total{model, version, status}          prediction answers, by the version that answered
     nnserve_prediction_seconds{model, version}                 their latency, from the edge
     nnserve_in_flight                                          predictions being answered now, summed over
@@ -60,6 +62,10 @@ def _series() -> tuple[Any, ...]:
         "nnserve_model_refused", "1 while a model version is refused (bad files, checks failed).",
         ["model", "version"], multiprocess_mode="livemax",
     )  # fmt: skip
+    bar = Gauge(
+        "nnserve_model_bar_not_met", "1 while a version whose card's acceptance bar failed is served.",
+        ["model", "version"], multiprocess_mode="livemax",
+    )  # fmt: skip
     answers = Counter("nnserve_predictions", "Prediction answers, by version.", ["model", "version", "status"])
     seconds = Histogram("nnserve_prediction_seconds", "Prediction latency at the edge.", ["model", "version"],
                         buckets=[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10])  # fmt: skip
@@ -81,7 +87,7 @@ def _series() -> tuple[Any, ...]:
     payloads = Counter("nnserve_payload_log_entries", "Payload log entries, written or dropped.", ["outcome"])
     online = Gauge("nnserve_online_metric", "Outcome feedback joined to logged predictions, latest window.",
                    ["model", "version", "measure"], multiprocess_mode="livemax")  # fmt: skip
-    return info, sizes, disconnects, refused, answers, seconds, shadow, skipped, in_flight, drift, payloads, online
+    return info, sizes, disconnects, refused, answers, seconds, shadow, skipped, in_flight, drift, payloads, online, bar
 
 
 def publish_models(
@@ -90,11 +96,14 @@ def publish_models(
     refused: Iterable[tuple[str, str]] = (),
     was_refused: Iterable[tuple[str, str]] = (),
 ) -> None:
-    """The versions served now (1) and no longer (0); the versions refused now (1) and no longer (0)."""
+    """The versions served now (1) and no longer (0), those of them whose bar failed; the versions refused
+    now (1) and no longer (0)."""
     info, _, _, refused_series = _series()[:4]
+    bar = _series()[12]
     for value, group in ((0, previous), (1, models)):
         for m in group:
             info.labels(model=m.name, version=m.card.version, provider=m.provider, device=m.device).set(value)
+            bar.labels(model=m.name, version=m.card.version).set(value if m.card.bar_failed() else 0)
     for value, pairs in ((0, was_refused), (1, refused)):
         for name, version in pairs:
             refused_series.labels(model=name, version=version).set(value)

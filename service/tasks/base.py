@@ -157,4 +157,9 @@ class Adapter:
 
     def describe(self) -> dict[str, Any]:
         """The task's OIP metadata parameters: how a client builds the graph's inputs."""
-        return {"task": self.model.card.task, "description": self.model.card.description}
+        card = self.model.card
+        return {
+            "task": card.task,
+            "description": card.description,
+            **({"bar_status": "not met"} if card.bar_failed() else {}),
+        }

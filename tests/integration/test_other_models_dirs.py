@@ -172,3 +172,39 @@ def test_a_classifier_of_fewer_labels_than_the_default_top_k_answers_them_all(tm
     assert b64.status_code == 200 and len(b64.json()["tags"]) == 3
     assert two.status_code == 200 and len(two.json()["tags"]) == 2
     assert four.status_code == 400 and four.json()["detail"][0]["loc"] == ["top_k"]  # asked for: refused
+
+
+def test_a_version_whose_bar_failed_is_served_and_flagged_everywhere_it_is_described(tmp_path, caplog):
+    """A rejected run's folder copied into models/ by hand: served (readiness as before), but /v1/health,
+    the metadata (/v1 and /v2) and nnserve_model_bar_not_met say so, and the log says it once."""
+    from prometheus_client import REGISTRY
+
+    models = tmp_path / "models"
+    shutil.copytree(MODELS / "housing-price", models / "housing-price")
+    card = json.loads((models / "housing-price" / "card.json").read_text())
+    failed = next(iter(card["bar"]["checks"]))
+    card["bar"]["checks"][failed] = False
+    (models / "housing-price" / "card.json").write_text(json.dumps(card))
+    with caplog.at_level("WARNING", logger="service.registry"):
+        app = standalone(Settings(models_dir=models))
+
+    async def scenario():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            return [await c.get(p) for p in ("/readyz", "/v1/health", "/v1/models/housing-price",
+                                             "/v2/models/housing-price")]  # fmt: skip
+
+    ready, health, meta, oip = asyncio.run(scenario())
+    assert ready.status_code == 200 and health.status_code == 200
+    assert health.json()["models"]["housing-price"]["bar_status"] == "not met"
+    assert health.json()["warnings"] == [f"housing-price v1: bar not met ({failed})"]
+    assert meta.json()["bar_status"] == "not met" and oip.json()["parameters"]["bar_status"] == "not met"
+    assert REGISTRY.get_sample_value("nnserve_model_bar_not_met", {"model": "housing-price", "version": "1"}) == 1
+    said = [r for r in caplog.records if "acceptance bar was not met" in r.getMessage()]
+    assert len(said) == 1 and failed in said[0].getMessage()
+    committed = standalone(Settings(models_dir=MODELS))  # the committed models met their bars: no flag
+
+    async def health_of_committed():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=committed), base_url="http://t") as c:
+            return (await c.get("/v1/health")).json()
+
+    assert "bar_status" not in json.dumps(asyncio.run(health_of_committed()))
