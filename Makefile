@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
 SERVE_STAMP := $(VENV)/.installed-serve
+# setuptools warns at length on every editable install (a project folder named like the package): said once here.
+INSTALL := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -e
 TRAIN_STAMP := $(VENV)/.installed-train
 DEV_STAMP := $(VENV)/.installed-dev
 
@@ -15,16 +17,16 @@ $(BIN)/python:
 
 # Serving needs only the base dependencies and onnxruntime's CPU package (no torch).
 $(SERVE_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[cpu]'
+	$(INSTALL) '.[cpu]'
 	touch $@
 
 # Training needs the train extra (torch is pinned to the on-disk CPU wheel); the tests need dev too.
 $(TRAIN_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[cpu,train]'
+	$(INSTALL) '.[cpu,train]'
 	touch $@ $(SERVE_STAMP)
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[cpu,train,dev]'
+	$(INSTALL) '.[cpu,train,dev]'
 	touch $@ $(TRAIN_STAMP) $(SERVE_STAMP)
 
 train-env: $(TRAIN_STAMP)
@@ -35,7 +37,7 @@ GPU_VENV := .venv-gpu
 $(GPU_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(GPU_VENV)
 	$(GPU_VENV)/bin/pip install -q --upgrade pip
-	$(GPU_VENV)/bin/pip install -q -e '.[gpu]'
+	PYTHONWARNINGS="ignore:Editable installation" $(GPU_VENV)/bin/pip install -q -e '.[gpu]'
 	touch $@
 
 serve-gpu: $(GPU_VENV)/.installed

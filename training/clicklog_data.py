@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from service.hashing import bucket, buckets_of_bytes
 from training.clicklog_schema import Column, Schema
-from training.runinfo import TrainingDataError
+from training.runinfo import TrainingDataError, bars
 
 log = logging.getLogger(__name__)
 BLOCK_BYTES = 16 << 20  # text parsed at a time: ~100k rows of the Avazu layout
@@ -69,8 +69,8 @@ def read_log(
     raw = pa.OSFile(str(path))
     stream = pa.CompressedInputStream(raw, "gzip") if _gzipped(path) else raw
     reader = _open(stream, path, schema, names, wanted)
-    bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"reading {path.name}", disable=quiet,
-               dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"reading {path.name}",
+               disable=quiet or not bars(), dynamic_ncols=True)  # fmt: skip
     with raw, bar:
         while not limit or rows < limit:
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 from tqdm import tqdm
+
+from training.runinfo import bars
 
 
 def fit(
@@ -28,10 +31,12 @@ def fit(
 
     The scheduler (if any) steps once per batch. Returns one history row per epoch: epoch, steps and
     training seconds so far, train_loss, and whatever `evaluate()` returns (run in eval mode, no gradients).
-    `quiet`: no progress output (the other processes of a torchrun)."""
+    `quiet`: no progress output (the other processes of a torchrun). Progress is a bar on a terminal, a
+    line per epoch on stdout otherwise (bars())."""
     history: list[dict[str, float]] = []
     seconds = 0.0  # training time so far, evaluation excluded: the x axis of wall-clock comparisons
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", dynamic_ncols=True, disable=quiet)
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", dynamic_ncols=True, disable=quiet or not bars())
+    lines = not quiet and not (bars() and sys.stdout.isatty())  # the bar, or lines: never both on one terminal
     for epoch in bar:
         model.train()
         total, count = 0.0, 0
@@ -56,6 +61,6 @@ def fit(
         history.append(row)
         shown = {k: v for k, v in row.items() if k not in ("epoch", "steps", "seconds")}
         bar.set_postfix({k: round(v, 4) for k, v in shown.items()})
-        if not quiet:
+        if lines:
             tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k}={v:.4f}" for k, v in shown.items()))
     return history

@@ -71,6 +71,8 @@ def read_labels(path: Path) -> list[str]:
 
 def make_card(cfg: Config) -> ModelCard:
     labels = read_labels(cfg.labels)
+    if not cfg.onnx.is_file():
+        raise TrainingDataError(f"{cfg.onnx}: no such file: check --onnx")
     try:
         onnx.checker.check_model(str(cfg.onnx))
     except Exception as e:

@@ -30,6 +30,12 @@ class TrainingDataError(ValueError):
     """Bad training input: the message names the file, the row or member, the problem and what to do."""
 
 
+def bars() -> bool:
+    """Progress bars only where a person watches (stderr is a terminal): piped into a log, their
+    carriage-return updates would interleave with the per-epoch lines."""
+    return sys.stderr.isatty()
+
+
 def seed_everything(seed: int) -> None:
     """Same seed, same machine, same libraries: the same model, to the last bit (PyTorch's reproducibility
     notes: seeds, deterministic kernels; the trainers also fix their thread count, `threads`). Another

@@ -44,7 +44,7 @@ from training.contract import AD_CLICK, CATEGORICAL_INPUT, NUMERIC_INPUT
 from training.export import finish, run_dir, save_model
 from training.loop import fit
 from training.models import ClickNet, CodeLookup, Logits
-from training.runinfo import TrainingDataError, config_dict, library_versions, sha256_file
+from training.runinfo import TrainingDataError, bars, config_dict, library_versions, sha256_file
 
 log = logging.getLogger(__name__)
 AUC_GAP_BAR = 0.01  # to the oracle, where the log's true probabilities are known
@@ -295,7 +295,7 @@ def _train(cfg: Config, net: ClickNet, train: ClickLog, val: ClickLog, world: in
     def batches(_epoch: int):
         order = torch.randperm(len(train), generator=order_gen).numpy()
         starts = range(0, int(per_epoch) * share, share)
-        for i in tqdm(starts, desc=f"epoch {_epoch + 1}", unit="batch", leave=False, disable=rank > 0):
+        for i in tqdm(starts, desc=f"epoch {_epoch + 1}", unit="batch", leave=False, disable=rank > 0 or not bars()):
             idx = np.sort(order[i : i + share])
             codes = torch.from_numpy(train.codes[idx].astype(np.int64))
             if cfg.unknown_rate:

@@ -79,6 +79,13 @@ def test_make_card_refuses_a_label_count_mismatch(tmp_path):
         make_card(CardConfig(onnx=onnx_path, labels=labels, out=tmp_path / "m"))
 
 
+def test_make_card_on_a_missing_file_says_there_is_no_such_file(tmp_path):
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps(["a", "b"]))
+    with pytest.raises(TrainingDataError, match=r"resnet50.onnx: no such file: check --onnx"):
+        make_card(CardConfig(onnx=tmp_path / "resnet50.onnx", labels=labels, out=tmp_path / "m"))
+
+
 def test_labels_from_a_wordnet_text_file(tmp_path):
     path = tmp_path / "labels.txt"
     path.write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\n")

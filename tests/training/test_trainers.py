@@ -53,6 +53,16 @@ def test_housing_dry_run(tmp_path):
     assert price.shape == (1, 1) and price[0, 0] > 0
 
 
+def test_piped_output_is_one_line_per_epoch_and_no_progress_bar(tmp_path):
+    """Into a pipe or a file (a CI log, `| tee`), a bar's carriage-return updates would interleave with the
+    per-epoch lines: off the terminal there is only the lines."""
+    run = subprocess.run([sys.executable, "-m", "training.train_housing", "--dry-run", "--out", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "\r" not in run.stderr and "epoch/s" not in run.stderr and "it/s" not in run.stderr, run.stderr[-500:]
+    assert "housing-price epoch 1/2:" in run.stdout and "housing-price epoch 2/2:" in run.stdout
+
+
 def test_adclick_dry_run_generated(tmp_path):
     csv_path = tmp_path / "gen.csv"
     assert train_adclick.main(["--dry-run", "--out", str(tmp_path / "m"), "--generated-csv", str(csv_path)]) == 0
