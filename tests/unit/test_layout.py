@@ -8,6 +8,7 @@ import re
 from tests import layout
 from tests.conftest import REPO
 
+PATH = re.compile(r"(?<![\w/.])((?:service|training|loadtests|tests|deploy|docs)/[\w./-]*\w\.(?:py|md|yml|toml))")
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "loadtests").glob("*.md"))]
 
 
@@ -19,8 +20,7 @@ def test_the_development_guide_maps_every_python_file():
 def test_every_file_a_document_names_exists():
     missing = []
     for doc in DOCUMENTS:
-        for path in set(re.findall(r"(?<![\w/.])((?:service|training|loadtests|tests|deploy|docs)/[\w./-]*\w\.(?:py|md|yml|toml))",
-                                   doc.read_text())):  # fmt: skip
+        for path in set(PATH.findall(doc.read_text())):
             if not (REPO / path).exists():
                 missing.append(f"{doc.name}: {path}")
     assert not missing, missing
