@@ -15,6 +15,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.files import MAX_CARD_BYTES, read_json
+
 Task = Literal["regression", "binary_classification", "image_classification"]
 
 CARD_FILE = "card.json"
@@ -188,8 +190,10 @@ def session_signature(session: Any) -> tuple[list[TensorSpec], list[TensorSpec]]
     return [spec(a) for a in session.get_inputs()], [spec(a) for a in session.get_outputs()]
 
 
-def read_card(model_dir: Path) -> ModelCard:
-    return ModelCard.model_validate(json.loads((model_dir / CARD_FILE).read_text()))
+def read_card(model_dir: Path, limit: int = MAX_CARD_BYTES) -> ModelCard:
+    """The folder's card; FileRefused when the file cannot be read as JSON (service/files.py), pydantic's
+    ValidationError when the JSON is not a card."""
+    return ModelCard.model_validate(read_json(model_dir / CARD_FILE, limit))
 
 
 def write_card(model_dir: Path, card: ModelCard) -> Path:

@@ -4,18 +4,21 @@ Protocol's repository extension, as Triton implements it, and PUT /v1/models/<na
 Off unless NNSERVE_MANAGEMENT=true (403 otherwise), and behind the API keys when they are set. A call
 changes the policy file (service/versions.py), the one place a worker learns what to serve from, and
 makes the worker that took it look at once; the other workers follow within NNSERVE_MODEL_POLL_S,
-as they would after an edit of the file by hand. Two calls at the same moment on two workers: the
-last write wins.
+as they would after an edit of the file by hand. Calls on two workers at the same moment both land
+(service/versions.py locks the file from read to rename); for one model, the last write wins. A call
+answers once its change is on disk.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from pydantic import ValidationError
 
 from service.bodies import invalid
 from service.errors import Forbidden, InvalidInput, ModelUnavailable, field_error
+from service.files import FileRefused
 from service.registry import Registry
 from service.versions import Policy, write_policy
 
@@ -36,10 +39,14 @@ class Control:
     async def _write(self, name: str, policy: Policy) -> None:
         if not self.enabled:
             raise Forbidden(OFF)
-        try:  # a policy that says what the default says is no policy: the file keeps only what differs
-            write_policy(self.registry.policy_file, name, None if policy == self.registry.default_policy else policy)
+        file = self.registry.policy_file
+        kept = None if policy == self.registry.default_policy else policy  # the file keeps only what differs
+        try:  # in a thread: the write waits for other workers' writes (a lock) and for the disk (fsync)
+            await anyio.to_thread.run_sync(write_policy, file, name, kept)
+        except FileRefused as e:  # a broken file is never overwritten: someone wrote it, and means something
+            raise ModelUnavailable(f"cannot change the policy: {e}; fix or remove the file") from None
         except OSError as e:
-            raise ModelUnavailable(f"cannot write {self.registry.policy_file} ({e}); set NNSERVE_POLICY_FILE") from None
+            raise ModelUnavailable(f"cannot write {file} ({e.strerror or e}); set NNSERVE_POLICY_FILE") from None
         await self.registry.refresh()
 
     async def load(self, name: str) -> None:

@@ -17,24 +17,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 from service import telemetry
 from service.bodies import REQUEST_KEY, header
 from service.drift import warnings as drift_warnings
 from service.errors import ModelUnavailable, NotFound, field_error
+from service.files import stamp
 from service.payloads import make_payload_log
 from service.runtime import ModelLoadError, load_model
 from service.settings import Settings
 from service.shutdown import drain
 from service.tasks import ADAPTERS
 from service.tasks.base import Adapter
-from service.versions import Canary, Found, Policy, Shadow, default_policy, read_policies, scan, version_key
+from service.versions import Canary, Found, Policy, Scanner, Shadow, default_policy, read_policies, version_key
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,10 @@ class Registry:
         self._failed: dict[Path, tuple[tuple[int, ...], str]] = {}
         self._said: set[str] = set()  # problems already logged
         self._missed: set[Path] = set()  # versions serving that the last look did not find
-        self._lock: asyncio.Lock | None = None
+        self._look: asyncio.Future[Table] | None = None  # the look at the directory under way, in its thread
+        self.stuck_since: float | None = None  # a look that has not come back within the timeout, since when
+        self.scanner = Scanner(settings.max_card_bytes)
+        self._policies: tuple[tuple[int, int, int] | None, dict[str, Policy], str | None] = (None, {}, None)
         self.payloads = make_payload_log(settings)  # one per worker, handed to every version's adapter
         self.apply(self.plan())
 
@@ -89,21 +92,46 @@ class Registry:
     def plan(self) -> Table:
         """Looks at the models directory and loads what the policies want that is not loaded yet.
         Blocking (loads take seconds): the watch runs it in a thread, and only `apply` touches what
-        requests read."""
-        table = Table(policies=self.table.policies)
+        requests read. Never raises: whatever goes wrong with a folder or the policy file is that
+        folder's or that file's problem, named and logged once, and the rest is served."""
         try:
-            table.policies = read_policies(self.policy_file)
-        except ValueError as e:
-            table.policy_error = f"{e}; the policies in force are kept"
+            return self._plan()
+        except Exception as e:  # a surprise: said with its traceback once, the table in force kept
+            problem = f"{self.settings.models_dir}: looking at it failed ({type(e).__name__}: {e})"
+            if problem not in self._said:
+                self._said.add(problem)
+                log.exception("%s", problem)
+            return self.table
+
+    def _read_policies(self) -> tuple[dict[str, Policy], str | None]:
+        """The policy file, read again only when it changed (mtime, size, inode): a broken one keeps the
+        policies in force, and says so."""
         try:
-            table.found = scan(self.settings.models_dir)
-        except OSError:
+            now = stamp(self.policy_file)
+            if now == self._policies[0]:  # (None: no file, as at the start)
+                return self._policies[1], self._policies[2]
+            policies, error = read_policies(self.policy_file), None
+        except (OSError, ValueError) as e:  # FileRefused is a ValueError
+            policies, error = self.table.policies, f"{e}; the policies in force are kept"
+        self._policies = (now, policies, error)
+        return policies, error
+
+    def _plan(self) -> Table:
+        table = Table()
+        table.policies, table.policy_error = self._read_policies()
+        try:
+            table.found = self.scanner.scan(self.settings.models_dir)
+        except FileNotFoundError:
             table.errors["models_dir"] = f"{self.settings.models_dir}: models directory missing"
+        except OSError as e:
+            table.errors["models_dir"] = f"{self.settings.models_dir}: cannot list it ({e.strerror or e})"
         table.found += self._vanishing(table.found)
         by_name: dict[str, dict[str, Found]] = {}
         for f in table.found:
             if f.name is None:  # no readable card: loading names the problem, for the folder
                 try:
+                    if f.problem is not None:
+                        raise ModelLoadError(f.problem)
                     self._adapter(f)
                 except ModelLoadError as e:
                     table.errors[f.path.name] = str(e)
@@ -171,17 +199,24 @@ class Registry:
         if found.path in self._failed and self._failed[found.path][0] == found.stamp:
             raise ModelLoadError(self._failed[found.path][1])  # refused already, and said so
         try:
-            model = load_model(found.path, self.settings.execution())
+            model = load_model(found.path, self.settings.execution(), self.settings.max_card_bytes)
             task = ADAPTERS.get(model.card.task)
             if task is None:
                 raise ModelLoadError(f"{found.path / 'card.json'}: no adapter serves task {model.card.task!r}")
             adapter = task(model, self.settings)
-            adapter.smoke()
+            try:
+                adapter.smoke()
+            except ModelLoadError:
+                raise
+            except Exception as e:  # the runtime's own errors (an index out of range for the example, say)
+                raise ModelLoadError(f"{found.path}: the smoke prediction on the card's example failed "
+                                     f"({type(e).__name__}: {str(e).splitlines()[0][:300]})") from None  # fmt: skip
             adapter.payloads = self.payloads
-        except ModelLoadError as e:
-            self._failed[found.path] = (found.stamp, str(e))
-            self._say(str(e))  # the message names the file
-            raise
+        except Exception as e:  # anything else a folder's files can make go wrong is the folder's refusal
+            problem = str(e) if isinstance(e, ModelLoadError) else f"{found.path}: {type(e).__name__}: {e}"
+            self._failed[found.path] = (found.stamp, problem)
+            self._say(problem)  # the message names the file
+            raise ModelLoadError(problem) from None
         self._failed.pop(found.path, None)
         self._loaded[found.path] = (found.stamp, adapter)
         if failed := model.card.bar_failed():  # once per load: the version is served all the same
@@ -212,16 +247,54 @@ class Registry:
             telemetry.publish_models([a.model for a in new], [a.model for a in previous], table.refused, old.refused)
 
     async def refresh(self) -> None:
-        """Looks at the models directory now (one look at a time); loads in a thread, swaps here."""
-        self._lock = self._lock or asyncio.Lock()
-        async with self._lock:
-            self.apply(await anyio.to_thread.run_sync(self.plan))
+        """Looks at the models directory now: loads in a thread, swaps here. One look at a time: a call
+        while one is under way waits for it, then looks again (what it was called for may have changed
+        after that look began). A look is waited for at most NNSERVE_MODELS_DIR_TIMEOUT_S: a hung mount
+        (or a file that blocks its reader) makes the call a 503 while the table in force keeps serving,
+        and no second thread is started while that look is out; when it comes back, it is applied."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.models_dir_timeout_s
+        while self._look is not None:
+            await self._wait(self._look, deadline)
+        self._look = loop.run_in_executor(None, self.plan)
+        self._look.add_done_callback(self._looked)
+        await self._wait(self._look, deadline)
+
+    def _looked(self, look: asyncio.Future[Table]) -> None:
+        self._look = None
+        if self.stuck_since is not None:
+            log.warning(
+                "%s answers again: the look took %.0f s", self.settings.models_dir, time.monotonic() - self.stuck_since
+            )
+            self.stuck_since = None
+        if not look.cancelled() and look.exception() is None:  # plan() does not raise
+            self.apply(look.result())
+
+    async def _wait(self, look: asyncio.Future[Table], deadline: float) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(look), max(0.0, deadline - asyncio.get_running_loop().time()))
+        except TimeoutError:
+            if self.stuck_since is None:
+                self.stuck_since = time.monotonic()
+                log.error(
+                    "%s: a look at it has not come back within %g s (NNSERVE_MODELS_DIR_TIMEOUT_S); "
+                    "the models in force keep serving",
+                    self.settings.models_dir,
+                    self.settings.models_dir_timeout_s,
+                )
+            raise ModelUnavailable(
+                f"the models directory {self.settings.models_dir} has not answered within "
+                f"{self.settings.models_dir_timeout_s:g} s (NNSERVE_MODELS_DIR_TIMEOUT_S): what is served has not "
+                "changed; the change is made when it answers"
+            ) from None
 
     async def watch(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)  # the watch's period, NNSERVE_MODEL_POLL_S
             try:
                 await self.refresh()
+            except ModelUnavailable:  # the directory hangs: said once (_wait), shown in /v1/health
+                pass
             except Exception:  # a surprise must not end the watch: say it, look again next time
                 log.exception("looking at %s failed", self.settings.models_dir)
 
@@ -319,6 +392,10 @@ class Registry:
         warnings = [f"{a.name} v{a.model.card.version}: bar not met ({'; '.join(failed)})"
                     for a in table.adapters() if (failed := a.model.card.bar_failed())]  # fmt: skip
         warnings += [w for a in table.adapters() if a.drift is not None for w in drift_warnings(a.drift)]
+        if self.stuck_since is not None:
+            waited = time.monotonic() - self.stuck_since
+            warnings.append(f"{self.settings.models_dir}: a look at it has not come back for {waited:.0f} s: "
+                            "new versions and policy changes wait")  # fmt: skip
         if warnings:  # never a readiness failure: a bar not met, drift (service/drift.py)
             health["warnings"] = warnings
         if drain.draining:

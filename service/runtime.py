@@ -19,9 +19,9 @@ from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
-from pydantic import ValidationError
 
 from service.cards import CARD_FILE, ONNX_FILE, ModelCard, read_card, session_signature
+from service.files import MAX_CARD_BYTES, FileRefused, check_regular
 
 log = logging.getLogger(__name__)
 
@@ -135,17 +135,25 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_model(directory: Path, execution: Execution | None = None) -> LoadedModel:
+def load_model(
+    directory: Path, execution: Execution | None = None, max_card_bytes: int = MAX_CARD_BYTES
+) -> LoadedModel:
     """Loads, checks, binds and warms up (batch 1) one model directory."""
     execution = execution or Execution()
     card_path, onnx_path = directory / CARD_FILE, directory / ONNX_FILE
     for path in (card_path, onnx_path):
-        if not path.is_file():
-            raise ModelLoadError(f"{path}: missing")
+        try:
+            check_regular(path)  # never a FIFO: opening one would block this look at the folder for good
+        except FileNotFoundError:
+            raise ModelLoadError(f"{path}: missing") from None
+        except FileRefused as e:
+            raise ModelLoadError(str(e)) from None
     try:
-        card = read_card(directory)
-    except (ValueError, ValidationError) as e:
-        raise ModelLoadError(f"{card_path}: not a valid model card ({str(e).splitlines()[0]})") from e
+        card = read_card(directory, max_card_bytes)
+    except FileRefused as e:
+        raise ModelLoadError(str(e)) from None
+    except Exception as e:  # pydantic's ValidationError, or its own recursion guard on a deep document
+        raise ModelLoadError(f"{card_path}: not a valid model card ({str(e).splitlines()[0]})") from None
     digest = sha256_file(onnx_path)
     if digest != card.onnx_sha256:
         raise ModelLoadError(

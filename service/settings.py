@@ -37,6 +37,15 @@ class Settings(BaseSettings):
         ge=0,
         description="How often each worker looks for new, changed or removed versions; 0: only on a load call.",
     )
+    models_dir_timeout_s: float = Field(
+        20,
+        gt=0,
+        description="How long a management call waits for a look at the models directory (a hung mount); "
+        "beyond, 503 while the models in force keep serving.",
+    )
+    max_card_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="Largest card.json read; a larger one refuses its version, named."
+    )
     management: bool = Field(
         False, description="Model management routes (load, unload, policy); behind the API keys when they are set."
     )

@@ -18,17 +18,21 @@ model name: promoting a candidate or rolling back is one change of that file (or
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from service.cards import CARD_FILE, ONNX_FILE
 from service.errors import ConfigError
+from service.files import MAX_CARD_BYTES, MAX_POLICY_BYTES, FileRefused, read_json, stamp
 
 
 class _Strict(BaseModel):  # a management call's "yes" is not true, nor "3" a number
@@ -102,33 +106,58 @@ def default_policy(setting: str) -> Policy:
 
 
 def read_policies(path: Path) -> dict[str, Policy]:
-    """The policy file, {model: policy}; none when the file does not exist. A broken file raises
-    ValueError naming it: the caller keeps the policies it had."""
+    """The policy file, {model: policy}; none when the file does not exist. A file that cannot be read as
+    one (not a regular file, over MAX_POLICY_BYTES, broken JSON of any depth, a policy that does not
+    validate) raises FileRefused naming it: the caller keeps the policies it had."""
     try:
-        text = path.read_text()
+        raw = read_json(path, MAX_POLICY_BYTES)
     except FileNotFoundError:
         return {}
+    if not isinstance(raw, dict):
+        raise FileRefused(f"{path}: not a valid policy file (expected an object of {{model name: policy}})")
     try:
-        raw = json.loads(text)
-        if not isinstance(raw, dict):
-            raise ValueError("expected an object of {model name: policy}")
         return {str(name): Policy.model_validate(p) for name, p in raw.items()}
-    except (ValueError, ValidationError) as e:
-        raise ValueError(f"{path}: not a valid policy file ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # pydantic's ValidationError, or its recursion guard
+        raise FileRefused(f"{path}: not a valid policy file ({str(e).splitlines()[0]})") from None
 
 
 def write_policy(path: Path, name: str, policy: Policy | None) -> None:
-    """Sets (or, with None, removes) one model's policy, atomically: a worker reading the file at the
-    same moment sees the old file or the new one, never half of it."""
-    policies = read_policies(path)
-    if policy is None:
-        policies.pop(name, None)
-    else:
-        policies[name] = policy
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    body = {n: p.model_dump(mode="json", exclude_defaults=True) for n, p in sorted(policies.items())}
-    tmp.write_text(json.dumps(body, indent=2) + "\n")
-    tmp.replace(path)
+    """Sets (or, with None, removes) one model's policy, and returns once the change is on disk.
+
+    Workers write the one file from their own reads, so a write holds an exclusive lock (flock on the
+    file's folder) from its read to its rename: two calls for two models on two workers both land (without
+    it, 4 of 600 were lost). The new file is written beside the old, fsync'd, renamed over it and the
+    folder fsync'd: a reader sees the old file or the new one, and a crash after the answer loses nothing.
+    Through a symlink the link's target is replaced, and the link stays. A broken file raises FileRefused."""
+    target = path.resolve()
+    with _locked(target.parent):
+        policies = read_policies(target)
+        if policy is None:
+            policies.pop(name, None)
+        else:
+            policies[name] = policy
+        body = {n: p.model_dump(mode="json", exclude_defaults=True) for n, p in sorted(policies.items())}
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        with open(tmp, "w") as f:
+            f.write(json.dumps(body, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(target)
+        folder = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # the rename itself, on disk
+        finally:
+            os.close(folder)
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 @dataclass(frozen=True)
@@ -149,43 +178,55 @@ def version_key(version: str) -> list[tuple[int, int | str]]:
 
 
 def _stamp(folder: Path) -> tuple[int, ...]:
-    stamp: list[int] = []
-    for name in (CARD_FILE, ONNX_FILE):
-        try:
-            st = (folder / name).stat()
-            stamp += [st.st_mtime_ns, st.st_size, st.st_ino]
-        except FileNotFoundError:
-            stamp += [0, 0, 0]
-    return tuple(stamp)
-
-
-def _found(folder: Path, versioned: bool) -> Found:
-    stamp = _stamp(folder)
-    try:
-        card = json.loads((folder / CARD_FILE).read_text())
-        name, version = str(card["name"]), str(card["version"])
-    except (OSError, ValueError, KeyError, TypeError):  # loading it names the problem
-        # A versioned folder's model and version are known from its path: it is refused, not the model.
-        return Found(folder, folder.parent.name, folder.name, stamp) if versioned else Found(folder, None, None, stamp)
-    if versioned and version != folder.name:
-        problem = f"{folder / CARD_FILE}: the card says version {version!r}, but its folder is {folder.name!r}"
-        return Found(folder, name, version, stamp, problem)
-    return Found(folder, name, version, stamp)
+    return tuple(x for name in (CARD_FILE, ONNX_FILE) for x in (stamp(folder / name) or (0, 0, 0)))
 
 
 def _holds_model(folder: Path) -> bool:
     return (folder / CARD_FILE).exists() or (folder / ONNX_FILE).exists()
 
 
-def scan(models_dir: Path) -> list[Found]:
-    """Every version folder under `models_dir`, in path order. Hidden folders are skipped: a version
-    being copied in by `--publish` is one until it is whole."""
-    found: list[Found] = []
-    for folder in sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if _holds_model(folder):
-            found.append(_found(folder, versioned=False))
-            continue
-        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if _holds_model(sub):
-                found.append(_found(sub, versioned=True))
-    return found
+def _subfolders(folder: Path) -> list[Path]:
+    """Hidden folders are skipped: a version being copied in by `--publish` is one until it is whole."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+class Scanner:
+    """Every version folder under a models directory, in path order. A folder's card is read again only
+    when its files changed (their stamps): a look at 500 unchanged versions stats their files and
+    parses nothing. A folder that cannot be listed or read is that folder's problem, never the look's."""
+
+    def __init__(self, max_card_bytes: int = MAX_CARD_BYTES) -> None:
+        self.max_card_bytes = max_card_bytes
+        self.known: dict[Path, Found] = {}
+
+    def scan(self, models_dir: Path) -> list[Found]:
+        """OSError when `models_dir` itself cannot be listed."""
+        found: list[Found] = []
+        for folder in _subfolders(models_dir):
+            try:
+                if _holds_model(folder):
+                    found.append(self._found(folder, versioned=False))
+                    continue
+                for sub in _subfolders(folder):
+                    if _holds_model(sub):
+                        found.append(self._found(sub, versioned=True))
+            except OSError as e:
+                found.append(Found(folder, None, None, (), f"{folder}: cannot look inside ({e.strerror or e})"))
+        self.known = {f.path: f for f in found}
+        return found
+
+    def _found(self, folder: Path, versioned: bool) -> Found:
+        now = _stamp(folder)
+        known = self.known.get(folder)
+        if known is not None and known.stamp == now:
+            return known
+        try:
+            card = read_json(folder / CARD_FILE, self.max_card_bytes)
+            name, version = str(card["name"]), str(card["version"])
+        except (OSError, ValueError, KeyError, TypeError):  # loading it names the problem
+            # A versioned folder's model and version are known from its path: it is refused, not the model.
+            return Found(folder, folder.parent.name, folder.name, now) if versioned else Found(folder, None, None, now)
+        if versioned and version != folder.name:
+            problem = f"{folder / CARD_FILE}: the card says version {version!r}, but its folder is {folder.name!r}"
+            return Found(folder, name, version, now, problem)
+        return Found(folder, name, version, now)

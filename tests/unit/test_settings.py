@@ -13,6 +13,7 @@ from service.settings import PREFIX, Settings, load_settings
 # directory, say, leaves the service up but not ready), and the comma-separated exempt paths.
 BAD = {
     "models_dir": None, "version_policy": "newest", "policy_file": None, "model_poll_s": "-1",
+    "models_dir_timeout_s": "0", "max_card_bytes": "1kb",
     "management": "maybe", "providers": "gpu", "device_id": "-1", "cuda_options": "{not json",
     "tensorrt_cache_dir": None, "provider_fallback": "cpu", "threads": "two", "tabular_batch_max": "-1",
     "dynamic_batch_max": "lots", "dynamic_batch_wait_ms": "-2", "workers": "-3", "max_body_bytes": "1000",
