@@ -1,5 +1,6 @@
 """The HTTP edge: everything a request meets before a model, in one layer and in this order.
 
+0. a WebSocket handshake is refused (403): no route takes one, and none may reach a route unchecked;
 1. a request id on every answer (X-BentoML-Request-ID, as BentoML's own routes carry);
 2. API keys, when configured (probes and /metrics exempt): 401, or 400 for two credentials;
 3. the pages this service answers itself: /readyz with the worker's health, the OpenAPI document
@@ -56,7 +57,10 @@ class Edge:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            if scope["type"] == "websocket":  # no route takes one: refused before the keys, the routes, anything
+                await send({"type": "websocket.close", "code": 1008})  # before accepting: the server answers 403
+                return
+            await self.app(scope, receive, send)  # lifespan
             return
         if trace_context.request_id is not None:
             send = _with_header(send, REQUEST_ID, format(trace_context.request_id, "016x").encode())

@@ -12,7 +12,7 @@ import pytest
 from service.server import standalone
 from service.settings import Settings
 from tests.conftest import IMAGENET_INDEX, MODELS, SAMPLE_PHOTOS
-from tests.serving import bentoml_serve
+from tests.serving import bentoml_serve, server_log
 from tests.training.test_export import export_imagenet_like
 from training.make_card import Config as CardConfig
 from training.make_card import make_card
@@ -94,6 +94,9 @@ def test_api_keys_guard_every_route_but_the_probes(tmp_path):
         assert httpx.get(url + "/v2/models/ad-click").status_code == 401
         for probe in ("/livez", "/readyz", "/metrics", "/v2/health/ready"):
             assert httpx.get(url + probe).status_code == 200, probe
+        for path in ("/v1/housing-price/predict", "/v2/models/ad-click/infer", "/readyz"):  # refused before anything
+            assert _websocket_handshake(url, path).startswith(b"HTTP/1.1 403"), path
+        assert "Traceback" not in server_log(url).read_text()
         import bentoml  # its client, as docs/api.md shows it: the key is its `token`
         from bentoml.exceptions import BentoMLException
 
@@ -102,6 +105,18 @@ def test_api_keys_guard_every_route_but_the_probes(tmp_path):
         with bentoml.SyncHTTPClient(url) as client, pytest.raises(BentoMLException, match="missing API key") as no:
             client.housing_price(**house)  # built from the open schema; the call is refused, and says so
         assert no.value.error_code == 401
+
+
+def _websocket_handshake(url: str, path: str) -> bytes:
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13"
+        conn.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{key}\r\n\r\n".encode()
+        )
+        return conn.recv(4096)
 
 
 @pytest.mark.parametrize("name", ["..%2F..%2Fetc%2Fpasswd", "%2E%2E", "housing-price%2F..%2F..%2Fservice"])

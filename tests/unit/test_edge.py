@@ -188,3 +188,21 @@ def test_serving_path_never_imports_torch():
         "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_a_websocket_is_refused_before_anything_else():
+    reached, sent = [], []
+
+    async def app(scope, receive, send):
+        reached.append(scope)
+
+    async def send(message):
+        sent.append(message)
+
+    async def scenario():
+        edge = _edge(app=app, keys=[b"k"])
+        await edge({"type": "websocket", "path": "/v1/housing-price/predict", "headers": []}, None, send)
+        await edge({"type": "lifespan"}, None, send)
+
+    asyncio.run(scenario())
+    assert sent == [{"type": "websocket.close", "code": 1008}] and [s["type"] for s in reached] == ["lifespan"]
