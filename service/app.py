@@ -16,7 +16,7 @@ import logging
 import bentoml
 from starlette.types import Receive, Scope, Send
 
-from service import drift, feedback
+from service import drift, feedback, http_protocol
 from service.bentoml_patches import patch_middlewares, patch_timeout_middleware
 from service.edge import Edge
 from service.errors import ConfigError
@@ -37,6 +37,7 @@ except ConfigError as e:  # one line, no traceback: the fix is in the settings
 use_format(settings.log_format)
 patch_timeout_middleware()
 patch_middlewares()
+http_protocol.install(http_protocol.Limits(settings.max_header_bytes, settings.max_headers, settings.header_timeout_s))
 
 _server: Server | None = None  # this worker's, once BentoML has created the service instance
 

@@ -78,6 +78,13 @@ class Settings(BaseSettings):
         -1, ge=-1, description="How long a dynamic batch may wait to fill; -1: 2 ms on a GPU, 0 (never) on the CPU."
     )
     workers: int = Field(0, ge=0, description="Worker processes, each with its own sessions; 0: one per CPU core.")
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request line and headers, in bytes; larger gets 431 and a close."
+    )
+    max_headers: int = Field(100, ge=8, description="Most request headers; more gets 431 and a close.")
+    header_timeout_s: float = Field(
+        20, gt=0, description="Time a request's headers have to arrive, from its first byte; late gets 408."
+    )
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest request body; larger gets 413.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest decoded photo (width x height); 413 beyond.")
     max_batch_rows: int = Field(1024, ge=1, description="Most rows in one tabular batch request.")

@@ -1,0 +1,229 @@
+"""uvicorn's HTTP/1.1 protocol (httptools), with the bounds it lacks on what comes before a request.
+
+uvicorn's httptools protocol reads request headers without any limit: a 100 MB header value was read
+whole and answered 200 after 11.6 s (the worker +140 MB, other clients stalled), 200,000 headers were
+taken, and a connection that never finished its headers was held forever (18,000 held; none closed
+after 120 s idle). All of it before any authentication. This subclass, in its place in every worker:
+
+- counts a request's header bytes (the request line included) and its headers as they are parsed:
+  past NNSERVE_MAX_HEADER_BYTES or NNSERVE_MAX_HEADERS, 431 and the connection closes. Bytes are fed
+  to the parser in slices of that size, so a header line too long to finish is refused before it is
+  held whole;
+- gives the headers NNSERVE_HEADER_TIMEOUT_S from the connection's first byte (or its opening, or
+  the request's first byte on a kept-alive connection): late, 408 and close (a connection that sent
+  nothing is closed without an answer);
+- refuses a transfer coding other than chunked (501): `gzip, chunked` was read as chunked alone;
+- answers a request that cannot be parsed after the requests before it on the connection have been
+  answered: a valid pipelined request followed by a malformed one lost its answer to the 400;
+- closes a refused connection the way nginx does (see _send_refusal), so the refusal reaches a client
+  still sending.
+
+The answers are nnserve's JSON errors. Installed by `install` (service/app.py), which checks that the
+uvicorn code it builds on is the code it was written for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httptools
+import uvicorn
+import uvicorn.config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+log = logging.getLogger(__name__)
+PATCHED_VERSION = "0.54.0"
+SOURCES_SHA256 = {  # what the subclass overrides, as it was written when the subclass was
+    "connection_made": "6efb565ff3d36b916c29bd42330a2b99b601b48932389e396e5ac53dbef6b91c",
+    "connection_lost": "c91a4c9bf2e29c554a97418b5f3064e97f6e0ceaba3b90fc35a3460076c705ab",
+    "data_received": "010a7ae59a5d3b1a5e7326ce246878568629d126a076d8af5ba10cab040fae43",
+    "on_message_begin": "96d377fdc7c2baef943c2bd245003abc53566ddb35777e0f4c7bc754198b5457",
+    "on_url": "37be44e962b04ca87f76428ff8d7a3306ab601ffd5793d185e87c2295f0c6b6e",
+    "on_header": "65d62c044f61fdbd354dcb3401aa590789259bfbdbc1c07512150ec924258cd6",
+    "on_headers_complete": "1ea8589acfad92d8ff9182775f337d98fc469e0fa39642a83195fca920f5ca96",
+    "on_response_complete": "64e254f28e389e7614f2c828176d639174e66aa9d814a4b06624ec86ec0a5b95",
+}
+
+
+LINGER_S, LINGER_BYTES = 2.0, 1 << 20  # after a refusal: how long, and how much, the client's rest is read
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int = 64 * 1024
+    max_headers: int = 100
+    timeout_s: float = 20.0
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class GuardedHttpTools(HttpToolsProtocol):
+    limits: ClassVar[Limits] = Limits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_headers = False  # the current request's headers are being read
+        self.header_bytes = self.header_count = 0  # as parsed: the request line and each header
+        self.raw_bytes = 0  # as received while in the headers: what the parser may hold unparsed
+        self.header_timer: Any = None
+        self.refused: Refused | None = None  # answered (or to answer) with this, then closed
+        self.drained = 0  # bytes read and dropped after a refusal
+
+    # --- the connection ------------------------------------------------------------------------------
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self.header_timer is None:
+            self.header_timer = self.loop.call_later(self.limits.timeout_s, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def _too_slow(self) -> None:
+        self.header_timer = None
+        if self.refused is not None or self.transport.is_closing():
+            return
+        if not self.in_headers and self.cycle is None:  # nothing sent at all: close, no answer
+            self.transport.close()
+            return
+        if self.in_headers:
+            self._refuse(Refused(408, f"request headers not complete within {self.limits.timeout_s:g} s "
+                                      "(NNSERVE_HEADER_TIMEOUT_S)"))  # fmt: skip
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused is not None:  # refused: what still comes is read and dropped, up to a bound
+            self.drained += len(data)
+            if self.drained > LINGER_BYTES:
+                self.transport.close()
+            return
+        self._unset_keepalive_if_required()
+        step = self.limits.max_bytes
+        for start in range(0, len(data), step):
+            piece = data[start : start + step]
+            was_in_headers = self.in_headers
+            try:
+                self.parser.feed_data(piece)
+            except httptools.HttpParserCallbackError as e:
+                cause = e.__context__
+                self._refuse(cause if isinstance(cause, Refused) else Refused(400, "invalid HTTP request"))
+                return
+            except httptools.HttpParserError:
+                self._refuse(Refused(400, "invalid HTTP request: it cannot be parsed"))
+                return
+            except httptools.HttpParserUpgrade:
+                if self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                else:
+                    self._unsupported_upgrade_warning()
+                return
+            if was_in_headers and self.in_headers:
+                self.raw_bytes += len(piece)
+                if self.raw_bytes > 2 * self.limits.max_bytes:  # a header line too long to finish
+                    self._refuse(self._too_large())
+                    return
+            if self.transport.is_closing():
+                return
+
+    # --- the parser's callbacks ------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.in_headers, self.header_bytes, self.header_count, self.raw_bytes = True, 0, 0, 0
+        self._arm()
+
+    def on_url(self, url: bytes) -> None:
+        self.header_bytes += len(url)
+        if self.header_bytes > self.limits.max_bytes:
+            raise self._too_large()
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value) + 4
+        self.header_count += 1
+        if self.header_bytes > self.limits.max_bytes:
+            raise self._too_large()
+        if self.header_count > self.limits.max_headers:
+            raise Refused(431, f"more than {self.limits.max_headers} request headers (NNSERVE_MAX_HEADERS)")
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self.in_headers = False
+        self._disarm()
+        for name, value in self.headers:
+            if name == b"transfer-encoding":
+                codings = [c.strip().lower() for c in value.split(b",")]
+                if codings != [b"chunked"]:
+                    shown = value.decode("latin-1")[:100]
+                    raise Refused(501, f"Transfer-Encoding {shown!r} is not supported: send chunked, or a "
+                                       "Content-Length (a compressed body: Content-Encoding)")  # fmt: skip
+        super().on_headers_complete()
+
+    def _too_large(self) -> Refused:
+        return Refused(431, f"request headers over {self.limits.max_bytes} bytes (NNSERVE_MAX_HEADER_BYTES)")
+
+    # --- answering a refusal, in turn ------------------------------------------------------------------
+    def _refuse(self, refused: Refused) -> None:
+        """Answers `refused` and closes, once the requests before it on this connection are answered."""
+        self.refused = refused
+        self._disarm()
+        self.flow.pause_reading()
+        busy = self.cycle is not None and not self.cycle.response_complete
+        if not busy and not self.pipeline:
+            self._send_refusal()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.refused is not None and not self.pipeline and not self.transport.is_closing():
+            self._unset_keepalive_if_required()
+            self._send_refusal()
+
+    def _send_refusal(self) -> None:
+        refused = self.refused
+        assert refused is not None
+        if refused.status >= 500 or refused.status == 408:
+            log.info("%s: %s", self.client, refused.message)
+        body = json.dumps({"error": refused.message, "detail": []}).encode()
+        head = [STATUS_LINE[refused.status], b"content-type: application/json\r\n",
+                b"content-length: %d\r\n" % len(body), b"connection: close\r\n\r\n"]  # fmt: skip
+        self.transport.write(b"".join(head) + body)
+        # A lingering close, as nginx and Apache make: closing with the client's bytes unread would reset
+        # the connection, and the reset can destroy the answer on its way. So: no more writes, read and
+        # drop what still comes (LINGER_BYTES at most), close when the client does or after LINGER_S.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.flow.resume_reading()
+        self.loop.call_later(LINGER_S, self.transport.close)
+
+
+def source_sha256(function: Any) -> str:
+    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
+
+
+def install(limits: Limits) -> None:
+    """Every uvicorn worker started after this (BentoML's, in this process) speaks HTTP/1.1 through
+    GuardedHttpTools. Refuses to start on a uvicorn whose protocol is not the code this was written for."""
+    found = {name: source_sha256(getattr(HttpToolsProtocol, name)) for name in SOURCES_SHA256}
+    if uvicorn.__version__ != PATCHED_VERSION or found != SOURCES_SHA256:
+        raise RuntimeError(
+            f"service/http_protocol.py extends uvicorn {PATCHED_VERSION}'s httptools protocol; found uvicorn "
+            f"{uvicorn.__version__} with different code: check the subclass against it, then update the hashes"
+        )
+    GuardedHttpTools.limits = limits
+    path = f"{__name__}:GuardedHttpTools"
+    uvicorn.config.HTTP_PROTOCOLS.update({"auto": path, "httptools": path})
