@@ -19,7 +19,7 @@ import os
 
 from starlette.types import Receive, Scope, Send
 
-from service.bodies import JSON, check_media_type, parse_json, read_body
+from service.bodies import JSON, check_media_type, parse_json, read_body, received_value
 from service.control import Control
 from service.errors import NotFound
 from service.feedback import Feedback
@@ -64,7 +64,7 @@ class V1:
             await (guarded(self.feedback(scope, receive, send, name), scope, send) if method == "POST"
                    else _405(send, "POST"))  # fmt: skip
         elif name is None or not (action in PREDICT or (name == IMAGE and action in self.image)):
-            await send_error(send, 404, f"no route {path}")
+            await send_error(send, 404, f"no route {received_value(path)}")
         elif method != "POST":
             await _405(send, "POST")
         else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,9 +53,16 @@ def header(scope: Scope, name: bytes) -> str:
     return ""
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The whole body; 413 past `limit` (at once when Content-Length says so), ClientDisconnected when
-    the client goes away first."""
+async def read_body(scope: Scope, receive: Receive, limit: int, decode: bool = True) -> bytes:
+    """The whole body, decoded when its Content-Encoding is gzip or deflate (`decode`); 413 past `limit`
+    (at once when Content-Length says so; decoded, past `limit` too), 415 for another encoding,
+    ClientDisconnected when the client goes away first."""
+    body = await _read(scope, receive, limit)
+    encoding = header(scope, b"content-encoding").strip().lower()
+    return decoded(body, encoding, limit) if decode and encoding not in ("", "identity") else body
+
+
+async def _read(scope: Scope, receive: Receive, limit: int) -> bytes:
     length = header(scope, b"content-length")
     if length.isdigit() and int(length) > limit:
         raise too_large(limit, length)
@@ -71,6 +79,25 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         parts.append(chunk)
         if not message.get("more_body", False):
             return b"".join(parts)
+
+
+def decoded(body: bytes, encoding: str, limit: int) -> bytes:
+    """A gzip- or deflate-encoded body, inflated in bounded steps: a zip bomb stops at `limit`."""
+    if encoding not in ("gzip", "deflate"):
+        raise UnsupportedMediaType(
+            f"Content-Encoding {received_value(encoding)!r} is not supported: send gzip, deflate or none",
+            [field_error(["header", "content-encoding"], "gzip, deflate or none", received_value(encoding),
+                         "unsupported_encoding")],
+        )  # fmt: skip
+    inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)  # wbits: gzip, or zlib-wrapped deflate
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as e:
+        detail = [field_error(["body"], f"{encoding}-encoded data", f"{len(body)} bytes: {e}", "encoding")]
+        raise InvalidInput(f"the body is not valid {encoding} data", detail) from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise too_large(limit, f"more than {limit} bytes once decoded")
+    return out
 
 
 def too_large(limit: int, received: str) -> PayloadTooLarge:

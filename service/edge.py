@@ -111,7 +111,7 @@ class Edge:
         """503 on a connection that then closes. An upload under way is read first (within the body
         limit): answering before it has arrived would reset the client's connection mid-upload."""
         try:
-            await read_body(scope, receive, self.max_body)
+            await read_body(scope, receive, self.max_body, decode=False)
         except ClientDisconnected:
             return
         except PayloadTooLarge:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from service import telemetry
-from service.bodies import REQUEST_KEY, header
+from service.bodies import REQUEST_KEY, header, received_value
 from service.drift import warnings as drift_warnings
 from service.errors import ModelUnavailable, NotFound, field_error
 from service.files import stamp
@@ -317,12 +317,13 @@ class Registry:
         table = self.table
         if name in table.models:
             return table.models[name]
+        shown = received_value(name)  # a client's own text: cut when long, as every received value is
         if name in table.errors:
-            raise ModelUnavailable(f"model {name} failed to load; see the server log")
+            raise ModelUnavailable(f"model {shown} failed to load; see the server log")
         if name in table.policies and table.policies[name].unloaded:
-            raise NotFound(f"model {name} is unloaded", [field_error(["model"], "a loaded model", name, "unloaded")])
+            raise NotFound(f"model {shown} is unloaded", [field_error(["model"], "a loaded model", shown, "unloaded")])
         expected = f"one of {sorted(table.models)}"
-        raise NotFound(f"model {name} is not loaded", [field_error(["model"], expected, name, "not_found")])
+        raise NotFound(f"model {shown} is not loaded", [field_error(["model"], expected, shown, "not_found")])
 
     def get(self, name: str, version: str | None = None) -> Adapter:
         served = self.served(name)
@@ -331,8 +332,8 @@ class Registry:
         if version not in served.versions:
             expected = f"one of {list(served.versions)}"
             raise NotFound(
-                f"model {name} has no version {version} loaded",
-                [field_error(["version"], expected, version, "not_found")],
+                f"model {name} has no version {received_value(version)} loaded",
+                [field_error(["version"], expected, received_value(version), "not_found")],
             )
         return served.versions[version]
 

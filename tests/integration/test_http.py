@@ -313,6 +313,31 @@ def test_a_yes_no_feature_takes_true_false_and_one_zero_as_the_data_writes_it(se
     ]
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_compressed_body_is_decoded_as_on_v2(server, encoding):
+    import gzip
+    import zlib
+
+    compress = gzip.compress if encoding == "gzip" else zlib.compress
+    plain = post(server, "/v1/housing-price/predict", json=HOUSE).json()
+    headers = {"content-type": "application/json", "content-encoding": encoding}
+    r = post(server, "/v1/housing-price/predict", content=compress(json.dumps(HOUSE).encode()), headers=headers)
+    assert r.status_code == 200 and r.json()["price"] == plain["price"], r.text
+    bomb = compress(b" " * (TEST_MAX_BODY + 1))  # tiny on the wire, over the limit decoded
+    assert post(server, "/v1/housing-price/predict", content=bomb, headers=headers).status_code == 413
+    r = post(server, "/v1/housing-price/predict", content=b"not compressed", headers=headers)
+    assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["body"]
+    r = post(server, "/v1/housing-price/predict", content=b"{}", headers={**headers, "content-encoding": "br"})
+    assert r.status_code == 415 and r.json()["detail"][0]["loc"] == ["header", "content-encoding"]
+
+
+def test_a_long_model_name_is_cut_in_the_answer_not_echoed_whole(server):
+    name = "m" * 60_000
+    for path in (f"/v1/{name}/predict", f"/v2/models/{name}/infer", f"/v1/models/{name}"):
+        r = httpx.request("GET" if path.startswith("/v1/models") else "POST", server + path, json={})
+        assert r.status_code == 404 and len(r.content) < 2_000, (path[:40], len(r.content))
+
+
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_infinity_are_refused(server, token):
     body = json.dumps(HOUSE).replace('"bathrooms": 2.5', f'"bathrooms": {token}')
