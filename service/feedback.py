@@ -21,9 +21,11 @@ measure} (every 10 s).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -34,7 +36,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 
 from service import telemetry
-from service.errors import InvalidInput, NotFound, field_error
+from service.errors import InvalidInput, ModelUnavailable, NotFound, field_error
 from service.metrics import calibration_error, log_loss, roc_auc
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ CREATE INDEX IF NOT EXISTS feedback_by_time ON feedback (time);
 CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions (time);
 """
 PRUNE_EVERY_S = 60.0
+WAL_LIMIT = 64 * 1024 * 1024  # bytes of WAL kept after a checkpoint (a 137 MB WAL was seen under load)
 JOIN_WAIT_S = 1.0  # how long feedback looks for a prediction answered a moment ago (the writer gathers for 50 ms)
 JOIN_POLL_S = 0.01
 
@@ -82,7 +85,13 @@ class Outcomes:
         self.ttl_s, self.window, self.keep_s = ttl_s, window, keep_s
         self.pruned = 0.0  # when outcomes older than keep_s last went
         self.local = threading.local()  # a connection per thread: the writer's, the event loop's
-        self.db().executescript(SCHEMA)
+        db = self.db()
+        if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # pages freed by deletes go back to the disk
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file at once, an old one after:
+            if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                with contextlib.suppress(sqlite3.OperationalError):  # another worker holds it: next start
+                    db.execute("VACUUM")
+        db.executescript(SCHEMA)
 
     def db(self) -> sqlite3.Connection:
         conn = getattr(self.local, "conn", None)
@@ -90,8 +99,37 @@ class Outcomes:
             conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")  # the WAL is cut back after a checkpoint
             self.local.conn = conn
         return conn
+
+    def size(self) -> int:
+        """The store's bytes on disk: the file, its WAL and shared memory."""
+        return sum(os.path.getsize(p) for p in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
+                   if p.exists())  # fmt: skip
+
+    def shrink(self, excess: int) -> tuple[int, int]:
+        """Drops the oldest rows (logged predictions and posted outcomes alike, the same share of each)
+        until the file is `excess` bytes smaller, or empty; gives the space back. -> (rows, bytes freed)."""
+        db, start, rows = self.db(), self.size(), 0
+        for _ in range(8):
+            size = self.size()
+            if start - size >= excess:
+                break
+            share = min(1.0, (excess - (start - size)) / max(size, 1) * 1.25 + 0.02)
+            dropped = 0
+            with db:
+                for table in ("predictions", "feedback"):
+                    n = math.ceil(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] * share)
+                    dropped += db.execute(
+                        f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} ORDER BY time LIMIT ?)", (n,)
+                    ).rowcount
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.execute("PRAGMA incremental_vacuum")
+            rows += dropped
+            if not dropped:
+                break
+        return rows, max(0, start - self.size())
 
     def remember(self, rows: list[tuple[str, str, str, float, list[Any]]]) -> None:
         """In the payload log's writer thread: the logged predictions' per-row outputs; predictions past
@@ -115,6 +153,12 @@ class Outcomes:
         )
 
     async def join(self, model: str, task: str, labels: list[str], body: Feedback) -> dict[str, Any]:
+        try:
+            return await self._join(model, task, labels, body)
+        except sqlite3.OperationalError as e:  # a full disk, a file locked past the timeout: not the client's doing
+            raise ModelUnavailable(f"the outcome could not be stored ({e}: {self.path}); retry later") from None
+
+    async def _join(self, model: str, task: str, labels: list[str], body: Feedback) -> dict[str, Any]:
         """The outcome(s) checked against the task and stored beside its logged prediction. A prediction
         answered a moment ago may still be on its way to the file (the payload log's writer gathers for
         GATHER_S, in whichever worker answered it): a request id not found yet is looked for again, for
@@ -142,6 +186,9 @@ class Outcomes:
         for i, o in enumerate(outcomes):
             _check(task, labels, o, ["outcomes", i] if body.outcomes is not None else ["outcome"])
         outcomes = [int(o) if isinstance(o, bool) else o for o in outcomes]
+        return self._store(request_id, model, row, outcomes)
+
+    def _store(self, request_id: str, model: str, row: tuple[str, str, float, str], outcomes: list[Any]) -> dict:
         with self.db() as db:
             counted = db.execute(
                 "INSERT OR IGNORE INTO feedback VALUES (?, ?, ?, ?, ?, ?)",

@@ -8,7 +8,9 @@ route, the request (the validated rows; for photos their byte sizes, not the pix
 A request never waits for the disk: `submit` appends to a bounded queue and returns; a thread of its
 own, woken by the first entry and waiting GATHER_S for more, serialises and writes them as one batch
 (one SQLite transaction, one flush), and rotates each worker's file (payloads-<pid>.jsonl, then .1,
-.2, ...) at NNSERVE_PAYLOAD_LOG_MAX_BYTES, keeping NNSERVE_PAYLOAD_LOG_MAX_FILES. When the writer falls behind
+.2, ...) at NNSERVE_PAYLOAD_LOG_MAX_BYTES, keeping NNSERVE_PAYLOAD_LOG_MAX_FILES; the whole directory
+(every worker's files, those of workers gone, outcomes.sqlite) keeps within NNSERVE_PAYLOAD_LOG_DIR_MAX_BYTES
+(service/logbudget.py). When the writer falls behind
 and the queue is full, the entry is dropped and counted (nnserve_payload_log_entries_total{outcome=
 "dropped"}), never waited for: logging must not become the latency of the service. Written entries
 are counted the same way (outcome="written"), so written + dropped = sampled, always. Entries still
@@ -34,17 +36,23 @@ from typing import Any
 
 from service import telemetry
 from service.feedback import Outcomes
+from service.logbudget import Budget
 
 log = logging.getLogger(__name__)
 GATHER_S = 0.05  # a woken writer waits this long first: at thousands of entries a second, a batch per wake
+FAILURE_LOG_EVERY_S = 60.0
 
 
 class PayloadLog:
     def __init__(
-        self, directory: Path, sample: float, max_bytes: int, max_files: int, queue: int, outcomes: Outcomes
-    ) -> None:
+        self, directory: Path, sample: float, max_bytes: int, max_files: int, queue: int, outcomes: Outcomes,
+        budget: int = 1 << 30,
+    ) -> None:  # fmt: skip
         directory.mkdir(parents=True, exist_ok=True)
         self.outcomes = outcomes  # each logged prediction's outputs, for outcome feedback
+        self.budget = Budget(directory, budget, outcomes)  # the whole directory's bytes, every worker's
+        self.failing: str | None = None  # why writing fails now (a full disk): said once a minute, not per batch
+        self.said_at = -FAILURE_LOG_EVERY_S
         self.path = directory / f"payloads-{os.getpid()}.jsonl"
         self.sample, self.max_bytes, self.max_files, self.limit = sample, max_bytes, max_files, queue
         self.queue: deque[tuple[float, dict[str, Any], list[Any]]] = deque()
@@ -73,14 +81,40 @@ class PayloadLog:
         self.wake.set()
 
     def _run(self) -> None:
+        self._tidy()  # what earlier workers left (their files, a grown store) counts from the start
         while True:
             self.wake.wait()
             time.sleep(GATHER_S)  # let entries gather: one transaction, one write, one GIL hand-over per batch
             self.wake.clear()
             try:
                 self._drain()
-            except Exception:  # a full disk or a removed directory: said, and tried again at the next entry
-                log.exception("payload log %s: writing failed", self.path)
+            except Exception as e:  # a full disk or a removed directory: tried again at the next entry
+                self._failed(e)
+            else:
+                self._recovered()
+            if self.budget.due():
+                self._tidy()
+
+    def _tidy(self) -> None:
+        try:
+            self.budget.enforce()
+        except Exception as e:  # the budget is kept at the next round
+            self._failed(e)
+
+    def _failed(self, e: Exception) -> None:
+        """One line a minute while writing fails, with what was dropped since: a traceback per batch
+        (1,311 in 40 s on a full disk) would bury the rest of the log."""
+        now = time.monotonic()
+        self.failing = f"{type(e).__name__}: {e}"
+        if now - self.said_at >= FAILURE_LOG_EVERY_S:
+            self.said_at = now
+            log.error("payload log %s: writing fails (%s); entries are dropped and counted until it works again "
+                      "(%d dropped so far)", self.path.parent, self.failing, self.dropped)  # fmt: skip
+
+    def _recovered(self) -> None:
+        if self.failing is not None:
+            log.warning("payload log %s: writing works again (%d dropped so far)", self.path.parent, self.dropped)
+            self.failing, self.said_at = None, -FAILURE_LOG_EVERY_S
 
     def _drain(self) -> None:
         with self.lock:
@@ -139,5 +173,5 @@ def make_payload_log(settings: Any) -> PayloadLog | None:
     )
     return PayloadLog(
         settings.payload_log_dir, settings.payload_log_sample, settings.payload_log_max_bytes,
-        settings.payload_log_max_files, settings.payload_log_queue, outcomes,
+        settings.payload_log_max_files, settings.payload_log_queue, outcomes, settings.payload_log_dir_max_bytes,
     )  # fmt: skip

@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     payload_log_sample: float = Field(1.0, ge=0, le=1, description="Share of predictions the payload log keeps.")
     payload_log_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Payload log file size before rotating.")
     payload_log_max_files: int = Field(10, ge=1, description="Payload log files kept per worker, the current included.")
+    payload_log_dir_max_bytes: int = Field(
+        1 << 30,
+        ge=1 << 20,
+        description="The payload log directory's bytes in all (every worker's files, outcomes."
+        "sqlite); beyond, the oldest data goes, counted.",
+    )
     payload_log_queue: int = Field(
         10_000, ge=0, description="Entries waiting for the payload log's writer; beyond, dropped and counted."
     )

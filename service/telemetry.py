@@ -20,6 +20,8 @@
     nnserve_drift_psi{model, version, distribution, kind}       the drift window against the card's reference
     nnserve_drift_js_distance{model, version, distribution, kind}  (service/drift.py); kind: feature, output
     nnserve_drift_window_rows{model, version}                  rows in the drift window
+    nnserve_payload_log_evicted_bytes_total{what}             payload log bytes dropped, oldest first, to keep the
+                                                               directory's budget: logs, outcomes (service/logbudget.py)
     nnserve_payload_log_entries_total{outcome}                 payload log entries written, or dropped when the
                                                                writer fell behind (service/payloads.py)
     nnserve_online_metric{model, version, measure}             outcome feedback joined to logged predictions:
@@ -87,7 +89,10 @@ def _series() -> tuple[Any, ...]:
     payloads = Counter("nnserve_payload_log_entries", "Payload log entries, written or dropped.", ["outcome"])
     online = Gauge("nnserve_online_metric", "Outcome feedback joined to logged predictions, latest window.",
                    ["model", "version", "measure"], multiprocess_mode="livemax")  # fmt: skip
-    return info, sizes, disconnects, refused, answers, seconds, shadow, skipped, in_flight, drift, payloads, online, bar
+    evicted = Counter("nnserve_payload_log_evicted_bytes", "Payload log bytes dropped to keep the directory's budget.",
+                      ["what"])  # fmt: skip
+    return (info, sizes, disconnects, refused, answers, seconds, shadow, skipped, in_flight, drift, payloads, online,
+            bar, evicted)  # fmt: skip
 
 
 def publish_models(
@@ -186,6 +191,11 @@ def publish_drift(model: str, version: str, figures: dict[str, Any]) -> None:
 def count_payload(outcome: str, n: int = 1) -> None:
     if n:
         _series()[10].labels(outcome=outcome).inc(n)
+
+
+def count_evicted(what: str, size: int) -> None:
+    if size:
+        _series()[13].labels(what=what).inc(size)
 
 
 def publish_online(model: str, version: str, figures: dict[str, Any]) -> None:

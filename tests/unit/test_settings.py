@@ -22,7 +22,8 @@ BAD = {
     "max_queue": "x", "request_timeout_s": "0", "shutdown_grace_s": "soon", "drift_window_rows": "-1",
     "drift_window_s": "an hour", "drift_psi_threshold": "0", "drift_min_rows": "0", "payload_log_dir": None,
     "payload_log_sample": "2", "payload_log_max_bytes": "1", "payload_log_max_files": "0",
-    "payload_log_queue": "-1", "feedback_ttl_s": "0", "feedback_keep_s": "-5", "feedback_window": "0",
+    "payload_log_queue": "-1", "payload_log_dir_max_bytes": "1000",
+    "feedback_ttl_s": "0", "feedback_keep_s": "-5", "feedback_window": "0",
     "access_log": "sometimes", "docs_ui": "on-ish", "log_format": "yaml", "api_keys": " , ",
     "api_keys_file": "/nonexistent/keys", "auth_exempt_paths": None,
 }  # fmt: skip
