@@ -33,7 +33,7 @@ from service.bodies import ClientDisconnected, read_body
 from service.errors import PayloadTooLarge
 from service.settings import Settings
 from service.shutdown import drain
-from service.telemetry import Answer, count_prediction, in_flight
+from service.telemetry import Answer, count_prediction, current_series, in_flight
 from service.transport import send_bytes, send_error, send_json
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,8 @@ class Edge:
         # Our routes answer JSON already, but a path BentoML's router does not hand to them (a newline in
         # it, say) gets its plain-text 404: every answer passes the JSON filter.
         send = _json_errors(send)
+        if path == "/metrics" and (server := self.server()) is not None:
+            send = _current_metrics(send, server.registry)
         if is_prediction(path):
             await self.predict(scope, receive, send)
         else:
@@ -150,6 +152,33 @@ def _with_header(send: Send, name: bytes, value: bytes) -> Send:
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
             message = {**message, "headers": [*message.get("headers", []), (name, value)]}
+        await send(message)
+
+    return wrapped
+
+
+def _current_metrics(send: Send, registry: Any) -> Send:
+    """/metrics as BentoML renders it, less the series of versions no longer served or refused
+    (telemetry.current_series)."""
+    start: Message = {}
+    chunks: list[bytes] = []
+
+    async def wrapped(message: Message) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start" and message["status"] == 200:
+            start = message
+            return
+        if message["type"] == "http.response.body" and start:
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            table = registry.table
+            versions = {(n, v) for n, s in table.models.items() for v in s.versions} | set(table.refused)
+            body = current_series(b"".join(chunks), {n for n, _ in versions}, versions)
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return
         await send(message)
 
     return wrapped

@@ -15,6 +15,9 @@ folders hold one version) keeps the worker not-ready: /readyz answers 503.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import gc
 import logging
 import random
 import time
@@ -37,6 +40,18 @@ from service.tasks.base import Adapter
 from service.versions import Canary, Found, Policy, Scanner, Shadow, default_policy, read_policies, version_key
 
 log = logging.getLogger(__name__)
+GIVE_BACK_AFTER_S = 2.0
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+def give_back_memory() -> None:
+    """What a worker freed, handed back to the system. glibc keeps freed memory for reuse: four cycles
+    of 500 versions loaded then unloaded grew a worker 177 -> 600 -> 890 -> 1,040 -> 1,155 MB, and
+    malloc_trim(0) brought it back to ~200 MB (make memory checks it)."""
+    gc.collect()
+    trim = getattr(_LIBC, "malloc_trim", None)  # glibc only (not musl, not macOS)
+    if trim is not None:
+        trim(0)
 
 
 @dataclass(frozen=True)
@@ -245,6 +260,11 @@ class Registry:
         if changed or new != previous or table.refused.keys() != old.refused.keys():  # (a version reloaded in place)
             self.generation += 1
             telemetry.publish_models([a.model for a in new], [a.model for a in previous], table.refused, old.refused)
+        if {id(a) for a in previous} - {id(a) for a in new}:  # versions dropped: their sessions are freed
+            try:  # once the requests still holding them are done
+                asyncio.get_running_loop().call_later(GIVE_BACK_AFTER_S, give_back_memory)
+            except RuntimeError:  # no event loop (start-up, tests): now
+                give_back_memory()
 
     async def refresh(self) -> None:
         """Looks at the models directory now: loads in a thread, swaps here. One look at a time: a call

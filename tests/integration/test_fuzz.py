@@ -134,3 +134,68 @@ def test_oip_documents_with_fields_of_the_wrong_shape_get_a_4xx(server, where, k
     target[key] = value
     r = httpx.post(server + "/v2/models/housing-price/infer", json=document)
     assert r.status_code < 500 and "error" in r.json() or r.status_code == 200, (document, r.status_code, r.text)
+
+
+# --- hostile model folders and policy files: what an operator, a script or an attacker puts on disk -------
+# Each example is a models directory holding a good model beside a folder (or a version, or a policy file)
+# broken one way or another: truncated, nested deep, wrong types, random bytes, a FIFO, a folder where a
+# file goes. The registry must never raise, must serve the good model, and must name the broken thing.
+def _mutated_card(card: dict, kind: str, data: bytes, depth: int) -> bytes:
+    text = json.dumps(card)
+    if kind == "truncated":
+        return text[: len(text) * (data[0] if data else 1) // 256].encode()
+    if kind == "deep":
+        return ("[" * depth + "]" * depth).encode()
+    if kind == "bytes":
+        return data
+    if kind == "wrong_types":  # a field of the card replaced by a value of another kind
+        key = sorted(card)[(data[0] if data else 0) % len(card)]
+        return json.dumps({**card, key: [data.hex()] if isinstance(card[key], str) else data.hex()}).encode()
+    if kind == "deep_field":  # JSON that parses, with a field nested where the card has a list
+        return json.dumps({**card, "numeric": json.loads("[" * min(depth, 900) + "]" * min(depth, 900))}).encode()
+    return text.encode()
+
+
+FOLDER_BREAKAGE = st.sampled_from(["truncated", "deep", "bytes", "wrong_types", "deep_field", "fifo", "folder"])
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(
+    card_kind=FOLDER_BREAKAGE,
+    policy_kind=FOLDER_BREAKAGE,
+    versioned=st.booleans(),
+    data=st.binary(max_size=64),
+    depth=st.integers(min_value=1, max_value=200_000),
+)
+def test_a_broken_model_folder_or_policy_file_never_takes_the_service_down(
+    tmp_path_factory, card_kind, policy_kind, versioned, data, depth
+):
+    import shutil
+
+    from service.registry import Registry
+    from service.settings import Settings
+    from tests.conftest import MODELS
+
+    models = tmp_path_factory.mktemp("hostile") / "models"
+    shutil.copytree(MODELS / "ad-click", models / "ad-click")  # the good one
+    broken = models / "housing-price" / ("1" if versioned else "")
+    shutil.copytree(MODELS / "housing-price", broken)
+    card = json.loads((MODELS / "housing-price" / "card.json").read_text())
+
+    def spoil(path: Path, kind: str) -> None:
+        if path.exists():
+            path.unlink()
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "folder":
+            path.mkdir()
+        else:
+            path.write_bytes(_mutated_card(card, kind, data, depth))
+
+    spoil(broken / "card.json", card_kind)
+    spoil(models / "policy.json", policy_kind)
+    registry = Registry(Settings(models_dir=models))  # never raises, never blocks
+    health = registry.health()
+    assert health["models"]["ad-click"]["version"] == "1", health  # the good model serves
+    assert "housing-price" not in health["models"] or card_kind == "wrong_types", health
+    assert health.get("policy_error") or policy_kind == "wrong_types", health

@@ -84,6 +84,12 @@ def test_a_new_version_is_swapped_in_on_every_worker_and_each_version_has_its_ro
     assert gone.status_code == 404 and gone.json()["detail"][0]["loc"] == ["version"]
     assert httpx.post(url + "/v1/housing-price/versions/1/predict", json=HOUSE).status_code == 404
     assert httpx.post(url + "/v2/models/housing-price/versions/1/infer", json={"inputs": []}).status_code == 404
+    for _ in range(4):  # whichever worker answers /metrics: a retired version's series are gone from it
+        metrics = httpx.get(url + "/metrics", headers={"Connection": "close"}).text
+        retired = [line for line in metrics.splitlines() if line.startswith("nnserve_")
+                   and 'model="housing-price"' in line and 'version="1"' in line]  # fmt: skip
+        assert not retired, retired[:5]
+        assert 'model="housing-price",provider="CPUExecutionProvider",version="2"} 1.0' in metrics
 
 
 def test_a_broken_version_is_refused_logged_once_and_the_old_one_keeps_serving(served):
