@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-MAX_CARD_BYTES = 32 * 1024 * 1024  # a click-log card with hashed-ID bitmaps is a few MB; 60 MB cost +60 MB a worker
+MAX_CARD_BYTES = 16 * 1024 * 1024  # a Criteo card (26 hashed IDs, 2^20 buckets) is ~4.5 MB; 60 MB cost +60 MB a worker
 MAX_POLICY_BYTES = 1024 * 1024  # thousands of models' policies; a 300 MB file peaked a worker at 1.2 GB a look
 
 

@@ -379,8 +379,14 @@ class Registry:
         """The model's card, plus what only the running service knows: the provider that bound, and
         the versions served."""
         model = adapter.model
+        card = model.card.model_dump(mode="json")
+        for feature in card["categorical"]:  # a hashed ID's bucket bitmap: up to megabytes, of no use to a client
+            if feature["hashing"] is not None:
+                seen = feature["hashing"]["seen"]
+                size = len(seen) * 3 // 4 - seen[-2:].count("=")  # base64 decoded
+                feature["hashing"]["seen"] = f"{size:,} bytes of bucket bitmap (in card.json)"
         return {
-            **model.card.model_dump(mode="json"),
+            **card,
             **_bar_flag(model.card),
             "provider": model.provider,
             "device": model.device,

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
         "beyond, 503 while the models in force keep serving.",
     )
     max_card_bytes: int = Field(
-        32 * 1024 * 1024, ge=1024, description="Largest card.json read; a larger one refuses its version, named."
+        16 * 1024 * 1024, ge=1024, description="Largest card.json read; a larger one refuses its version, named."
     )
     management: bool = Field(
         False, description="Model management routes (load, unload, policy); behind the API keys when they are set."

@@ -113,6 +113,7 @@ def test_its_card_metadata_and_openapi_come_from_the_schema(served):
     names = [f["name"] for f in meta["categorical"]]
     assert names[:3] == ["C1", "banner_pos", "site_id"] and "click" not in names and "id" not in names
     assert meta["api"]["ignored_fields"] == ["id", "click", "hour"]
+    assert meta["categorical"][2]["hashing"]["seen"] == "512 bytes of bucket bitmap (in card.json)"  # 4,096 bits
     request = httpx.get(url + "/docs.json").json()["components"]["schemas"]["AdClickAvazuRequest"]
     assert set(request["properties"]) == set(names) | {"id", "click", "hour"}
     assert request["properties"]["site_id"]["description"]
