@@ -19,7 +19,10 @@ from service.shutdown import drain
 from tests.conftest import REPO
 
 HEALTHY = SimpleNamespace(
-    registry=SimpleNamespace(health=lambda: {"ready": not drain.draining}), documents=lambda: (b"{}", b"{}")
+    registry=SimpleNamespace(
+        health=lambda: {"ready": not drain.draining}, table=SimpleNamespace(models={}, refused={})
+    ),
+    documents=lambda: (b"{}", b"{}"),
 )
 
 
