@@ -244,7 +244,7 @@ HISTORY = " (history: 1 process, asyncio + h11)"
 
 
 DRIFT_OFF = "nnserve, drift off"  # the same service with NNSERVE_DRIFT_WINDOW_ROWS=0: what drift tracking costs
-PAYLOAD_LOG = "nnserve, payload log on"  # every prediction logged (service/payloads.py): what logging costs
+PAYLOAD_LOG = "nnserve, payload log on"  # every prediction logged (service/dataplane/payloads.py): what logging costs
 
 
 def pause(url: str, stopped: bool) -> None:

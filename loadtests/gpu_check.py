@@ -6,14 +6,14 @@
 For the committed tagger (CIFAR-10, 32x32) and a 1000-class 224x224 CNN (--imagenet, a models folder
 made by `make gpu-prepare`), through service.runtime.load_model (so the provider check runs too):
 
-1. agreement: the same real photos (decoded and resized by service.images) through CUDA and the CPU;
+1. agreement: the same real photos (decoded and resized by service.tasks.image.photos) through CUDA and the CPU;
    the largest difference of class probabilities must stay under --tolerance (default 1e-3: cuDNN
    may use TF32 and other algorithms than the CPU) and the top-1 labels must agree;
 2. the model alone: images/s at batch 1, 8, 32 and 128 for each provider, host arrays in and out on
    every call as the service does; on CUDA also with IO binding and the arrays kept on the device (the
    ceiling without transfers), at batch 32;
 3. the serving pipeline without HTTP: 64 concurrent clients, each decoding a real photo and awaiting
-   service.batching's dynamic batcher as the image endpoint does (CUDA: batches up to 32, 2 ms wait,
+   service.tasks.batching's dynamic batcher as the image endpoint does (CUDA: batches up to 32, 2 ms wait,
    padded and warmed up; CPU: the same batcher, unpadded), images/s end to end.
 
 It prints a table and writes gpu_check.json and gpu_check.md into --out. It needs numpy, onnxruntime
@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.batching import Batcher, bucket_sizes
-from service.images import decode_photo, to_input
 from service.runtime import Execution, LoadedModel, load_model
+from service.tasks.batching import Batcher, bucket_sizes
+from service.tasks.image.photos import decode_photo, to_input
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = REPO.parent / "shared" / "data" / "images" / "sample_photos"

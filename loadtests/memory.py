@@ -96,7 +96,7 @@ def unload_cycles(cycles: int, count: int, limit: float) -> bool:
                 loaded = service_rss_mb(url)
                 policy.write_text("{}")
                 serving(url, 1)
-                time.sleep(5)  # the worker gives memory back 2 s after a retirement (service/registry.py)
+                time.sleep(5)  # the worker gives memory back 2 s after a retirement (service/models/registry.py)
                 after.append(service_rss_mb(url))
                 print(f"cycle {cycle + 1}: {count} versions {loaded:.0f} MB, then one {after[-1]:.0f} MB")
     held = after[-1] <= after[0] * (1 + limit)

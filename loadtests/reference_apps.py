@@ -25,12 +25,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.images import decode_photo, to_input, top_k
-from service.registry import Registry
+from service.models.registry import Registry
 from service.runtime import Execution
-from service.schemas import Tag, Tags
 from service.settings import Settings
-from service.tasks.tabular import Tabular
+from service.tasks.image.photos import decode_photo, to_input, top_k
+from service.tasks.image.types import Tag, Tags
+from service.tasks.tabular.adapter import Tabular
 
 
 class _OneProcess(Settings):

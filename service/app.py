@@ -3,8 +3,8 @@
     bentoml serve service.app:NNServe --port 3000      (or: make serve)
 
 BentoML runs the workers (one per core), their metrics, access log and request timeout. In each
-worker, `service.server.build` loads the models and builds the /v1 and /v2 apps, mounted here; one
-edge (service/edge.py) takes every request first. Settings are read once, here.
+worker, `service.worker.build` loads the models and builds the /v1 and /v2 apps, mounted here; one
+edge (service/protocol/edge.py) takes every request first. Settings are read once, here.
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ import logging
 import bentoml
 from starlette.types import Receive, Scope, Send
 
-from service import drift, feedback, http_protocol
-from service.bentoml_patches import patch_middlewares, patch_timeout_middleware
-from service.edge import Edge
+from service.dataplane import drift, feedback
 from service.errors import ConfigError
-from service.logs import use_format
-from service.server import Server, auth, build
+from service.glue import http_protocol
+from service.glue.logs import use_format
+from service.glue.patches import patch_middlewares, patch_timeout_middleware
+from service.protocol.edge import Edge
+from service.protocol.transport import send_error
 from service.settings import load_settings
 from service.shutdown import drain
-from service.transport import send_error
+from service.worker import Server, auth, build
 
 log = logging.getLogger(__name__)
 logging.getLogger("service").setLevel(logging.INFO)  # model loads and shutdown steps belong in the log

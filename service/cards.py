@@ -2,7 +2,7 @@
 
 One pydantic model describes it, so the writer and the reader cannot disagree about its shape. The
 card is the serving contract: the service builds a model's typed request and response types, its
-routes, its OpenAPI entries and its validation from the card alone (service/schemas.py).
+routes, its OpenAPI entries and its validation from the card alone (service/tasks/tabular/types.py).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class ImageInputCard(_Strict):
 
 class ApiCard(_Strict):
     """How a tabular model's typed endpoints name things in OpenAPI and for the BentoML client. Every
-    field may be left out: names are then derived from the model's name (service/schemas.py)."""
+    field may be left out: names are then derived from the model's name (service/tasks/tabular/types.py)."""
 
     request: str | None = None  # the type of one row, e.g. HouseFeatures
     request_doc: str | None = None  # what one row is, e.g. "One house for sale: what its seller knows about it."
@@ -119,7 +119,7 @@ class ParityCard(_Strict):
 class Distribution(_Strict):
     """One input feature's or one output's distribution on the data the model was made with, as bins:
     numbers by `edges` (bin i holds edges[i-1] <= x < edges[i]), codes by `codes` (the most frequent,
-    one bin each, then one bin for every other code). service/drift.py compares live traffic with it."""
+    one bin each, then one bin for every other code). service/dataplane/drift.py compares live traffic with it."""
 
     name: str  # a feature's name, or what the output measures ("output", "top1_confidence", "predicted_class")
     kind: Literal["feature", "time", "output"]  # time: a date feature, shown but never "drifted" (time moves on)
@@ -161,7 +161,7 @@ class ModelCard(_Strict):
     bar: dict[str, Any] = Field(default_factory=dict)  # the acceptance bar and whether it held
     parity: ParityCard | None = None
     training: dict[str, Any] = Field(default_factory=dict)  # config, library versions, duration
-    reference: ReferenceCard | None = None  # for drift (service/drift.py); None: drift is not tracked
+    reference: ReferenceCard | None = None  # for drift (service/dataplane/drift.py); None: drift is not tracked
 
     def bar_failed(self) -> list[str]:
         """The checks of the card's acceptance bar that did not hold (none: met, or no bar). A version

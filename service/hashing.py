@@ -1,6 +1,6 @@
 """Feature hashing of open IDs: any ID (a hex string, a 64-bit integer, a word) -> one of `buckets` codes.
 
-Training (training/clicklog_data.py) and serving (service/tabular.py) call these functions, so a raw
+Training (training/clicklog_data.py) and serving (service/tasks/tabular/encoder.py) call these functions, so a raw
 ID lands in the same bucket in both; tests/training/test_clicklog.py checks the three ways to compute
 it (one value, a list of values, a log column's bytes) against each other and pins its values.
 

@@ -9,7 +9,7 @@ Triton's shutdown: readiness turns false at once, new inference requests get 503
 the edge reads an upload that is under way first, so its client gets the 503 rather than a reset),
 requests in flight complete, and after NNSERVE_SHUTDOWN_GRACE_S the worker exits whatever is left:
 uvicorn is told to stop waiting for open connections, so the setting holds. Probes, metadata and
-/metrics keep answering while draining. A second SIGTERM skips the wait. The edge (service/edge.py)
+/metrics keep answering while draining. A second SIGTERM skips the wait. The edge (service/protocol/edge.py)
 counts the predictions in flight and answers /readyz from this state.
 """
 

@@ -4,7 +4,7 @@
     nnserve_dynamic_batch_size{model}                          rows (photos, table rows) per batched run
     nnserve_client_disconnects_total{endpoint}                 requests whose client hung up before they
                                                                were read: not answered, not client errors
-    nnserve_model_refused{model, version}                      1 while a version is refused (service/registry.py)
+    nnserve_model_refused{model, version}                      1 while a version is refused (service/models/registry.py)
     nnserve_model_bar_not_met{model, version}                  1 while a version whose card's acceptance bar
                                                                failed is served (its card's bar.checks)
     nnserve_predictions_total{model, version, status}          prediction answers, by the version that answered
@@ -18,15 +18,15 @@
                                                                top1_agreement (tags: 1 agree, 0 not)
     nnserve_shadow_skipped_total{model, reason}                shadow runs not made (busy) or failed (error)
     nnserve_drift_psi{model, version, distribution, kind}       the drift window against the card's reference
-    nnserve_drift_js_distance{model, version, distribution, kind}  (service/drift.py); kind: feature, output
+    nnserve_drift_js_distance{model, version, distribution, kind}  (service/dataplane/drift.py); kind: feature, output
     nnserve_drift_window_rows{model, version}                  rows in the drift window
     nnserve_payload_log_evicted_bytes_total{what}             payload log bytes dropped, oldest first, to keep the
-                                                               directory's budget: logs, outcomes (service/logbudget.py)
+                                                               directory budget: logs, outcomes (dataplane/logbudget.py)
     nnserve_payload_log_entries_total{outcome}                 payload log entries written, or dropped when the
-                                                               writer fell behind (service/payloads.py)
+                                                               writer fell behind (service/dataplane/payloads.py)
     nnserve_online_metric{model, version, measure}             outcome feedback joined to logged predictions:
                                                                auc, log_loss, calibration_error, mae, median_ape,
-                                                               top1, rows (service/feedback.py)
+                                                               top1, rows (service/dataplane/feedback.py)
 
 prometheus_client is imported when a worker creates the service, not when this module is imported:
 BentoML sets PROMETHEUS_MULTIPROC_DIR in the worker only then, and a client imported earlier would

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from service.cards import CategoricalCard, NumericCard
-from service.tabular import decimal_year
+from service.tasks.tabular.encoder import decimal_year
 from training.contract import Categorical, Numeric, TabularSpec
 from training.runinfo import TrainingDataError
 

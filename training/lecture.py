@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from service.metrics import classification_metrics, regression_metrics
+from service.measures import classification_metrics, regression_metrics
 from training import train_adclick, train_housing
 from training.data_adclick import generate
 from training.data_housing import housing_spec, load_housing, split_by_date

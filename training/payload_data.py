@@ -3,7 +3,7 @@
     python -m training.payload_data --logs /var/log/nnserve --model models/housing-price --out logged.csv
     python -m training.train_housing --data logged.csv
 
-The payload log (service/payloads.py) holds what a model was asked and answered; outcomes.sqlite beside
+The payload log (service/dataplane/payloads.py) holds what a model was asked and answered; outcomes.sqlite beside
 it holds the outcomes posted to /v1/<model>/feedback, by request id. A logged request whose outcome came
 back is a labelled row: this writes every such row as a line of the file its trainer reads with --data,
 so a model is retrained on what it was actually sent, with nothing new to learn about the trainers:
@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from service.cards import CARD_FILE, ModelCard, read_card
-from service.feedback import DB_FILE
-from service.versions import version_key
+from service.dataplane.feedback import DB_FILE
+from service.models.versions import version_key
 from training.contract import AD_CLICK, HOUSING, TabularSpec
 from training.data_tabular import column
 from training.runinfo import TrainingDataError, run_tool

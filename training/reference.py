@@ -1,8 +1,8 @@
-"""The card's reference distributions, which the service measures drift against (service/drift.py).
+"""The card's reference distributions, which the service measures drift against (service/dataplane/drift.py).
 
 Features on the training split (what the model learnt from: a 1,000,000-row sample where it is larger),
 outputs on the validation split (what the model answers on data it did not see), binned as the
-service bins live rows, by the same function (service.drift.bin_of):
+service bins live rows, by the same function (service.dataplane.drift.bin_of):
 
 - numbers: by deciles, a value that holds 5% of the rows or more in a bin of its own; a number with at
   most 20 distinct values (counts, flags, grades) gets one bin per value, so a shift between two shows;
@@ -30,8 +30,8 @@ from service.cards import (
     read_card,
     write_card,
 )
-from service.drift import bin_of
-from service.images import probabilities
+from service.dataplane.drift import bin_of
+from service.tasks.image.photos import probabilities
 from training.data_housing import housing_spec
 from training.runinfo import sha256_file
 

@@ -84,7 +84,7 @@ def train_tabular(
 ) -> ModelCard:
     """Trains a ReLU network on `train` (its `target` column: a number for regression, 0/1 for binary
     classification), evaluates it on `val`, and exports model.onnx, card.json and the curves to `out`."""
-    from service.metrics import classification_metrics, regression_metrics
+    from service.measures import classification_metrics, regression_metrics
     from training.export import save_model  # here: export imports this module's neighbours
     from training.loop import fit
     from training.runinfo import library_versions

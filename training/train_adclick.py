@@ -28,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import OneHotEncoder
 
 from service.cards import DataCard
-from service.metrics import classification_metrics
+from service.measures import classification_metrics
 from training import reference
 from training.contract import AD_CLICK, CATEGORICAL_INPUT, NUMERIC_INPUT
 from training.data_adclick import generate, write_csv

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from service import hashing
 from service.cards import ApiCard, CategoricalCard, DataCard, HashingCard, NumericCard
-from service.metrics import classification_metrics
+from service.measures import classification_metrics
 from training import reference
 from training.clicklog_data import ClickLog, code_columns, read_log, salt_of
 from training.clicklog_schema import Schema, load_schema

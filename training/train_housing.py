@@ -20,7 +20,7 @@ from sklearn.linear_model import Ridge
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from service.cards import DataCard
-from service.metrics import regression_metrics
+from service.measures import regression_metrics
 from training import reference
 from training.contract import CATEGORICAL_INPUT, HOUSING, NUMERIC_INPUT, TabularSpec
 from training.data_housing import VALIDATION_FROM, housing_spec, load_housing, months, split_by_date

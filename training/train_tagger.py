@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from service.cards import DataCard, ImageInputCard
-from service.metrics import topk_accuracy
+from service.measures import topk_accuracy
 from training import reference
 from training.contract import IMAGE_INPUT, IMAGE_OUTPUT, IMAGE_TAGGING
 from training.data_cifar import load_cifar_tar

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from service.tasks.base import Adapter
-from service.tasks.image import ImageClassification
-from service.tasks.tabular import BinaryClassification, Regression
+from service.tasks.image.adapter import ImageClassification
+from service.tasks.tabular.adapter import BinaryClassification, Regression
 
 ADAPTERS: dict[str, type[Adapter]] = {a.task: a for a in (Regression, BinaryClassification, ImageClassification)}

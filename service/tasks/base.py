@@ -16,16 +16,22 @@ from typing import Any, ClassVar
 import anyio
 import numpy as np
 from bentoml._internal.context import trace_context
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from service import telemetry
-from service.batching import Batcher
-from service.bodies import Form
-from service.drift import Drift, check_names, make_drift
-from service.payloads import PayloadLog
+from service.dataplane.drift import Drift, check_names, make_drift
+from service.dataplane.payloads import PayloadLog
+from service.dataplane.shadows import shadows
+from service.protocol.bodies import Form
 from service.runtime import LoadedModel, ModelLoadError
 from service.settings import Settings
-from service.shadows import shadows
+from service.tasks.batching import Batcher
+
+
+class Served(BaseModel):
+    model: str = Field(description="Name of the model that answered.", examples=["housing-price"])
+    version: str = Field(description="Version of that model (from its card).", examples=["1"])
+
 
 Handler = Callable[[dict[str, Any], Any, Any], Awaitable[None]]  # ASGI: scope, receive, send
 Inputs = tuple[np.ndarray, ...]
@@ -33,7 +39,7 @@ Inputs = tuple[np.ndarray, ...]
 
 def answered_by(scope: dict[str, Any], adapter: Adapter) -> None:
     """Tells the edge which model and version answered, for the per-version metrics, and the request
-    metrics that the path names a route (service/request_metrics.py)."""
+    metrics that the path names a route (service/protocol/http_metrics.py)."""
     answer = scope.get("nnserve.answer")
     if answer is not None:
         answer.model, answer.version = adapter.name, adapter.model.card.version
@@ -64,7 +70,7 @@ class Adapter:
 
     task: ClassVar[str]
     heavy: ClassVar[bool] = False  # preparing inputs and running the model take milliseconds, not microseconds
-    payloads: PayloadLog | None = None  # the worker's payload log, set by the registry (service/payloads.py)
+    payloads: PayloadLog | None = None  # the worker's payload log, set by the registry (service/dataplane/payloads.py)
 
     def __init__(self, model: LoadedModel, settings: Settings) -> None:
         self.model = model
@@ -88,7 +94,7 @@ class Adapter:
         return None
 
     def make_drift(self) -> Drift | None:
-        """The window drift is measured over (service/drift.py), when the card has a reference; a
+        """The window drift is measured over (service/dataplane/drift.py), when the card has a reference; a
         reference that does not name this task's features and outputs in order refuses the version."""
         reference = self.model.card.reference
         if reference is not None and (problem := check_names(reference, self.drift_names())):
@@ -111,7 +117,7 @@ class Adapter:
         """A prediction the card's own example must pass before the version serves (ModelLoadError)."""
 
     def shadow(self, scope: dict[str, Any], compute: Callable[[Adapter], Awaitable[Any]], live: Any) -> None:
-        """When the request drew a shadow version (service/registry.py), runs `compute` on it in the
+        """When the request drew a shadow version (service/models/registry.py), runs `compute` on it in the
         background, after the live answer has gone, and records how it differs (`differences`)."""
         candidate = scope.get("nnserve.shadow")
         if candidate is not None:

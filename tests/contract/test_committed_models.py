@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from service.cards import read_card
-from service.metrics import classification_metrics, regression_metrics, topk_accuracy
+from service.measures import classification_metrics, regression_metrics, topk_accuracy
 from service.runtime import load_model
 from tests.conftest import CIFAR_VAL, HOUSING_CSV, MODELS
 from training.data_adclick import generate

@@ -1,4 +1,4 @@
-"""Drift against the card, in-process: real models, the whole HTTP surface (service.server.standalone),
+"""Drift against the card, in-process: real models, the whole HTTP surface (service.worker.standalone),
 real King County sales sent as requests."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import random
 import httpx
 
 from service.cards import read_card
-from service.server import standalone
 from service.settings import Settings
+from service.worker import standalone
 from tests.conftest import MODELS, SHARED_DATA
 
 SALES = SHARED_DATA / "housing" / "kc_house_sales_2014-05_to_2015-03.csv"

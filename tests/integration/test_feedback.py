@@ -1,4 +1,4 @@
-"""Outcome feedback, in-process (service.server.standalone, real models, the payload log on): outcomes
+"""Outcome feedback, in-process (service.worker.standalone, real models, the payload log on): outcomes
 joined to logged predictions by request id give the same measures as the same pairs offline."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from service.server import standalone
 from service.settings import Settings
+from service.worker import standalone
 from tests.conftest import MODELS
 from tests.integration.test_http import HOUSE, IMPRESSION
 

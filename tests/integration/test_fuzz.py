@@ -172,7 +172,7 @@ def test_a_broken_model_folder_or_policy_file_never_takes_the_service_down(
 ):
     import shutil
 
-    from service.registry import Registry
+    from service.models.registry import Registry
     from service.settings import Settings
     from tests.conftest import MODELS
 

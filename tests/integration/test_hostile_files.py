@@ -1,5 +1,5 @@
-"""No file takes the service down: hostile model folders and policy files, in-process (service.registry,
-service.control) on copies of the committed models. Each case is that folder's or that file's refusal,
+"""No file takes the service down: hostile model folders and policy files, in-process (service.models.registry,
+service.models.control) on copies of the committed models. Each case is that folder's or that file's refusal,
 named and logged once; the rest serves."""
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from service import versions
-from service.control import Control
 from service.errors import ModelUnavailable
-from service.registry import Registry
+from service.models import versions
+from service.models.control import Control
+from service.models.registry import Registry
+from service.models.versions import Policy, read_policies, write_policy
 from service.settings import Settings
-from service.versions import Policy, read_policies, write_policy
 from tests.conftest import MODELS
 
 DEEP = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError on it

@@ -15,8 +15,8 @@ from PIL import Image
 
 from loadtests.payloads import house_requests
 from service.cards import read_card
-from service.metrics import regression_metrics
-from service.tabular import decimal_year
+from service.measures import regression_metrics
+from service.tasks.tabular.encoder import decimal_year
 from tests.conftest import CIFAR_VAL, HOUSING_CSV, MODELS, SAMPLE_PHOTOS
 from tests.integration.conftest import TEST_MAX_BODY
 from tests.photos import cifar_photos, encode, png_bomb

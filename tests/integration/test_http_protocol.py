@@ -1,4 +1,4 @@
-"""What comes before a request is bounded (service/http_protocol.py), over real sockets against a real
+"""What comes before a request is bounded (service/glue/http_protocol.py), over real sockets against a real
 `bentoml serve`: header bytes, header count, the time headers take, transfer codings, and a malformed
 request pipelined after a valid one."""
 

@@ -48,8 +48,8 @@ def test_settings_vary_in_process_without_a_server(tmp_path):
     """The whole HTTP surface, built from settings in one step: no `bentoml serve`, no environment."""
     import httpx
 
-    from service.server import standalone
     from service.settings import Settings
+    from service.worker import standalone
     from tests.conftest import MODELS
 
     settings = Settings(models_dir=MODELS, max_batch_rows=2, api_keys="k1,k2", docs_ui=False)

@@ -9,8 +9,8 @@ import shutil
 import httpx
 import pytest
 
-from service.server import standalone
 from service.settings import Settings
+from service.worker import standalone
 from tests.conftest import IMAGENET_INDEX, MODELS, SAMPLE_PHOTOS
 from tests.serving import bentoml_serve, server_log
 from tests.training.test_export import export_imagenet_like
@@ -61,7 +61,7 @@ def test_a_model_that_cannot_load_keeps_the_service_not_ready(tmp_path, caplog, 
         card = json.loads((broken / "card.json").read_text())
         card["numeric"] = card["numeric"][:-1]
         (broken / "card.json").write_text(json.dumps(card))
-    # In-process, with the whole HTTP surface (service.server.standalone): no `bentoml serve` needed here.
+    # In-process, with the whole HTTP surface (service.worker.standalone): no `bentoml serve` needed here.
     transport = httpx.ASGITransport(app=standalone(Settings(models_dir=models)))
 
     async def scenario():
@@ -127,7 +127,7 @@ def test_model_names_in_oip_paths_cannot_reach_files(server, name):
 
 
 def test_two_folders_with_one_model_name_serve_neither_and_say_which(tmp_path, caplog):
-    from service.registry import Registry
+    from service.models.registry import Registry
     from service.settings import Settings
 
     models = tmp_path / "models"
@@ -200,7 +200,7 @@ def test_a_version_whose_bar_failed_is_served_and_flagged_everywhere_it_is_descr
     failed = next(iter(card["bar"]["checks"]))
     card["bar"]["checks"][failed] = False
     (models / "housing-price" / "card.json").write_text(json.dumps(card))
-    with caplog.at_level("WARNING", logger="service.registry"):
+    with caplog.at_level("WARNING", logger="service.models.registry"):
         app = standalone(Settings(models_dir=models))
 
     async def scenario():

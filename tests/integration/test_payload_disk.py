@@ -1,5 +1,5 @@
-"""The payload log directory keeps one byte budget whatever its workers did (service/logbudget.py), and a
-full disk costs the payload log and feedback, never a prediction (service/payloads.py, feedback.py)."""
+"""The payload log directory keeps one byte budget whatever its workers did (service/dataplane/logbudget.py), and a
+full disk costs the payload log and feedback, never a prediction (service/dataplane/payloads.py, feedback.py)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from service.feedback import Outcomes
-from service.logbudget import Budget
-from service.payloads import PayloadLog
-from service.server import standalone
+from service.dataplane.feedback import Outcomes
+from service.dataplane.logbudget import Budget
+from service.dataplane.payloads import PayloadLog
 from service.settings import Settings
+from service.worker import standalone
 from tests.conftest import MODELS
 from tests.integration.test_http import HOUSE
 
@@ -100,7 +100,7 @@ def test_a_full_disk_costs_the_log_and_feedback_a_503_never_a_prediction(small_d
                 await asyncio.sleep(0.06)  # a batch per request for the writer, each one failing
         return feedback, answers
 
-    with caplog.at_level(logging.ERROR, logger="service.payloads"):
+    with caplog.at_level(logging.ERROR, logger="service.dataplane.payloads"):
         feedback, answers = asyncio.run(scenario())
     assert feedback.status_code == 503 and "could not be stored" in feedback.json()["error"], feedback.text
     assert "disk is full" in feedback.json()["error"]

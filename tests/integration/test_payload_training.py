@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 
 from loadtests.payloads import house_requests
-from service.server import standalone
 from service.settings import Settings
+from service.worker import standalone
 from tests.conftest import HOUSING_CSV, MODELS
 from training import payload_data, train_housing
 from training.clicklog_schema import load_schema

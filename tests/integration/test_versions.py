@@ -19,9 +19,9 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from service.registry import Registry
-from service.server import standalone
+from service.models.registry import Registry
 from service.settings import Settings
+from service.worker import standalone
 from tests.conftest import MODELS
 from tests.integration.test_faults import HOUSE
 from tests.serving import add_version, bentoml_serve, everywhere, metrics_containing, server_log

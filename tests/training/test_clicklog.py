@@ -17,8 +17,8 @@ import pytest
 
 from service.cards import read_card
 from service.hashing import bucket, buckets_of
-from service.metrics import classification_metrics
-from service.tabular import TabularEncoder
+from service.measures import classification_metrics
+from service.tasks.tabular.encoder import TabularEncoder
 from tests.conftest import REPO
 from training import train_adclick
 from training.clicklog_data import read_log

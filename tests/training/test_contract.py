@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from service.tabular import decimal_year
+from service.tasks.tabular.encoder import decimal_year
 from training.contract import AD_CLICK, HOUSING, IMAGE_TAGGING, TABULAR, Categorical, Numeric
 
 

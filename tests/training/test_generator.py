@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.metrics import roc_auc
+from service.measures import roc_auc
 from training.contract import AD_CLICK
 from training.data_adclick import generate, write_csv
 from training.data_tabular import read_tabular_csv

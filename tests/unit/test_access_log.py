@@ -13,8 +13,8 @@ import pytest
 from bentoml._internal.log import DATE_FORMAT, TRACED_LOG_FORMAT, TraceRecordFilter
 from bentoml._internal.server.http.access import AccessLogMiddleware
 
-from service.access_log import AccessLog
-from service.logs import JsonFormatter
+from service.glue.logs import JsonFormatter
+from service.protocol.access_log import AccessLog
 
 FIELDS = {"has_request_content_length": True, "has_request_content_type": True,
           "has_response_content_length": True, "has_response_content_type": True, "skip_paths": ["/livez"]}  # fmt: skip

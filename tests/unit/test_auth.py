@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.auth import ApiKeyAuth, load_keys
 from service.errors import ConfigError
+from service.protocol.auth import ApiKeyAuth, load_keys
 
 
 def _status(auth: ApiKeyAuth, path: str, headers: dict[str, str] | list[tuple[str, str]]) -> int:

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from service.batching import Batcher, bucket_sizes
+from service.tasks.batching import Batcher, bucket_sizes
 
 
 class Model:

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
-from service import bentoml_patches
-from service.bentoml_patches import ORIGINAL_CALL, BentoMLChanged, patch_timeout_middleware
+from service.glue import patches as bentoml_patches
+from service.glue.patches import ORIGINAL_CALL, BentoMLChanged, patch_timeout_middleware
 
 
 async def _ok(scope, receive, send):
@@ -86,8 +86,8 @@ def test_bentomls_middlewares_give_way_to_lighter_ones_tracing_and_access_log_on
     from bentoml._internal.server.http.access import AccessLogMiddleware
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    from service.access_log import AccessLog
-    from service.request_metrics import RequestMetrics
+    from service.protocol.access_log import AccessLog
+    from service.protocol.http_metrics import RequestMetrics
 
     untraced = _middleware_classes(monkeypatch, traced=False)
     assert bentoml_patches.RequestId in untraced and OpenTelemetryMiddleware not in untraced

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from service.cards import Distribution, ReferenceCard
-from service.drift import Drift, bin_of, check_names, js_distance, psi, warnings
+from service.dataplane.drift import Drift, bin_of, check_names, js_distance, psi, warnings
 from training import reference
 
 

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 
 from bentoml._internal.context import trace_context
 
-from service.admission import is_prediction
-from service.auth import ApiKeyAuth
-from service.edge import Edge
+from service.protocol.admission import is_prediction
+from service.protocol.auth import ApiKeyAuth
+from service.protocol.edge import Edge
 from service.settings import Settings
 from service.shutdown import drain
 from tests.conftest import REPO
@@ -187,7 +187,8 @@ def test_plain_text_errors_become_json_with_their_headers_and_answers_carry_the_
 def test_serving_path_never_imports_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
-        "import service.app, service.server, service.runtime, service.images, service.tabular\n"
+        "import service.app, service.worker, service.runtime, service.tasks.image.photos\n"
+        "import service.tasks.tabular.encoder\n"
         "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)

@@ -1,5 +1,5 @@
-"""The payload log samples at its set share (service/payloads.py), and the outcome store
-(service/feedback.py) stays bounded: predictions go after the join's TTL, posted outcomes after
+"""The payload log samples at its set share (service/dataplane/payloads.py), and the outcome store
+(service/dataplane/feedback.py) stays bounded: predictions go after the join's TTL, posted outcomes after
 NNSERVE_FEEDBACK_KEEP_S, and only those, once a minute (by index, not at each batch)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from service.bodies import parse_json
+from service.dataplane.feedback import Feedback, Outcomes
 from service.errors import InvalidInput
-from service.feedback import Feedback, Outcomes
+from service.protocol.bodies import parse_json
 
 
 def test_outcomes_older_than_keep_go_and_newer_ones_stay(tmp_path):
@@ -39,7 +39,7 @@ def test_outcomes_older_than_keep_go_and_newer_ones_stay(tmp_path):
 def test_the_payload_log_keeps_its_sample_share_and_every_entry_at_one(tmp_path):
     import random
 
-    from service.payloads import PayloadLog
+    from service.dataplane.payloads import PayloadLog
 
     outcomes = Outcomes(tmp_path, ttl_s=3600, window=100, keep_s=1000)
     random.seed(0)

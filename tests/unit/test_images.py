@@ -11,7 +11,7 @@ from PIL import Image, ImageOps
 
 from service.cards import ImageInputCard
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from service.images import decode_photo, to_input, top_k
+from service.tasks.image.photos import decode_photo, to_input, top_k
 from tests.photos import encode, png_bomb
 
 LOC = ["photo"]

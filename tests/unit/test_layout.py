@@ -9,7 +9,8 @@ from tests import layout
 from tests.conftest import REPO
 
 PATH = re.compile(r"(?<![\w/.])((?:service|training|loadtests|tests|deploy|docs)/[\w./-]*\w\.(?:py|md|yml|toml))")
-DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "loadtests").glob("*.md"))]
+# loadtests/RESULTS.md is a record of past runs: it names files as they were then.
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "loadtests" / "GPU.md"]
 
 
 def test_the_development_guide_maps_every_python_file():

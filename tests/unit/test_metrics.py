@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, mean_absolute_error, r2_score, roc_auc_score
 
-from service.metrics import calibration_error, classification_metrics, regression_metrics, topk_accuracy
+from service.measures import calibration_error, classification_metrics, regression_metrics, topk_accuracy
 
 
 def test_regression_metrics_match_sklearn():

@@ -25,4 +25,5 @@ def test_the_wheel_builds_quietly_and_carries_its_data(tmp_path):
     assert "absent from the `packages` configuration" not in out and "BuildBackendWarning" not in out, out[-3000:]
     (wheel,) = (tmp_path / "dist").glob("nnserve-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"service/static/docs.html", "service/static/openapi.json", "training/schemas/avazu.toml"} <= set(names)
+    data = {"service/protocol/static/docs.html", "service/protocol/static/openapi.json", "training/schemas/avazu.toml"}
+    assert data <= set(names)

@@ -9,8 +9,8 @@ import asyncio
 import anyio.to_thread
 import pytest
 
-import service.tasks.image as image
-from service.registry import Registry
+import service.tasks.image.adapter as image
+from service.models.registry import Registry
 from service.settings import Settings
 from tests.conftest import REPO, SHARED_DATA
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from service.errors import ConfigError
-from service.server import auth
 from service.settings import PREFIX, Settings, load_settings
+from service.worker import auth
 
 # A value each setting cannot take. Settings that take any text have none: paths (a missing models
 # directory, say, leaves the service up but not ready), and the comma-separated exempt paths.

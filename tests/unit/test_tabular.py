@@ -10,7 +10,7 @@ import random
 import numpy as np
 
 from service.cards import read_card
-from service.tabular import TabularEncoder, decimal_year
+from service.tasks.tabular.encoder import TabularEncoder, decimal_year
 from tests.conftest import MODELS
 from training.contract import AD_CLICK, HOUSING
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from service.bodies import Form
+from service.models.versions import Policy
+from service.protocol.bodies import Form
 from service.tasks.base import Endpoint
-from service.versions import Policy
 
 BASE = (Path(__file__).parent / "static" / "openapi.json").read_text()
 ERRORS = {

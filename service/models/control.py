@@ -2,10 +2,10 @@
 Protocol's repository extension, as Triton implements it, and PUT /v1/models/<name>/policy).
 
 Off unless NNSERVE_MANAGEMENT=true (403 otherwise), and behind the API keys when they are set. A call
-changes the policy file (service/versions.py), the one place a worker learns what to serve from, and
+changes the policy file (service/models/versions.py), the one place a worker learns what to serve from, and
 makes the worker that took it look at once; the other workers follow within NNSERVE_MODEL_POLL_S,
 as they would after an edit of the file by hand. Calls on two workers at the same moment both land
-(service/versions.py locks the file from read to rename); for one model, the last write wins. A call
+(service/models/versions.py locks the file from read to rename); for one model, the last write wins. A call
 answers once its change is on disk.
 """
 
@@ -16,11 +16,11 @@ from typing import Any
 import anyio
 from pydantic import ValidationError
 
-from service.bodies import invalid
 from service.errors import Forbidden, InvalidInput, ModelUnavailable, field_error
 from service.files import FileRefused
-from service.registry import Registry
-from service.versions import Policy, write_policy
+from service.models.registry import Registry
+from service.models.versions import Policy, write_policy
+from service.protocol.bodies import invalid
 
 OFF = "model management is off: NNSERVE_MANAGEMENT=true turns it on (behind NNSERVE_API_KEYS when set)"
 

@@ -221,7 +221,7 @@ def install(limits: Limits) -> None:
     found = {name: source_sha256(getattr(HttpToolsProtocol, name)) for name in SOURCES_SHA256}
     if uvicorn.__version__ != PATCHED_VERSION or found != SOURCES_SHA256:
         raise RuntimeError(
-            f"service/http_protocol.py extends uvicorn {PATCHED_VERSION}'s httptools protocol; found uvicorn "
+            f"service/glue/http_protocol.py extends uvicorn {PATCHED_VERSION}'s httptools protocol; found uvicorn "
             f"{uvicorn.__version__} with different code: check the subclass against it, then update the hashes"
         )
     GuardedHttpTools.limits = limits

@@ -12,16 +12,18 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
-from service import __version__, openapi
-from service.api import V1
-from service.auth import ApiKeyAuth, load_keys
-from service.bentoml_patches import RequestId
-from service.control import Control
-from service.edge import Edge
-from service.oip import OIP
-from service.registry import Registry
+from service import __version__
+from service.glue.patches import RequestId
+from service.models.control import Control
+from service.models.registry import Registry
+from service.protocol import openapi
+from service.protocol.auth import ApiKeyAuth, load_keys
+from service.protocol.edge import Edge
+from service.protocol.oip import OIP
+from service.protocol.v1 import V1
 from service.settings import Settings
-from service.tasks import image, tabular
+from service.tasks.image import adapter as image
+from service.tasks.tabular import adapter as tabular
 
 
 class Server:

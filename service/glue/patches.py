@@ -13,12 +13,12 @@ before.
 service; without an exporter it records nothing, yet it cost ~18% of a worker's CPU on one-row
 requests (py-spy, loadtests/RESULTS.md). In its place a pass-through gives each request what the
 rest of BentoML takes from it: a request id (the X-BentoML-Request-ID header). Log lines then carry
-no trace id, and BentoML's access log middleware gives way to ours (service/access_log.py: the same
+no trace id, and BentoML's access log middleware gives way to ours (service/protocol/access_log.py: the same
 line, a fifth of the one-row throughput less). Configure a tracing exporter (BentoML's `tracing`
 settings) and both of BentoML's middlewares are back.
 
 3. BentoML's request metrics middleware gives way to a subclass that writes the same series with the
-same values and looks each series up once (service/request_metrics.py).
+same values and looks each series up once (service/protocol/http_metrics.py).
 
 Each replaces only the exact code it was written against: another BentoML version, or a changed
 method, stops start-up with a message instead of being patched blindly.
@@ -44,8 +44,8 @@ from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.access_log import AccessLog
-from service.request_metrics import RequestMetrics
+from service.protocol.access_log import AccessLog
+from service.protocol.http_metrics import RequestMetrics
 
 PATCHED_VERSION = "1.4.40"
 PATCHED_SOURCE_SHA256 = "fd8b9e3da28ed2b44cfd508d641617e049fcd4986138197ce7bb227332505896"
@@ -91,7 +91,7 @@ def source_sha256(function: Any) -> str:
 def _check(what: str, version: str, original: Any, sha256: str) -> None:
     if version != PATCHED_VERSION or source_sha256(original) != sha256:
         raise BentoMLChanged(
-            f"service/bentoml_patches.py changes {what} of BentoML {PATCHED_VERSION}; found BentoML {version} "
+            f"service/glue/patches.py changes {what} of BentoML {PATCHED_VERSION}; found BentoML {version} "
             "with different code: check whether the patch is still needed there, then update or drop it"
         )
 

@@ -1,6 +1,6 @@
-"""Pydantic request and response types, built from a model card at start-up: a tabular model's typed
-endpoints, their validation and their OpenAPI schemas (descriptions, units, ranges, examples) come
-from its card alone, so a model of a new schema is served from its folder with no code.
+"""A tabular model's request and response types, built from its card at start-up: its typed endpoints,
+their validation and their OpenAPI schemas (descriptions, units, ranges, examples) come from its card
+alone, so a model of a new schema is served from its folder with no code.
 
 Decisions: unknown fields are rejected (a misspelt optional feature would otherwise be silently
 replaced by its default); numbers are strict (a string where a number goes is an error, not
@@ -17,7 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema, create_model
 
 from service.cards import ApiCard, CategoricalCard, ModelCard, NumericCard
-from service.tabular import date_of
+from service.tasks.base import Served
+from service.tasks.tabular.encoder import date_of
 
 REQUEST_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
@@ -77,11 +78,6 @@ class FieldWarning(BaseModel):
         description="What the model did with it.",
         examples=["zipcode 12345: ID not seen in training, served through the unknown bucket"],
     )
-
-
-class Served(BaseModel):
-    model: str = Field(description="Name of the model that answered.", examples=["housing-price"])
-    version: str = Field(description="Version of that model (from its card).", examples=["1"])
 
 
 def _camel(name: str) -> str:
@@ -180,60 +176,3 @@ def tabular_types(card: ModelCard, max_rows: int) -> TabularTypes:
         row, batch, batch_field, output, frozenset(api.ignored_fields), prediction, prediction_row, prediction_batch,
         api.summary or f"{card.description} One row.", api.batch_summary or f"{card.description} A batch of rows.",
     )  # fmt: skip
-
-
-# --- image classification: the same types for every classifier ---------------------------------------
-TopK = Annotated[
-    int,
-    Field(ge=1, description="How many tags to return, best first: at most the label count; default 5, or every "
-                            "label of a model with fewer."),
-]  # fmt: skip
-ModelName = Annotated[
-    str | None,
-    Field(description="Which loaded image classifier answers; default: image-tagging (or the only one loaded)."),
-]
-
-
-class Tag(BaseModel):
-    label: str = Field(examples=["cat"])
-    score: float = Field(ge=0, le=1, description="Probability of the label.", examples=[0.93])
-
-
-class Tags(Served):
-    tags: list[Tag] = Field(description="Top-k tags, highest score first.")
-
-
-class TagsBatch(Served):
-    results: list[list[Tag]] = Field(description="Top-k tags per photo, in request order.")
-
-
-class PhotoOptions(BaseModel):
-    """The text fields of a multipart photo request (form values are text: "3" is 3)."""
-
-    model_config = ConfigDict(extra="forbid")
-    top_k: TopK = 5
-    model: ModelName = None
-
-
-class Base64Photo(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    image_base64: str = Field(description="The photo file (JPEG, PNG or WebP), base64-encoded.", min_length=1)
-    top_k: TopK = 5
-    model: ModelName = None
-
-
-def base64_batch(max_images: int) -> type[BaseModel]:
-    return create_model(
-        "Base64Photos",
-        __config__=ConfigDict(extra="forbid", strict=True),
-        images_base64=(
-            list[str],
-            Field(
-                min_length=1,
-                max_length=max_images,
-                description=f"1 to {max_images} photo files, base64-encoded (NNSERVE_MAX_BATCH_IMAGES).",
-            ),
-        ),
-        top_k=(TopK, 5),
-        model=(ModelName, None),
-    )

@@ -6,7 +6,7 @@ dynamic batcher and BentoML's adaptive batching do. With `max_wait_s` 0 (the def
 image models on a GPU, NNSERVE_DYNAMIC_BATCH_WAIT_MS) it never waits to fill a batch: a lone request
 runs at once, and batches grow with load. On a GPU a wait of a millisecond or two pays, since a batch
 of 32 photos costs little more than a batch of 1. `inline` runs the model in the event loop, for
-tabular models that take microseconds (service/registry.py decides which model gets what).
+tabular models that take microseconds (service/models/registry.py decides which model gets what).
 
 `pad` rounds each batch up to a power of two (1, 2, 4, ... max_rows) with zero rows, so that only a
 few shapes ever reach the session and each can be warmed up at load (`bucket_sizes`): on CUDA, the

@@ -13,8 +13,8 @@ from pydantic_core import to_json
 from starlette.exceptions import HTTPException
 from starlette.types import Scope, Send
 
-from service.bodies import ClientDisconnected
 from service.errors import ServiceError
+from service.protocol.bodies import ClientDisconnected
 from service.telemetry import count_disconnect, endpoint
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,8 @@ BentoML's AccessLogMiddleware sends every line through `logging` (a record, a fi
 locked write and flush): on one-row requests that was a fifth of a worker's throughput (ad-click
 1-row, alternating rounds: 6,568 req/s with it, 7,946 with only its `logger.info` call skipped, 8,354
 without the middleware; docs/performance.md). This middleware takes its place among the layers
-(service/bentoml_patches.py) and writes the same line, with the same fields and skip paths, in the
-same plain or JSON format (service/logs.py); the line is built with one f-string and a worker's
+(service/glue/patches.py) and writes the same line, with the same fields and skip paths, in the
+same plain or JSON format (service/glue/logs.py); the line is built with one f-string and a worker's
 lines are written together, at most FLUSH_S after their request was answered, and at exit.
 
 With a tracing exporter configured BentoML's middleware stays: its lines then carry trace ids.
@@ -24,7 +24,7 @@ from bentoml._internal.context import trace_context
 from bentoml._internal.log import DATE_FORMAT, _component_name
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.logs import JsonFormatter, json_line
+from service.glue.logs import JsonFormatter, json_line
 
 FLUSH_S = 0.1
 LOGGER = "bentoml.access"

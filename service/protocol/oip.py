@@ -22,14 +22,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
-from service.bodies import read_body
-from service.control import OFF, Control
 from service.errors import PayloadTooLarge, ServiceError
-from service.registry import Registry
+from service.models.control import OFF, Control
+from service.models.registry import Registry
+from service.protocol.bodies import read_body
+from service.protocol.transport import guarded
 from service.runtime import LoadedModel
 from service.settings import Settings
 from service.tasks.base import Adapter, answered_by
-from service.transport import guarded
 
 EXTENSIONS = ["binary_tensor_data", "classification"]
 OIP_DTYPES = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32", "uint8": "UINT8",
@@ -90,7 +90,7 @@ class OIP:
         except ServiceError as e:
             raise OIPError(e.status, e.message) from None  # the message names the model (cut when long)
 
-    # --- the model repository extension (Triton's): management, service/control.py ----------------------
+    # --- the model repository extension (Triton's): management, service/models/control.py ----------------------
     async def index(self, request: Request) -> JSONResponse:
         body = await _json_object(request, self.max_body)
         if not self.control.enabled:

@@ -1,7 +1,7 @@
 """Admission control: a bounded number of prediction requests in flight per worker, a bounded queue
 behind them, and 503 with Retry-After at once beyond that, instead of latency that grows without limit.
 
-The edge (service/edge.py) applies it to the prediction routes only (/v1/<model>/predict... and
+The edge (service/protocol/edge.py) applies it to the prediction routes only (/v1/<model>/predict... and
 /v2/.../infer): probes, metadata and /metrics must keep answering under overload. A request that
 times out (BentoML's timeout, 504) is cancelled, which releases its slot.
 """

@@ -4,7 +4,7 @@ true tag), sent back by its request id, joined to what the model answered, and m
     POST /v1/<model>/feedback   {"request_id": "...", "outcome": 1}        (one row or photo)
                                 {"request_id": "...", "outcomes": [...]}   (a batch, in its order)
 
-The payload log's writer (service/payloads.py) also records each logged prediction's per-row outputs
+The payload log's writer (service/dataplane/payloads.py) also records each logged prediction's per-row outputs
 in one SQLite file in the payload log directory (outcomes.sqlite, WAL), so any worker can join an
 outcome to a prediction another worker answered. Only logged predictions can be joined: with the
 payload log off there is no feedback route (404 says so). An unknown request id, or one older than
@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 
 from service import telemetry
 from service.errors import InvalidInput, ModelUnavailable, NotFound, field_error
-from service.metrics import calibration_error, log_loss, roc_auc
+from service.measures import calibration_error, log_loss, roc_auc
 
 log = logging.getLogger(__name__)
 DB_FILE = "outcomes.sqlite"
@@ -242,7 +242,7 @@ def _check(task: str, labels: list[str], outcome: Any, loc: list[str | int]) -> 
 
 
 def measures(task: str, outputs: list[Any], outcomes: list[Any]) -> dict[str, float | int | None]:
-    """What the joined rows say, by the trainers' own measures (service/metrics.py)."""
+    """What the joined rows say, by the trainers' own measures (service/measures.py)."""
     n = len(outputs)
     if task == "image_classification":
         return {"rows": n, "top1": float(np.mean([p == o for p, o in zip(outputs, outcomes, strict=True)]))}

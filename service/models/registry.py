@@ -1,6 +1,6 @@
 """The models this worker serves, and their versions: loaded from the models directory at start-up and
 again whenever it changes (a watch, NNSERVE_MODEL_POLL_S, and explicit calls), each version behind the
-adapter of its card's task. Layout and policy: service/versions.py.
+adapter of its card's task. Layout and policy: service/models/versions.py.
 
 A version is loaded beside the ones serving, checked (files, sha256, graph against card, its task's
 adapter, a smoke prediction on the card's example), warmed up, and only then swapped in: one
@@ -27,17 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from service import telemetry
-from service.bodies import REQUEST_KEY, header, received_value
-from service.drift import warnings as drift_warnings
+from service.dataplane.drift import warnings as drift_warnings
+from service.dataplane.payloads import make_payload_log
 from service.errors import ModelUnavailable, NotFound, field_error
 from service.files import stamp
-from service.payloads import make_payload_log
+from service.models.versions import Canary, Found, Policy, Scanner, Shadow, default_policy, read_policies, version_key
+from service.protocol.bodies import REQUEST_KEY, header, received_value
 from service.runtime import ModelLoadError, load_model
 from service.settings import Settings
 from service.shutdown import drain
 from service.tasks import ADAPTERS
 from service.tasks.base import Adapter
-from service.versions import Canary, Found, Policy, Scanner, Shadow, default_policy, read_policies, version_key
 
 log = logging.getLogger(__name__)
 GIVE_BACK_AFTER_S = 2.0
@@ -423,7 +423,7 @@ class Registry:
             waited = time.monotonic() - self.stuck_since
             warnings.append(f"{self.settings.models_dir}: a look at it has not come back for {waited:.0f} s: "
                             "new versions and policy changes wait")  # fmt: skip
-        if warnings:  # never a readiness failure: a bar not met, drift (service/drift.py)
+        if warnings:  # never a readiness failure: a bar not met, drift (service/dataplane/drift.py)
             health["warnings"] = warnings
         if drain.draining:
             health["error"] = "not ready: shutting down"

@@ -6,7 +6,7 @@ normalisation) and returns class scores [N, labels]. Every classifier answers on
 /v1/image-tagging/..., chosen by the request's `model` (default: image-tagging, or the only one):
 photos as multipart files or as base64 in JSON, one or a batch. Decoding and resizing happen inline
 for small photos (INLINE_PHOTO_BYTES), in a worker thread for larger ones; on a GPU concurrent
-requests share padded batches (service/batching.py).
+requests share padded batches (service/tasks/batching.py).
 """
 
 from __future__ import annotations
@@ -18,14 +18,23 @@ from typing import Any
 
 import numpy as np
 
-from service.batching import Batcher
-from service.bodies import JSON, MULTIPART, Form, check_media_type, parse_form, parse_json, read_body, received_value
 from service.errors import InvalidInput, field_error
-from service.images import decode_photo, probabilities, to_input, top_k
-from service.schemas import Base64Photo, PhotoOptions, Tags, TagsBatch, base64_batch
+from service.protocol.bodies import (
+    JSON,
+    MULTIPART,
+    Form,
+    check_media_type,
+    parse_form,
+    parse_json,
+    read_body,
+    received_value,
+)
+from service.protocol.transport import json_bytes, send_bytes
 from service.tasks.base import Adapter, Endpoint, answered_by
+from service.tasks.batching import Batcher
+from service.tasks.image.photos import decode_photo, probabilities, to_input, top_k
+from service.tasks.image.types import Base64Photo, PhotoOptions, Tags, TagsBatch, base64_batch
 from service.telemetry import batch_size_observer
-from service.transport import json_bytes, send_bytes
 
 ROUTE = "/v1/image-tagging"
 # Photos of at most this many bytes in all are decoded and run inline in the event loop, larger ones in

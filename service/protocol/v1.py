@@ -4,7 +4,7 @@
     POST /v1/<model>/versions/<version>/predict[-batch]                 a pinned version
     POST /v1/image-tagging/[versions/<version>/]predict[-batch][-base64] any classifier, by its `model` field
     GET  /v1/models, /v1/models/<model>, /v1/health
-    GET, PUT /v1/models/<model>/policy                                  management (service/control.py)
+    GET, PUT /v1/models/<model>/policy                                  management (service/models/control.py)
     GET  /v1/models/<model>/drift                                       what it is sent against its card
     POST /v1/<model>/feedback                                           an outcome, joined to its logged prediction
 
@@ -19,15 +19,15 @@ import os
 
 from starlette.types import Receive, Scope, Send
 
-from service.bodies import JSON, check_media_type, parse_json, read_body, received_value
-from service.control import Control
+from service.dataplane.feedback import Feedback
 from service.errors import NotFound
-from service.feedback import Feedback
-from service.registry import Registry
+from service.models.control import Control
+from service.models.registry import Registry
+from service.protocol.bodies import JSON, check_media_type, parse_json, read_body, received_value
+from service.protocol.transport import guarded, send_error, send_json
 from service.tasks.base import Handler, answered_by
-from service.tasks.image import ROUTE as IMAGE_ROUTE
+from service.tasks.image.adapter import ROUTE as IMAGE_ROUTE
 from service.telemetry import endpoint
-from service.transport import guarded, send_error, send_json
 
 PREDICT = ("predict", "predict-batch")
 READ = ("GET", "HEAD")  # HEAD: the GET's status and headers (uvicorn drops the body)
@@ -101,8 +101,8 @@ class V1:
         await guarded(handling, scope, send)
 
     async def drift(self, send: Send, name: str) -> None:
-        """Each served version's drift window against its card (service/drift.py), folded now, and the
-        online measures of outcome feedback (service/feedback.py) when the payload log is on."""
+        """Each served version's drift window against its card (service/dataplane/drift.py), folded now, and the
+        online measures of outcome feedback (service/dataplane/feedback.py) when the payload log is on."""
         served = self.registry.served(name)
         versions = {v: a.drift.fold() if a.drift is not None else None for v, a in served.versions.items()}
         payloads, task = self.registry.payloads, served.versions[served.default].model.card.task
@@ -110,7 +110,7 @@ class V1:
         await send_json(send, 200, {"model": name, "worker": os.getpid(), "versions": versions, "online": online})
 
     async def feedback(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
-        """An observed outcome joined to its logged prediction (service/feedback.py)."""
+        """An observed outcome joined to its logged prediction (service/dataplane/feedback.py)."""
         card = self.registry.get(name).model.card  # 404 for a model not served
         payloads = self.registry.payloads
         if payloads is None:

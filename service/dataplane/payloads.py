@@ -10,7 +10,7 @@ own, woken by the first entry and waiting GATHER_S for more, serialises and writ
 (one SQLite transaction, one flush), and rotates each worker's file (payloads-<pid>.jsonl, then .1,
 .2, ...) at NNSERVE_PAYLOAD_LOG_MAX_BYTES, keeping NNSERVE_PAYLOAD_LOG_MAX_FILES; the whole directory
 (every worker's files, those of workers gone, outcomes.sqlite) keeps within NNSERVE_PAYLOAD_LOG_DIR_MAX_BYTES
-(service/logbudget.py). When the writer falls behind
+(service/dataplane/logbudget.py). When the writer falls behind
 and the queue is full, the entry is dropped and counted (nnserve_payload_log_entries_total{outcome=
 "dropped"}), never waited for: logging must not become the latency of the service. Written entries
 are counted the same way (outcome="written"), so written + dropped = sampled, always. Entries still
@@ -18,7 +18,7 @@ queued when the worker exits are written first (atexit).
 
 The /v2 (Open Inference Protocol) routes are not logged: their bodies are tensors, not features.
 Each logged prediction's per-row outputs also go to outcomes.sqlite, for outcome feedback
-(service/feedback.py): an entry that was dropped cannot be joined to an outcome.
+(service/dataplane/feedback.py): an entry that was dropped cannot be joined to an outcome.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from service import telemetry
-from service.feedback import Outcomes
-from service.logbudget import Budget
+from service.dataplane.feedback import Outcomes
+from service.dataplane.logbudget import Budget
 
 log = logging.getLogger(__name__)
 GATHER_S = 0.05  # a woken writer waits this long first: at thousands of entries a second, a batch per wake

@@ -11,9 +11,9 @@
 5. every error answer in JSON: BentoML's and Starlette's plain-text 404/405 become {"error", "detail"}
    with their headers (Allow) kept.
 
-Bodies are read, limited and parsed by the routes that take them (service/bodies.py), once. Before
+Bodies are read, limited and parsed by the routes that take them (service/protocol/bodies.py), once. Before
 this edge sit only BentoML's own layers: metrics, the request timeout (504), the access log (written
-by service/access_log.py in BentoML's place).
+by service/protocol/access_log.py in BentoML's place).
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ from typing import Any
 from bentoml._internal.context import trace_context
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.admission import Admission, is_prediction
-from service.auth import CHALLENGE, ApiKeyAuth
-from service.bodies import ClientDisconnected, read_body
 from service.errors import PayloadTooLarge
+from service.protocol.admission import Admission, is_prediction
+from service.protocol.auth import CHALLENGE, ApiKeyAuth
+from service.protocol.bodies import ClientDisconnected, read_body
+from service.protocol.transport import send_bytes, send_error, send_json
 from service.settings import Settings
 from service.shutdown import drain
 from service.telemetry import Answer, count_prediction, current_series, in_flight
-from service.transport import send_bytes, send_error, send_json
 
 log = logging.getLogger(__name__)
 REQUEST_ID = b"x-bentoml-request-id"
@@ -46,7 +46,7 @@ class Edge:
     def __init__(self, app: ASGIApp, settings: Settings, auth: ApiKeyAuth, server: Callable[[], Any]) -> None:
         self.app = app
         self.auth = auth
-        self.server = server  # the worker's Server (service/server.py) once built, else None
+        self.server = server  # the worker's Server (service/worker.py) once built, else None
         self.admission = Admission(settings.max_in_flight, settings.max_queue)
         self.max_body = settings.max_body_bytes
         self.pages = {"/readyz": self.readyz, "/docs.json": self.openapi, "/schema.json": self.client_schema}

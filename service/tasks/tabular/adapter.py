@@ -3,7 +3,7 @@
 The graph takes `numeric` float32 [N, numeric features] and `categorical` int64 [N, categorical
 features] (closed vocabularies as positions, IDs as they are) and returns one value per row, [N, 1]:
 a regressor's prediction in its unit, or a classifier's probability. The routes are
-/v1/<name>/predict and /v1/<name>/predict-batch, with types built from the card (service/schemas.py).
+/v1/<name>/predict and /v1/<name>/predict-batch, with types built from the card (service/tasks/tabular/types.py).
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 
 from service import hashing as hashing_
-from service.batching import Batcher
-from service.bodies import JSON, check_media_type, parse_json, read_body
 from service.cards import TensorSpec
-from service.schemas import TabularTypes, tabular_types
-from service.tabular import TabularEncoder
+from service.protocol.bodies import JSON, check_media_type, parse_json, read_body
+from service.protocol.transport import json_bytes, send_bytes
 from service.tasks.base import Adapter, Endpoint, Handler, Inputs
+from service.tasks.batching import Batcher
+from service.tasks.tabular.encoder import TabularEncoder
+from service.tasks.tabular.types import TabularTypes, tabular_types
 from service.telemetry import batch_size_observer
-from service.transport import json_bytes, send_bytes
 
 
 class Tabular(Adapter):

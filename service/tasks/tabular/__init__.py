@@ -1,0 +1,1 @@
+"""Regression and binary classification on a table row: the card's features in, one number out."""
