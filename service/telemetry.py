@@ -123,38 +123,6 @@ def count_disconnect(endpoint: str) -> None:
     _series()[2].labels(endpoint=endpoint).inc()
 
 
-MAX_ENDPOINTS = 1024
-ROUTED = "nnserve.routed"  # in the scope: what to call when a model takes the request (tasks.base.answered_by)
-UNMATCHED = {"/v1/": "/v1/(unmatched)", "/v2/": "/v2/(unmatched)"}
-_endpoints: set[str] = set()  # this worker's paths known to name something served
-
-
-def endpoint(path: str, routed: bool = False) -> str:
-    """The `endpoint` label of a request: its path, once the path is known to name something served
-    (`routed`: answered below 400, or taken by a model; up to MAX_ENDPOINTS paths), else one label per
-    API. BentoML labels by path, so a client inventing paths (any path, when keys answer 401) grew
-    the series without bound: 2,000 random paths made /metrics 8 MB."""
-    if path in _endpoints:
-        return path
-    if routed and len(_endpoints) < MAX_ENDPOINTS:
-        _endpoints.add(path)
-        return path
-    return UNMATCHED.get(path[:4], "(unmatched)")
-
-
-class Answer:
-    """What the edge counts for one prediction: the model and version that took it (set by the
-    route, tasks.base.answered_by) and the status (200, unless transport.guarded answered an error).
-    Cheaper than watching the response's messages go by."""
-
-    __slots__ = ("model", "version", "status")
-
-    def __init__(self) -> None:
-        self.model: str | None = None  # None: no version took the request, or no one to answer
-        self.version = ""
-        self.status = 200
-
-
 def in_flight() -> Any:
     return _series()[8]
 

@@ -1,57 +1,65 @@
-"""One worker's service, built in one step from the settings: the models (registry), their typed
-endpoints (/v1), the Open Inference Protocol (/v2), and the API's descriptions.
+"""One worker's service, built in one step from the settings: the models (registry), the data plane, the
+routes of both protocols (/v1 and /v2) in one router, and the API's descriptions.
 
-`build` is what the BentoML service runs in each worker (service/app.py). `standalone` serves the
-same thing without BentoML, behind the same edge, for in-process tests that vary the settings.
+`Worker` is what the BentoML service makes in each worker process (service/app.py). `standalone`
+serves the same thing without BentoML, behind the same edge, for in-process tests that vary the
+settings.
 """
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Route as StarletteRoute
 from starlette.types import ASGIApp
 
 from service import __version__
-from service.glue.patches import RequestId
+from service.dataplane.plane import DataPlane
 from service.models.control import Control
 from service.models.registry import Registry
-from service.protocol import openapi
+from service.protocol import openapi, views
 from service.protocol.auth import ApiKeyAuth, load_keys
 from service.protocol.edge import Edge
 from service.protocol.oip import OIP
+from service.protocol.router import Router
 from service.protocol.v1 import V1
 from service.settings import Settings
-from service.tasks.image import adapter as image
-from service.tasks.tabular import adapter as tabular
+from service.workers import Workers
 
 
-class Server:
-    def __init__(self, settings: Settings) -> None:
-        self.registry = registry = Registry(settings)
-        self.photos = image.endpoints(registry, settings.max_batch_images, settings.max_body_bytes)
-        handlers = {e.route.rsplit("/", 1)[1]: e.handler for e in self.photos}
-        self.v1 = V1(registry, handlers, Control(registry, settings.management), settings.max_body_bytes)
-        self.v2 = OIP(registry, settings, __version__, Control(registry, settings.management))
+class Worker:
+    def __init__(self, settings: Settings, workers: Workers | None = None) -> None:
+        self.settings = settings
+        self.registry = Registry(settings, workers)
+        self.plane = DataPlane(self.registry, settings)
+        self.control = Control(self.registry, settings.management)
+        self.v1 = V1(self.registry, self.plane, self.control, settings)
+        self.oip = OIP(self.registry, self.plane, self.control, settings, __version__)
+        self.router = Router([*self.v1.routes(), *self.oip.routes()])
         self._documents: tuple[int, bytes, bytes] = (-1, b"", b"")
+
+    def start(self) -> list[asyncio.Task]:
+        """The worker's own tasks, in its event loop: the models directory watched (and other workers'
+        management calls followed), drift folded and shared, online measures published."""
+        loop = asyncio.get_running_loop()
+        return [loop.create_task(self.registry.watch(self.settings.model_poll_s)), loop.create_task(self.plane.watch())]
+
+    def health(self) -> dict[str, Any]:
+        return views.health(self.registry, self.plane)
 
     def documents(self) -> tuple[bytes, bytes]:
         """The OpenAPI document (/docs.json) and BentoML's client schema (/schema.json), of the models'
         default versions; built again after a swap."""
         generation = self.registry.generation
         if self._documents[0] != generation:
-            adapters = list(self.registry.adapters.values())
-            endpoints = tabular.endpoints(adapters)
-            if any(isinstance(a, image.ImageClassification) for a in adapters):
-                endpoints += self.photos
+            endpoints = openapi.endpoints(list(self.registry.adapters.values()))
             names = sorted(self.registry.adapters)
             doc = openapi.to_bytes(openapi.document(endpoints, names, __version__))
             self._documents = (generation, doc, openapi.to_bytes(openapi.client_schema(endpoints)))
         return self._documents[1], self._documents[2]
-
-
-def build(settings: Settings) -> Server:
-    return Server(settings)
 
 
 def auth(settings: Settings) -> ApiKeyAuth:
@@ -60,13 +68,8 @@ def auth(settings: Settings) -> ApiKeyAuth:
 
 
 def standalone(settings: Settings) -> ASGIApp:
-    """The whole HTTP surface of one worker without BentoML (no metrics, access log or timeout layers)."""
-    server = build(settings)
-    app = Starlette(
-        routes=[
-            Route("/livez", lambda _: PlainTextResponse("\n")),
-            Mount("/v1", server.v1),
-            Mount("/v2", server.v2),
-        ]
-    )
-    return RequestId(Edge(app, settings, auth(settings), lambda: server))  # an id per request, as under BentoML
+    """The whole HTTP surface of one worker without BentoML: the edge (no access log or request series:
+    those are BentoML's, in its server) in front of a stand-in for BentoML's own routes."""
+    worker = Worker(settings)
+    below = Starlette(routes=[StarletteRoute("/livez", lambda _: PlainTextResponse("\n"))])
+    return Edge(below, settings, auth(settings), lambda: worker)

@@ -18,24 +18,26 @@ A date feature (kind "time") is measured and shown but never called drifted: any
 sits in a bin or two of a training split that spans many (King County's validation months: PSI 8.3),
 and that is time passing, not a shift.
 
-Every worker keeps its own window, as it keeps its own models: the requests a worker gets are a
-random share of the traffic, so its window is a sample of the same distribution (the gauges carry
-the highest worker's figure).
+Every worker keeps a window of the rows it ran, and the service answers for all of them: once a second
+each worker publishes its windows' bin counts to the others (service/workers.py), and every figure,
+gauge and warning is computed from the counts of every worker summed. One worker taking most of the
+traffic (a keep-alive client) no longer leaves another with a 2-row window whose PSI of 8 would be
+the highest and fire the alert: each worker publishes the same, service-wide figures.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from service import telemetry
 from service.cards import Distribution, ReferenceCard
+from service.tasks.base import Adapter
+from service.workers import Workers
 
 log = logging.getLogger(__name__)
 FLOOR = 1e-4  # a bin's smallest fraction in PSI: an empty bin would make it infinite
@@ -93,7 +95,7 @@ class Drift:
         self.at = 0  # the next slot written
         self.rows_seen = 0
         self.failed = False
-        self.last: dict[str, Any] = self._figures(np.zeros(window_rows, bool))
+        self.last: dict[str, Any] = self.figures([self.fold()])
 
     def record(self, parts: tuple[np.ndarray, ...]) -> None:
         """The arrays one run took and gave (never copied, never changed after). Rows beyond a
@@ -104,7 +106,7 @@ class Drift:
             self.pending_rows -= len(self.pending.popleft()[1][-1])
 
     def fold(self, now: float | None = None) -> dict[str, Any]:
-        """Bins what is pending into the window, and computes the window's figures."""
+        """Bins what is pending into the window; the live rows' counts per distribution (`counts`)."""
         items, self.pending, self.pending_rows = self.pending, deque(), 0
         if items and not self.failed:
             try:
@@ -114,8 +116,9 @@ class Drift:
                 self.failed = True
         now = time.monotonic() if now is None else now
         live = self.times > (now - self.window_s if self.window_s > 0 else -np.inf)
-        self.last = self._figures(live)
-        return self.last
+        counts = [np.bincount(self.bins[live, j], minlength=d.bins()).tolist()
+                  for j, d in enumerate(self.reference.distributions)]  # fmt: skip
+        return {"rows": int(live.sum()), "rows_seen": self.rows_seen, "counts": counts, "failed": self.failed}
 
     def _add(self, items: deque[tuple[float, tuple[np.ndarray, ...]]]) -> None:
         parts = tuple(np.concatenate([p[k] for _, p in items]) for k in range(len(items[0][1])))
@@ -128,11 +131,14 @@ class Drift:
         self.at = int((self.at + len(times)) % self.window_rows)
         self.rows_seen += len(parts[-1])
 
-    def _figures(self, live: np.ndarray) -> dict[str, Any]:
-        rows = int(live.sum())
+    def figures(self, counted: list[dict[str, Any]]) -> dict[str, Any]:
+        """The figures of the windows whose `fold()` counts are `counted` (every worker's), summed."""
+        shapes = [d.bins() for d in self.reference.distributions]
+        counted = [c for c in counted if [len(x) for x in c["counts"]] == shapes]  # another card: not summed
+        rows = sum(c["rows"] for c in counted)
         figures: dict[str, Any] = {}
         for j, (d, expected) in enumerate(zip(self.reference.distributions, self.expected, strict=True)):
-            counts = np.bincount(self.bins[live, j], minlength=d.bins())
+            counts = np.sum([c["counts"][j] for c in counted], axis=0) if counted else np.zeros(d.bins())
             window = counts / rows if rows else np.zeros(d.bins())
             measured = rows > 0
             p = psi(expected, window) if measured else None
@@ -145,20 +151,22 @@ class Drift:
                 "window": [round(float(x), 6) for x in window],
                 **({"edges": d.edges} if d.edges is not None else {"codes": d.codes}),
             }
-        return {
+        self.last = {
             "rows": rows,
-            "rows_seen": self.rows_seen,
+            "rows_seen": sum(c["rows_seen"] for c in counted),
+            "workers": len(counted),
             "window": {"rows": self.window_rows, "seconds": self.window_s or None},
             "threshold": {"psi": self.threshold, "min_rows": self.min_rows},
             "reference": {"features": self.reference.features_from, "outputs": self.reference.outputs_from},
             "drifted": [name for name, f in figures.items() if f["drifted"]],
             "distributions": figures,
-            **({"error": "binning failed: see the server log"} if self.failed else {}),
+            **({"error": "binning failed: see the server log"} if any(c["failed"] for c in counted) else {}),
         }
+        return self.last
 
 
 def warnings(drift: Drift) -> list[str]:
-    """The drifted distributions of the last fold, as /v1/health says them."""
+    """The drifted distributions of the last figures, as /v1/health says them."""
     last = drift.last
     return [
         f"{drift.name}: {name} drifted (PSI {last['distributions'][name]['psi']:.3f} > {drift.threshold} over "
@@ -167,33 +175,50 @@ def warnings(drift: Drift) -> list[str]:
     ]
 
 
-def make_drift(name: str, reference: ReferenceCard | None, columns: Columns, settings: Any) -> Drift | None:
-    if reference is None or settings.drift_window_rows <= 0:
-        return None
-    return Drift(
-        name, reference, columns, settings.drift_window_rows, settings.drift_window_s, settings.drift_psi_threshold,
-        settings.drift_min_rows,
-    )  # fmt: skip
+class DriftBoard:
+    """This worker's drift windows, one per served version that has a reference, and the service-wide
+    figures: its counts published for the other workers, theirs summed with its own."""
+
+    def __init__(self, settings: Any, workers: Workers) -> None:
+        self.settings, self.workers = settings, workers
+        self.windows: dict[int, tuple[Adapter, Drift]] = {}  # by id(adapter): a version reloaded is another
+
+    def record(self, adapter: Adapter, parts: tuple[np.ndarray, ...]) -> None:
+        """What one run took and gave: one append (the window of a version seen for the first time is made)."""
+        entry = self.windows.get(id(adapter))
+        if entry is None:
+            entry = self.windows[id(adapter)] = (adapter, self._window(adapter))
+        if entry[1] is not None:
+            entry[1].record(parts)
+
+    def _window(self, adapter: Adapter) -> Drift | None:
+        reference, settings = adapter.model.card.reference, self.settings
+        if reference is None or settings.drift_window_rows <= 0:
+            return None
+        return Drift(f"{adapter.name} v{adapter.version}", reference, adapter.drift_columns, settings.drift_window_rows,
+                     settings.drift_window_s, settings.drift_psi_threshold, settings.drift_min_rows)  # fmt: skip
+
+    def fold(self, served: list[Adapter]) -> dict[tuple[str, str], dict[str, Any]]:
+        """Every served version's figures over every worker's rows: this worker's windows folded and
+        published, the others' counts gathered and summed. Windows of versions no longer served go."""
+        keep = {id(a) for a in served}
+        self.windows = {k: v for k, v in self.windows.items() if k in keep}
+        for adapter in served:
+            if id(adapter) not in self.windows:
+                self.windows[id(adapter)] = (adapter, self._window(adapter))
+        own = {_key(a): w.fold() for a, w in self.windows.values() if w is not None}
+        self.workers.publish("drift", own)
+        everyone = list(self.workers.gather("drift").values())
+        figures = {}
+        for adapter, window in self.windows.values():
+            if window is not None:
+                key = _key(adapter)
+                figures[(adapter.name, adapter.version)] = window.figures([w[key] for w in everyone if key in w])
+        return figures
+
+    def warnings(self) -> list[str]:
+        return [w for _, window in self.windows.values() if window is not None for w in warnings(window)]
 
 
-def check_names(reference: ReferenceCard, expected: Sequence[str]) -> str | None:
-    """A problem with the card's reference, or None: its distributions must be the adapter's columns."""
-    names = [d.name for d in reference.distributions]
-    if names != list(expected):
-        return f"reference distributions {names}; this task tracks {list(expected)} in that order"
-    for d in reference.distributions:
-        if d.bins() != len(d.fractions) or (d.edges is None) == (d.codes is None):
-            return f"reference distribution {d.name}: give edges or codes, and one fraction per bin"
-    return None
-
-
-async def watch(registry: Any) -> None:
-    """Folds every served version's pending rows once a second and sets the gauges."""
-    while True:
-        await asyncio.sleep(FOLD_EVERY_S)
-        for adapter in registry.table.adapters():  # the table of the moment: versions come and go
-            if adapter.drift is not None:
-                try:
-                    telemetry.publish_drift(adapter.name, adapter.model.card.version, adapter.drift.fold())
-                except Exception:  # say it, try again next time: the watch must not end
-                    log.exception("drift of %s failed", adapter.drift.name)
+def _key(adapter: Adapter) -> str:
+    return f"{adapter.name}\x1f{adapter.version}"

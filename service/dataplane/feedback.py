@@ -12,10 +12,10 @@ NNSERVE_FEEDBACK_TTL_S, is a 404 naming it (after up to JOIN_WAIT_S: a predictio
 ago may still be on its way to the file); a second outcome for the same request is not counted again
 (`counted: false`, and a `reason` saying when the first came).
 
-Online metrics per model version, over its latest NNSERVE_FEEDBACK_WINDOW joined rows: AUC, log loss
-and calibration error for click probabilities, MAE and median absolute percentage error for prices,
-top-1 accuracy for tags. In the drift route's `online` and as nnserve_online_metric{model, version,
-measure} (every 10 s).
+Online metrics per model version, over its latest NNSERVE_FEEDBACK_WINDOW joined rows, by the task's own
+measures (service/tasks/): AUC, log loss and calibration error for click probabilities, MAE and median
+absolute percentage error for prices, top-1 accuracy for tags. In the drift route's `online` and as
+nnserve_online_metric{model, version, measure} (every 10 s, service/dataplane/plane.py).
 """
 
 from __future__ import annotations
@@ -29,15 +29,13 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 
-from service import telemetry
 from service.errors import InvalidInput, ModelUnavailable, NotFound, field_error
-from service.measures import calibration_error, log_loss, roc_auc
 
 log = logging.getLogger(__name__)
 DB_FILE = "outcomes.sqlite"
@@ -68,6 +66,8 @@ def _outcome(value: Any) -> bool | int | float | str:
 
 
 Outcome = Annotated[bool | float | str, PlainValidator(_outcome)]  # clicked (true/false, 1/0), a price, a label
+Check = Callable[[Any, list[str | int]], None]  # an outcome, where it is in the request -> InvalidInput or nothing
+Measures = Callable[[list[Any], list[Any]], dict[str, float | int | None]]  # outputs, outcomes -> figures
 
 
 class Feedback(BaseModel):
@@ -152,13 +152,15 @@ class Outcomes:
             .fetchone()
         )
 
-    async def join(self, model: str, task: str, labels: list[str], body: Feedback) -> dict[str, Any]:
+    async def join(self, model: str, check: Check, body: Feedback) -> dict[str, Any]:
+        """The outcome(s) of a logged prediction of `model`, each checked by `check` (the task's: clicked,
+        a price, a label), stored beside it."""
         try:
-            return await self._join(model, task, labels, body)
+            return await self._join(model, check, body)
         except sqlite3.OperationalError as e:  # a full disk, a file locked past the timeout: not the client's doing
             raise ModelUnavailable(f"the outcome could not be stored ({e}: {self.path}); retry later") from None
 
-    async def _join(self, model: str, task: str, labels: list[str], body: Feedback) -> dict[str, Any]:
+    async def _join(self, model: str, check: Check, body: Feedback) -> dict[str, Any]:
         """The outcome(s) checked against the task and stored beside its logged prediction. A prediction
         answered a moment ago may still be on its way to the file (the payload log's writer gathers for
         GATHER_S, in whichever worker answered it): a request id not found yet is looked for again, for
@@ -184,7 +186,7 @@ class Outcomes:
                 f"{field}: expected {expected}", [field_error([field], expected, len(outcomes), "length")]
             )
         for i, o in enumerate(outcomes):
-            _check(task, labels, o, ["outcomes", i] if body.outcomes is not None else ["outcome"])
+            check(o, ["outcomes", i] if body.outcomes is not None else ["outcome"])
         outcomes = [int(o) if isinstance(o, bool) else o for o in outcomes]
         return self._store(request_id, model, row, outcomes)
 
@@ -222,49 +224,6 @@ class Outcomes:
                 seen.extend(json.loads(outcomes))
         return found
 
-    def online(self, model: str, task: str) -> dict[str, dict[str, float | int | None]]:
-        return {v: measures(task, p, o) for v, (p, o) in self.pairs(model).items()}
-
-
-def _check(task: str, labels: list[str], outcome: Any, loc: list[str | int]) -> None:
-    """An outcome the task can measure: clicked (true/false or 1/0), a price, one of the labels."""
-    if task == "binary_classification":
-        ok, expected = outcome in (0, 1) and not isinstance(outcome, str), "clicked: true/false or 1/0"
-    elif task == "regression":
-        ok, expected = (
-            isinstance(outcome, int | float) and not isinstance(outcome, bool) and outcome > 0,
-            "a number > 0",
-        )
-    else:
-        ok, expected = isinstance(outcome, str) and outcome in labels, "one of the model's labels"
-    if not ok:
-        raise InvalidInput(f"{loc[0]}: expected {expected}", [field_error(loc, expected, outcome, "outcome")])
-
-
-def measures(task: str, outputs: list[Any], outcomes: list[Any]) -> dict[str, float | int | None]:
-    """What the joined rows say, by the trainers' own measures (service/measures.py)."""
-    n = len(outputs)
-    if task == "image_classification":
-        return {"rows": n, "top1": float(np.mean([p == o for p, o in zip(outputs, outcomes, strict=True)]))}
-    p, y = np.asarray(outputs, dtype=np.float64), np.asarray(outcomes, dtype=np.float64)
-    if task == "regression":  # (R² needs a spread of outcomes a window may not have)
-        return {"rows": n, "mae": float(np.mean(np.abs(p - y))), "median_ape": float(np.median(np.abs(p - y) / y))}
-    both = 0 < y.sum() < n  # AUC needs a click and a non-click
-    return {
-        "rows": n,
-        "auc": roc_auc(y, p) if both else None,
-        "log_loss": log_loss(y, p),
-        "calibration_error": calibration_error(y, p),
-    }
-
-
-async def watch(registry: Any, outcomes: Outcomes) -> None:
-    """The online measures as gauges, every PUBLISH_EVERY_S."""
-    while True:
-        await asyncio.sleep(PUBLISH_EVERY_S)
-        for name, adapter in registry.adapters.items():
-            try:
-                for version, figures in outcomes.online(name, adapter.model.card.task).items():
-                    telemetry.publish_online(name, version, figures)
-            except Exception:  # say it, try again next time
-                log.exception("online measures of %s failed", name)
+    def online(self, model: str, measures: Measures) -> dict[str, dict[str, float | int | None]]:
+        """Each version's measures (the task's) over its latest joined rows."""
+        return {v: measures(p, o) for v, (p, o) in self.pairs(model).items()}

@@ -56,6 +56,7 @@ class PayloadLog:
         self.path = directory / f"payloads-{os.getpid()}.jsonl"
         self.sample, self.max_bytes, self.max_files, self.limit = sample, max_bytes, max_files, queue
         self.queue: deque[tuple[float, dict[str, Any], list[Any]]] = deque()
+        self.queued: dict[str, tuple[float, dict[str, Any], list[Any]]] = {}  # the same entries, by request id
         self.wake = threading.Event()
         self.lock = threading.Lock()  # the writer thread and the exit hook
         self.written = self.dropped = 0
@@ -77,8 +78,20 @@ class PayloadLog:
             self.dropped += 1
             telemetry.count_payload("dropped")
             return
-        self.queue.append((time.time(), entry, outputs))
+        item = (time.time(), entry, outputs)
+        self.queue.append(item)
+        self.queued[entry["request_id"]] = item
         self.wake.set()
+
+    def remember_now(self, request_id: str) -> bool:
+        """In the event loop: a prediction still queued here is stored for the feedback join at once,
+        so that feedback sent right after its answer is joined (the writer stores it again, the same)."""
+        item = self.queued.get(request_id)
+        if item is None:
+            return False
+        at, entry, outputs = item
+        self.outcomes.remember([(request_id, entry["model"], entry["version"], at, outputs)])
+        return True
 
     def _run(self) -> None:
         self._tidy()  # what earlier workers left (their files, a grown store) counts from the start
@@ -120,6 +133,8 @@ class PayloadLog:
         with self.lock:
             while self.queue:
                 batch = [self.queue.popleft() for _ in range(min(len(self.queue), 512))]
+                for _, entry, _ in batch:
+                    self.queued.pop(entry["request_id"], None)
                 done = 0
                 try:
                     self.outcomes.remember([(e["request_id"], e["model"], e["version"], at, o) for at, e, o in batch])

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from service import telemetry
 from service.shutdown import drain
-
-if TYPE_CHECKING:
-    from service.tasks.base import Adapter
+from service.tasks.base import Adapter
 
 log = logging.getLogger(__name__)
 SHADOW_IN_FLIGHT = 4
@@ -31,32 +28,28 @@ class Shadows:
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task] = set()  # held: the event loop keeps only weak references
 
-    def submit(
-        self, live: Adapter, candidate: Adapter, compute: Callable[[Adapter], Awaitable[Any]], answer: Any
-    ) -> None:
+    def submit(self, live: Adapter, candidate: Adapter, inputs: Any, compared: Any) -> None:
+        """The candidate answers the live request's decoded `inputs` in the background; only how its
+        answer differs from the live one (`compared`) is kept."""
         if len(self.tasks) >= SHADOW_IN_FLIGHT:
             telemetry.count_shadow_skipped(live.name, "busy")
             return
-        task = asyncio.get_running_loop().create_task(self._run(live, candidate, compute, answer))
+        task = asyncio.get_running_loop().create_task(self._run(live, candidate, inputs, compared))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _run(
-        self, live: Adapter, candidate: Adapter, compute: Callable[[Adapter], Awaitable[Any]], answer: Any
-    ) -> None:
+    async def _run(self, live: Adapter, candidate: Adapter, inputs: Any, compared: Any) -> None:
         await asyncio.sleep(0)  # the live request completes first
         if drain.in_flight:  # the edge's count of this worker's live predictions
             telemetry.count_shadow_skipped(live.name, "busy")
             return
         try:
-            measure, values = live.differences(answer, await compute(candidate))
+            result, _ = await candidate.compute(inputs)
+            measure, values = live.differences(compared, result)
         except Exception as e:  # the candidate's failure is the candidate's: it shows in the metric, not the answer
-            log.warning("shadow %s v%s failed: %s", candidate.name, candidate.model.card.version, e)
+            log.warning("shadow %s v%s failed: %s", candidate.name, candidate.version, e)
             telemetry.count_shadow_skipped(live.name, "error")
             return
-        observe = telemetry.shadow_observer(live.name, live.model.card.version, candidate.model.card.version, measure)
+        observe = telemetry.shadow_observer(live.name, live.version, candidate.version, measure)
         for value in values:
             observe(value)
-
-
-shadows = Shadows()  # one per worker process

@@ -1,24 +1,24 @@
-"""Three changes to BentoML 1.4.40, applied when the service is imported.
+"""Two changes to BentoML 1.4.40, applied when the service is imported, and what the edge takes from
+BentoML's configuration.
 
-1. A fix for its TimeoutMiddleware.
+1. BentoML's request layers give way to the edge (service/protocol/edge.py) when no tracing exporter
+is configured. BentoML wraps every request in six middlewares (OpenTelemetry, request metrics, the
+access log, the request timeout, its service context; Starlette's error handling around them): a /v1
+request crossed ten ASGI layers and five `send` wrappers before a model. Without an exporter the
+OpenTelemetry middleware records nothing, yet cost ~18% of a worker's CPU on one-row requests (py-spy,
+loadtests/RESULTS.md); its access log a fifth of the throughput; its request metrics 15%
+(docs/decisions.md). The edge does what they did (a request id, the same access log line, the same
+request series, the timeout's 504), once, so with this patch a /v1 request crosses Starlette's error
+handling and the edge, and no `send` wrapper. Configure a tracing exporter (BentoML's `tracing`
+settings) and BentoML's middlewares are all back: their lines and spans then carry trace ids, and
+the edge leaves the log and the series to them (`observe` is None).
 
-The original schedules `loop.call_later(timeout, ...)` for every request and never cancels it: with
-the 60 s default, tens of thousands of timer handles and futures stay alive under load, the heap
-grows, and each full garbage collection freezes the event loop longer (PERFORMANCE.md: p99 209 ms).
-It also waits the whole timeout when the app fails before answering. The replacement cancels the
-timer when the request ends and stops waiting when the app finishes, answering 504 on a timeout as
-before.
-
-2. No OpenTelemetry middleware when no tracing exporter is configured. BentoML installs it on every
-service; without an exporter it records nothing, yet it cost ~18% of a worker's CPU on one-row
-requests (py-spy, loadtests/RESULTS.md). In its place a pass-through gives each request what the
-rest of BentoML takes from it: a request id (the X-BentoML-Request-ID header). Log lines then carry
-no trace id, and BentoML's access log middleware gives way to ours (service/protocol/access_log.py: the same
-line, a fifth of the one-row throughput less). Configure a tracing exporter (BentoML's `tracing`
-settings) and both of BentoML's middlewares are back.
-
-3. BentoML's request metrics middleware gives way to a subclass that writes the same series with the
-same values and looks each series up once (service/protocol/http_metrics.py).
+2. A fix for its TimeoutMiddleware, for when it is back (tracing). The original schedules
+`loop.call_later(timeout, ...)` for every request and never cancels it: with the 60 s default, tens of
+thousands of timer handles and futures stay alive under load, the heap grows, and each full garbage
+collection freezes the event loop longer (PERFORMANCE.md: p99 209 ms). It also waits the whole
+timeout when the app fails before answering. The replacement cancels the timer when the request ends
+and stops waiting when the app finishes, answering 504 on a timeout as before.
 
 Each replaces only the exact code it was written against: another BentoML version, or a changed
 method, stops start-up with a message instead of being patched blindly.
@@ -29,23 +29,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
-import random
 from typing import Any
 
 import bentoml
 from _bentoml_impl.server.app import ServiceAppFactory
 from bentoml._internal.configuration.containers import BentoMLContainer
-from bentoml._internal.context import trace_context
-from bentoml._internal.server.http.access import AccessLogMiddleware
-from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.protocol.access_log import AccessLog
-from service.protocol.http_metrics import RequestMetrics
+from service.protocol.http_metrics import HttpMetrics
+from service.protocol.observe import Observe
 
 PATCHED_VERSION = "1.4.40"
 PATCHED_SOURCE_SHA256 = "fd8b9e3da28ed2b44cfd508d641617e049fcd4986138197ce7bb227332505896"
@@ -101,44 +97,39 @@ def patch_timeout_middleware(version: str = bentoml.__version__, original: Any =
     TimeoutMiddleware.__call__ = _call  # type: ignore[method-assign]
 
 
-class RequestId:
-    """Stands in for OpenTelemetry's middleware when nothing is traced: a request id, nothing else."""
-
-    def __init__(self, app: ASGIApp, **_: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            trace_context.request_id = random.getrandbits(64)
-        await self.app(scope, receive, send)
-
-
 def tracing_configured() -> bool:
     return BentoMLContainer.tracing.exporter_type.get() is not None
 
 
-def lighter_middlewares(middlewares: list[Middleware]) -> list[Middleware]:
-    """BentoML's middlewares, some swapped for ones that do the same for less (the module's docstring)."""
-    swaps: dict[type, type] = {RunnerTrafficMetricsMiddleware: RequestMetrics}
-    if not tracing_configured():
-        swaps |= {OpenTelemetryMiddleware: RequestId, AccessLogMiddleware: AccessLog}
-    return [Middleware(swaps[m.cls], *m.args, **m.kwargs) if m.cls in swaps else m for m in middlewares]
+def own_middlewares(middlewares: list[Middleware], service: Any) -> list[Middleware]:
+    """BentoML's middlewares without its request layers (the module's docstring, 1): the service's own
+    (the edge) and, when configured, CORS."""
+    if tracing_configured():
+        return middlewares
+    own = {cls for cls, _ in service.middlewares} | {CORSMiddleware}
+    return [m for m in middlewares if m.cls in own]
 
 
 def _middlewares(self: ServiceAppFactory) -> list[Middleware]:
-    return lighter_middlewares(ORIGINAL_MIDDLEWARES.fget(self))
-
-
-# What the lighter middlewares copy (access log) or build on (request metrics), as it was written for.
-REPLACED_SOURCES_SHA256 = {
-    AccessLogMiddleware.__call__: "ca056cf1b06859a9b70f632521b388264edd4f40b187d6255b16e18c7e1189b6",
-    RunnerTrafficMetricsMiddleware.__call__: "b7dc25ae0208d7b27864271735f917f20fe7712a3d76e9afefca4271f5b458d9",
-    RunnerTrafficMetricsMiddleware._setup: "2aaf597231c95f1be2cf74473c63df342ba72f2e4f50953675cff464a6679b00",
-}
+    return own_middlewares(ORIGINAL_MIDDLEWARES.fget(self), self.service)
 
 
 def patch_middlewares(version: str = bentoml.__version__, original: Any = ORIGINAL_MIDDLEWARES.fget) -> None:
-    _check("the middlewares of ServiceAppFactory (tracing)", version, original, MIDDLEWARES_SOURCE_SHA256)
-    for replaced, sha256 in REPLACED_SOURCES_SHA256.items():
-        _check(replaced.__qualname__, version, replaced, sha256)
+    _check("the middlewares of ServiceAppFactory", version, original, MIDDLEWARES_SOURCE_SHA256)
     ServiceAppFactory.middlewares = property(_middlewares)  # type: ignore[method-assign]
+
+
+def observe() -> Observe | None:
+    """The edge's access log and request series, as BentoML's configuration asks for them; None when
+    BentoML's own layers write them (tracing)."""
+    if tracing_configured():
+        return None
+    config = BentoMLContainer.api_server_config
+    access, metrics_config = config.logging.access.get(), config.metrics.get()
+    skip = [*access.get("skip_paths", []), "/livez", "/readyz"]  # BentoML's: its config's, and the probes
+    metrics = HttpMetrics(metrics_config["namespace"], skip) if metrics_config["enabled"] else None
+    log = None
+    if access["enabled"]:
+        log = AccessLog((access["request_content_type"], access["request_content_length"]),
+                        (access["response_content_type"], access["response_content_length"]), skip)  # fmt: skip
+    return Observe(metrics, log)

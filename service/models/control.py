@@ -2,11 +2,10 @@
 Protocol's repository extension, as Triton implements it, and PUT /v1/models/<name>/policy).
 
 Off unless NNSERVE_MANAGEMENT=true (403 otherwise), and behind the API keys when they are set. A call
-changes the policy file (service/models/versions.py), the one place a worker learns what to serve from, and
-makes the worker that took it look at once; the other workers follow within NNSERVE_MODEL_POLL_S,
-as they would after an edit of the file by hand. Calls on two workers at the same moment both land
-(service/models/versions.py locks the file from read to rename); for one model, the last write wins. A call
-answers once its change is on disk.
+changes the policy file (service/models/versions.py), the one place a worker learns what to serve from,
+and returns once its change is on disk and every worker serves it (`everywhere`); an edit of the file
+by hand is followed within NNSERVE_MODEL_POLL_S. Calls on two workers at the same moment both land
+(the file is locked from read to rename); for one model, the last write wins.
 """
 
 from __future__ import annotations
@@ -16,11 +15,10 @@ from typing import Any
 import anyio
 from pydantic import ValidationError
 
-from service.errors import Forbidden, InvalidInput, ModelUnavailable, field_error
+from service.errors import Forbidden, InvalidInput, ModelUnavailable, field_error, invalid, received_value
 from service.files import FileRefused
 from service.models.registry import Registry
 from service.models.versions import Policy, write_policy
-from service.protocol.bodies import invalid
 
 OFF = "model management is off: NNSERVE_MANAGEMENT=true turns it on (behind NNSERVE_API_KEYS when set)"
 
@@ -47,7 +45,22 @@ class Control:
             raise ModelUnavailable(f"cannot change the policy: {e}; fix or remove the file") from None
         except OSError as e:
             raise ModelUnavailable(f"cannot write {file} ({e.strerror or e}); set NNSERVE_POLICY_FILE") from None
+        await self.everywhere()
+
+    async def everywhere(self) -> None:
+        """Returns once every worker serves what the policy file now says, as Triton's load and unload
+        return once done: this worker looks now, and the others at once (a new epoch, which they watch).
+        Workers that have not within NNSERVE_MODELS_DIR_TIMEOUT_S are named in a 503."""
+        workers = self.registry.workers
+        epoch = workers.bump()
         await self.registry.refresh()
+        late = await workers.wait_applied(epoch, self.registry.settings.models_dir_timeout_s)
+        if late:
+            raise ModelUnavailable(
+                f"written to {self.registry.policy_file}, but worker(s) {', '.join(map(str, late))} did not serve it "
+                f"within {self.registry.settings.models_dir_timeout_s:g} s (NNSERVE_MODELS_DIR_TIMEOUT_S); they will "
+                "at their next look"
+            )
 
     async def load(self, name: str) -> None:
         """Serves the model again after an unload, and looks at its folder now (a changed file is
@@ -58,7 +71,10 @@ class Control:
             await self.registry.refresh()  # it may have just been copied in
         if not self._on_disk(name):
             expected = f"a model in {self.registry.settings.models_dir}"
-            raise InvalidInput(f"no model {name}", [field_error(["model"], expected, name, "not_found")])
+            raise InvalidInput(
+                f"no model {received_value(name)}",
+                [field_error(["model"], expected, received_value(name), "not_found")],
+            )
         await self._write(name, self._policy(name).model_copy(update={"unloaded": False}))
         if name not in self.registry.table.models:
             reason = self.registry.table.errors.get(name, "no version to serve")
@@ -66,7 +82,10 @@ class Control:
 
     async def unload(self, name: str) -> None:
         if self.enabled and not self._on_disk(name) and name not in self.registry.table.models:
-            raise InvalidInput(f"no model {name}", [field_error(["model"], "a known model", name, "not_found")])
+            raise InvalidInput(
+                f"no model {received_value(name)}",
+                [field_error(["model"], "a known model", received_value(name), "not_found")],
+            )
         await self._write(name, self._policy(name).model_copy(update={"unloaded": True}))
 
     def policy(self, name: str) -> dict[str, Any]:
@@ -84,7 +103,10 @@ class Control:
             raise invalid(e, body) from None
         await self.registry.refresh()  # what is on disk now: a version may have just been copied in
         if not self._on_disk(name):
-            raise InvalidInput(f"no model {name}", [field_error(["model"], "a known model", name, "not_found")])
+            raise InvalidInput(
+                f"no model {received_value(name)}",
+                [field_error(["model"], "a known model", received_value(name), "not_found")],
+            )
         on_disk = sorted(f.version for f in self.registry.table.found if f.name == name and f.version)
         named = {"default": policy.default, "canary": policy.canary and policy.canary.version,
                  "shadow": policy.shadow and policy.shadow.version}  # fmt: skip

@@ -1,18 +1,14 @@
 """Admission control: a bounded number of prediction requests in flight per worker, a bounded queue
 behind them, and 503 with Retry-After at once beyond that, instead of latency that grows without limit.
 
-The edge (service/protocol/edge.py) applies it to the prediction routes only (/v1/<model>/predict... and
-/v2/.../infer): probes, metadata and /metrics must keep answering under overload. A request that
-times out (BentoML's timeout, 504) is cancelled, which releases its slot.
+The edge (service/protocol/edge.py) applies it to the prediction routes only (those the router marks:
+/v1/<model>/<action> and /v2/.../infer): probes, metadata and /metrics must keep answering under
+overload. A request that times out (504) is cancelled, which releases its slot.
 """
 
 from __future__ import annotations
 
 import asyncio
-
-
-def is_prediction(path: str) -> bool:
-    return (path.startswith("/v1/") and "/predict" in path) or (path.startswith("/v2/") and path.endswith("/infer"))
 
 
 class Admission:

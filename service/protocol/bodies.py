@@ -1,7 +1,7 @@
-"""Request bodies: read once, within the size limit, checked for their content type, and parsed (JSON
-by the endpoint's pydantic type, multipart by its form fields) into values or one client error that
-names every problem: {"error": summary, "detail": [{loc, msg, received, type}]} (the summary counts
-them all, the detail lists the first MAX_PROBLEMS).
+"""Request bodies: read once, within the size limit, decoded (gzip, deflate), checked for their content
+type, and, for multipart, parsed by the action's form into files and text fields or one client error
+that names every problem: {"error": summary, "detail": [{loc, msg, received, type}]}. JSON is
+validated by the action's own type (service/errors.py: parse_json).
 
 Multipart bodies are parsed here, once, in memory (they are bounded by NNSERVE_MAX_BODY_BYTES): no
 temporary file per upload. Every part must be one the endpoint declares, named, once unless the field
@@ -12,58 +12,45 @@ the part, never a 500.
 from __future__ import annotations
 
 import json
-import math
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from pydantic_core import from_json
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.types import Receive, Scope
+from starlette.types import Receive
 
-from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, field_error
+from service.errors import (
+    InvalidInput,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    field_error,
+    invalid,
+    invalid_request,
+    received_value,
+)
+from service.protocol.context import Context
+from service.tasks.base import Form
 
 JSON, MULTIPART = "application/json", "multipart/form-data"
-REQUEST_KEY = b"x-request-key"  # a client's key: the canary draw is the same for the same key
-MAX_PROBLEMS = 100  # listed in one answer (its message counts them all)
-
-
-@dataclass(frozen=True)
-class Form:
-    """A multipart form: a file field (repeated, 1 to `max_files` times, when `many`), and text fields
-    that `fields` validates (lax: "3" is 3), as FastAPI's Form() would."""
-
-    file: str
-    description: str
-    fields: type[BaseModel]
-    many: bool = False
-    max_files: int = 1
 
 
 class ClientDisconnected(Exception):
     """The client hung up before its request was read: there is no one to answer."""
 
 
-def header(scope: Scope, name: bytes) -> str:
-    for key, value in scope["headers"]:
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return ""
-
-
-async def read_body(scope: Scope, receive: Receive, limit: int, decode: bool = True) -> bytes:
+async def read_body(ctx: Context, receive: Receive, limit: int, decode: bool = True) -> bytes:
     """The whole body, decoded when its Content-Encoding is gzip or deflate (`decode`); 413 past `limit`
     (at once when Content-Length says so; decoded, past `limit` too), 415 for another encoding,
     ClientDisconnected when the client goes away first."""
-    body = await _read(scope, receive, limit)
-    encoding = header(scope, b"content-encoding").strip().lower()
+    body = await _read(ctx, receive, limit)
+    encoding = ctx.header(b"content-encoding").strip().lower()
     return decoded(body, encoding, limit) if decode and encoding not in ("", "identity") else body
 
 
-async def _read(scope: Scope, receive: Receive, limit: int) -> bytes:
-    length = header(scope, b"content-length")
+async def _read(ctx: Context, receive: Receive, limit: int) -> bytes:
+    length = ctx.header(b"content-length")
     if length.isdigit() and int(length) > limit:
         raise too_large(limit, length)
     parts: list[bytes] = []
@@ -107,10 +94,10 @@ def too_large(limit: int, received: str) -> PayloadTooLarge:
     )
 
 
-def check_media_type(scope: Scope, expected: str) -> str:
+def check_media_type(ctx: Context, expected: str) -> str:
     """The request's content type, when it is `expected` (JSON routes also take none and, as FastAPI,
     any application/...+json); 415 otherwise."""
-    content_type = header(scope, b"content-type")
+    content_type = ctx.header(b"content-type")
     media = content_type.split(";")[0].strip().lower()
     if media == expected or (expected == JSON and (media == "" or _json_suffix(media))):
         return content_type
@@ -122,63 +109,6 @@ def check_media_type(scope: Scope, expected: str) -> str:
 
 def _json_suffix(media: str) -> bool:
     return media.startswith("application/") and media.endswith("+json")
-
-
-# --- JSON ---------------------------------------------------------------------------------------------
-def parse_json(body: bytes, model: type[BaseModel]) -> BaseModel:
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as e:
-        raise invalid(e, body) from None
-
-
-def invalid(error: ValidationError, body: bytes) -> InvalidInput:
-    detail = []
-    for item in _first_errors(error):
-        loc = [received_value(p) for p in item["loc"]] or ["body"]  # a client's own key, cut if long
-        if item["type"] == "json_invalid":
-            received = received_value(body[:80].decode("utf-8", "replace"))
-        else:
-            received = None if item["type"] == "missing" else received_value(item.get("input"))
-        detail.append(field_error(loc, item["msg"], received, item["type"]))
-    return invalid_request(detail, error.error_count())
-
-
-def _first_errors(error: ValidationError) -> list[dict[str, Any]]:
-    """The first MAX_PROBLEMS of the errors. Beyond that, pydantic's own JSON of them, cut and read
-    back in part: `errors()` builds a dict for each, seconds for the million unknown keys 14 MB can
-    carry (3.6 s, against 0.3 for the JSON)."""
-    if error.error_count() <= MAX_PROBLEMS:
-        return error.errors(include_url=False, include_context=False)
-    text = error.json(include_url=False, include_context=False)
-    return from_json(text[: 1 << 20], allow_partial=True)[:MAX_PROBLEMS]
-
-
-def invalid_request(detail: list[dict[str, Any]], count: int | None = None) -> InvalidInput:
-    """One 400 for all the problems: `count` of them (default: all listed), at most MAX_PROBLEMS listed."""
-    count, detail = count or len(detail), detail[:MAX_PROBLEMS]
-    fields = [".".join(str(p) for p in d["loc"]) for d in detail]
-    shown = ", ".join(dict.fromkeys(fields[:10])) + (", ..." if count > 10 else "")
-    listed = f" (the first {len(detail)} listed)" if count > len(detail) else ""
-    return InvalidInput(f"invalid request: {count} problem(s) with {shown}{listed}", detail)
-
-
-def received_value(value: Any) -> Any:
-    """What came, safe to put in a JSON answer: long values cut, huge or non-finite numbers as text."""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if isinstance(value, (dict, list)):
-        text = json.dumps(value, default=str)
-        return text if len(text) <= 200 else text[:200] + "..."
-    if isinstance(value, str):
-        return value if len(value) <= 200 else value[:200] + "..."
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        return value if abs(value) < 2**63 else str(value)  # JSON consumers may not hold it as a number
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)  # NaN and Infinity are not JSON
-    return str(value)[:200]
 
 
 # --- multipart ----------------------------------------------------------------------------------------

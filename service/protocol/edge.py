@@ -1,54 +1,66 @@
-"""The HTTP edge: everything a request meets before a model, in one layer and in this order.
+"""The HTTP edge: the one layer every request meets, in this order.
 
 0. a WebSocket handshake is refused (403): no route takes one, and none may reach a route unchecked;
-1. a request id on every answer (X-BentoML-Request-ID, as BentoML's own routes carry);
+1. a request id (X-BentoML-Request-ID on the answer, in every log line about it) and its Context;
 2. API keys, when configured (probes and /metrics exempt): 401, or 400 for two credentials;
-3. the pages this service answers itself: /readyz with the worker's health, the OpenAPI document
-   (/docs.json), BentoML's client schema (/schema.json), the docs UI (/docs and /, no outside request;
-   NNSERVE_DOCS_UI=false turns it off: 404 there and for the pages' assets, never BentoML's own page);
-4. predictions (/v1/<model>/predict..., /v2/.../infer): refused with 503 + Connection: close while
-   the worker drains, 503 + Retry-After beyond admission control, counted in flight otherwise;
-5. every error answer in JSON: BentoML's and Starlette's plain-text 404/405 become {"error", "detail"}
-   with their headers (Allow) kept.
+3. the pages answered here: /readyz with the worker's health, the OpenAPI document (/docs.json),
+   BentoML's client schema (/schema.json), the docs UI (/docs and /; NNSERVE_DOCS_UI=false: 404 there
+   and for the pages' assets, never BentoML's own page);
+4. the router (service/protocol/router.py): /v1 and /v2. A prediction route is refused with 503 and
+   Connection: close while the worker drains, with 503 + Retry-After beyond admission control, and
+   counted in flight otherwise; every route answers within NNSERVE_REQUEST_TIMEOUT_S (504);
+5. one error handler: a client mistake in its JSON shape, a client that hung up counted apart, anything
+   else logged with the request id and answered 500 without internals;
+6. what BentoML's request layers did, for less: the access log line and the request metrics, labelled
+   by the matched route (service/protocol/access_log.py, http_metrics.py).
 
-Bodies are read, limited and parsed by the routes that take them (service/protocol/bodies.py), once. Before
-this edge sit only BentoML's own layers: metrics, the request timeout (504), the access log (written
-by service/protocol/access_log.py in BentoML's place).
+Below the edge is only BentoML's own app, for its routes (/metrics, /livez, /healthz), whose plain-text
+errors pass through a JSON filter. Bodies are read and parsed by the routes that take them, once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from bentoml._internal.context import trace_context
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge
-from service.protocol.admission import Admission, is_prediction
+from service.errors import PayloadTooLarge, ServiceError, received_value
+from service.protocol.admission import Admission
 from service.protocol.auth import CHALLENGE, ApiKeyAuth
 from service.protocol.bodies import ClientDisconnected, read_body
-from service.protocol.transport import send_bytes, send_error, send_json
+from service.protocol.context import Context
+from service.protocol.observe import Observe
+from service.protocol.router import UNMATCHED, Handler
+from service.protocol.transport import REQUEST_ID, respond, respond_error, respond_json
 from service.settings import Settings
 from service.shutdown import drain
-from service.telemetry import Answer, count_prediction, current_series, in_flight
+from service.telemetry import count_disconnect, current_series, in_flight
 
 log = logging.getLogger(__name__)
-REQUEST_ID = b"x-bentoml-request-id"
 DOCS_PAGE = (Path(__file__).parent / "static" / "docs.html").read_bytes()  # Swagger UI, from BentoML's assets
 DOCS_ASSETS = ("/static_content/", "/assets/")  # BentoML's page assets (its old and new index), ours too
+BENTOML_ROUTES = ("/metrics", "/livez", "/healthz")  # answered below the edge, by BentoML's own app
 
 
 class Edge:
-    def __init__(self, app: ASGIApp, settings: Settings, auth: ApiKeyAuth, server: Callable[[], Any]) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, auth: ApiKeyAuth, worker: Callable[[], Any],
+                 observe: Callable[[], Observe | None] | None = None) -> None:  # fmt: skip
         self.app = app
         self.auth = auth
-        self.server = server  # the worker's Server (service/worker.py) once built, else None
+        self.worker = worker  # this process's Worker (service/worker.py) once built, else None
+        # The access log and request series, made when the worker starts (BentoML's configuration is read
+        # then); None where BentoML's own layers write them.
+        self.make_observe, self.observe = observe, None
         self.admission = Admission(settings.max_in_flight, settings.max_queue)
         self.max_body = settings.max_body_bytes
+        self.timeout_s = settings.request_timeout_s
         self.pages = {"/readyz": self.readyz, "/docs.json": self.openapi, "/schema.json": self.client_schema}
         # The docs pages, ours, or none at all: with the setting off BentoML's own index page (which
         # loads Google Tag Manager) and its assets must not answer in their place.
@@ -57,154 +69,186 @@ class Edge:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            if scope["type"] == "websocket":  # no route takes one: refused before the keys, the routes, anything
-                await send({"type": "websocket.close", "code": 1008})  # before accepting: the server answers 403
+            if scope["type"] == "websocket":  # before accepting: the server answers 403
+                await send({"type": "websocket.close", "code": 1008})
                 return
-            await self.app(scope, receive, send)  # lifespan
-            return
-        if trace_context.request_id is not None:
-            send = _with_header(send, REQUEST_ID, format(trace_context.request_id, "016x").encode())
-        path = scope["path"]
-        refused = self.auth.refusal(path, scope["headers"])
-        if refused is not None:
-            await send_error(send, *refused, CHALLENGE)
-            return
-        if scope["method"] in ("GET", "HEAD") and path in self.pages:
-            await self.pages[path](send)
-            return
-        if path.startswith(self.docs_assets):
-            await self.no_page(send)
-            return
-        if path == "/v2":  # a mount at /v2 takes /v2/...; the protocol's server metadata is at /v2 itself
-            scope = {**scope, "path": "/v2/", "raw_path": b"/v2/"}
-        # Our routes answer JSON already, but a path BentoML's router does not hand to them (a newline in
-        # it, say) gets its plain-text 404: every answer passes the JSON filter.
-        send = _json_errors(send)
-        if path == "/metrics" and (server := self.server()) is not None:
-            send = _current_metrics(send, server.registry)
-        if is_prediction(path):
-            await self.predict(scope, receive, send)
-        else:
+            if self.make_observe is not None:  # lifespan: the worker starts
+                self.observe, self.make_observe = self.make_observe(), None
             await self.app(scope, receive, send)
+            return
+        ctx = Context(random.getrandbits(64), scope["method"], scope["path"], scope["headers"], time.perf_counter())
+        trace_context.request_id = ctx.request_id  # for every log line written about this request
+        answering = self.resolve(ctx, scope, receive, send)  # the route, and so the request's label, first
+        observe = self.observe
+        if observe is None:
+            await answering
+            return
+        observe.begin(ctx)
+        try:
+            await answering
+        finally:
+            observe.end(ctx, scope)
 
-    async def predict(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def resolve(self, ctx: Context, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """What answers the request (not started yet); its label set on the context."""
+        path = ctx.path
+        refused = self.auth.refusal(path, ctx.headers)
+        if refused is not None:
+            ctx.route = path if path in self.pages else UNMATCHED.get(path[1:3], "(unmatched)")
+            return respond_error(ctx, send, *refused, CHALLENGE)
+        if ctx.method in ("GET", "HEAD") and path in self.pages:
+            ctx.route = path
+            return self.pages[path](ctx, send)
+        if path.startswith(self.docs_assets):
+            return self.no_page(ctx, send)
+        api = path[1:3] if path[:4] in ("/v1/", "/v2/") or path == "/v2" else None
+        if api is None:
+            ctx.route = path if path in BENTOML_ROUTES else "(unmatched)"
+            return self.below(ctx, scope, receive, send)
+        worker = self.worker()
+        if worker is None:
+            return respond_error(ctx, send, 503, "starting: the models are loading", [(b"retry-after", b"1")])
+        match = worker.router.match(ctx.method, path)
+        route = match.route
+        if route is None:
+            ctx.route = UNMATCHED[api]
+            return self.unrouted(ctx, send, api, match.allowed)
+        ctx.route, ctx.prediction = route.labelled(match.params), route.prediction
+        if ctx.prediction:
+            return self.predict(ctx, worker, route.handler, match.params, receive, send)
+        return self.guarded(ctx, route.handler(ctx, match.params, receive, send), send)
+
+    async def predict(self, ctx: Context, worker: Any, handler: Handler, params: dict[str, str], receive: Receive,
+                      send: Send) -> None:  # fmt: skip
         if drain.draining:
-            await self.refuse_while_draining(scope, receive, send)
+            await self.refuse_while_draining(ctx, receive, send)
             return
         if self.admission.full():
-            await send_error(send, 503, self.admission.refusal(), [(b"retry-after", b"1")])
+            await respond_error(ctx, send, 503, self.admission.refusal(), [(b"retry-after", b"1")])
             return
         await self.admission.acquire()
         drain.in_flight += 1
         gauge = in_flight()  # the autoscaler's metric: 1.6 us per request for the inc and dec (mmap writes)
         gauge.inc()
-        answer = scope["nnserve.answer"] = Answer()  # filled in by the route (telemetry.Answer)
-        start = time.perf_counter()
         try:
-            await self.app(scope, receive, send)
+            await self.guarded(ctx, handler(ctx, params, receive, send), send)
         finally:
             drain.in_flight -= 1
             gauge.dec()
             self.admission.release()
-        if answer.model is not None:  # answered (a cancelled request, a timeout, is not counted)
-            count_prediction(answer.model, answer.version, answer.status, time.perf_counter() - start)
+        if ctx.model is not None:  # a version took it (not a client that hung up, not one never routed)
+            worker.plane.count(ctx.model, ctx.version, ctx.status, time.perf_counter() - ctx.start)
 
-    async def refuse_while_draining(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def guarded(self, ctx: Context, handling: Any, send: Send) -> None:
+        """Awaits a route's handling, within the request timeout; the one place its failures become
+        answers (see the module's docstring)."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await handling
+        except ServiceError as e:
+            if not ctx.status:
+                await respond_json(ctx, send, e.status, e.body())
+        except ClientDisconnected:
+            log.info(
+                "client gone before its request was read: %s %s (not answered)", ctx.method, received_value(ctx.path)
+            )
+            count_disconnect(ctx.route)
+            ctx.model = None
+        except TimeoutError:
+            if not ctx.status:
+                await respond_error(
+                    ctx, send, 504, f"not answered within {self.timeout_s} s (NNSERVE_REQUEST_TIMEOUT_S)"
+                )
+        except Exception:
+            log.exception("%s %s failed (request id %s)", ctx.method, received_value(ctx.path), ctx.request_hex)
+            if not ctx.status:
+                await respond_error(
+                    ctx, send, 500, f"internal error (request id {ctx.request_hex}); see the server log"
+                )
+
+    async def unrouted(self, ctx: Context, send: Send, api: str, allowed: tuple[str, ...]) -> None:
+        """A path no route takes (404), or a method its routes do not (405, with Allow), in each API's words."""
+        if allowed:
+            message = "Method Not Allowed" if api == "v2" else "method not allowed"
+            await respond_error(ctx, send, 405, message, [(b"allow", ", ".join(allowed).encode())])
+        else:
+            await respond_error(ctx, send, 404, "Not Found" if api == "v2" else f"no route {received_value(ctx.path)}")
+
+    async def refuse_while_draining(self, ctx: Context, receive: Receive, send: Send) -> None:
         """503 on a connection that then closes. An upload under way is read first (within the body
         limit): answering before it has arrived would reset the client's connection mid-upload."""
         try:
-            await read_body(scope, receive, self.max_body, decode=False)
+            await read_body(ctx, receive, self.max_body, decode=False)
         except ClientDisconnected:
             return
         except PayloadTooLarge:
             pass  # past the limit: the connection closes anyway
         headers = [(b"retry-after", b"1"), (b"connection", b"close")]
-        await send_error(send, 503, "shutting down: retry on a new connection", headers)
+        await respond_error(ctx, send, 503, "shutting down: retry on a new connection", headers)
+
+    async def below(self, ctx: Context, scope: Scope, receive: Receive, send: Send) -> None:
+        """BentoML's own app: its routes (/metrics filtered, service/telemetry.py), its plain-text errors
+        as our JSON, the request id and what was answered noted on the way out."""
+        worker = self.worker()
+        filtered = ctx.path == "/metrics" and worker is not None
+        start: Message = {}
+        chunks: list[bytes] = []
+
+        async def sent(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = {**message, "headers": [*message.get("headers", []), (REQUEST_ID, ctx.request_hex.encode())]}
+                ctx.status = message["status"]
+                content_type = dict(message.get("headers", [])).get(b"content-type", b"")
+                if not ((message["status"] >= 400 and content_type.startswith(b"text/plain")) or filtered):
+                    await send(start)
+                    start = {}
+                return
+            if message["type"] == "http.response.body" and start:
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    await self.rewritten(ctx, send, start, b"".join(chunks), worker if filtered else None)
+                return
+            await send(message)
+
+        await self.app(scope, receive, sent)
+
+    async def rewritten(self, ctx: Context, send: Send, start: Message, body: bytes, worker: Any) -> None:
+        kept = [(k, v) for k, v in start["headers"] if k.lower() not in (b"content-length", b"content-type")]
+        if worker is not None and start["status"] == 200:  # /metrics, less the series of versions gone
+            table = worker.registry.table
+            versions = {(n, v) for n, s in table.models.items() for v in s.versions} | set(table.refused)
+            body = current_series(body, {n for n, _ in versions}, versions)
+            media = dict(start["headers"]).get(b"content-type", b"text/plain")
+            await respond(ctx, send, 200, body, [(k, v) for k, v in kept if k != REQUEST_ID], media_type=media)
+            return
+        text = body.decode("utf-8", "replace").strip()  # BentoML's and Starlette's plain-text error
+        await respond_json(ctx, send, start["status"], {"error": text or "error", "detail": []},
+                           [(k, v) for k, v in kept if k != REQUEST_ID])  # fmt: skip
 
     # --- the pages answered here -------------------------------------------------------------------
-    async def readyz(self, send: Send) -> None:
-        server = self.server()
-        health = server.registry.health() if server is not None else {"ready": False, "error": "starting"}
-        await send_json(send, 200 if health["ready"] else 503, health)
+    async def readyz(self, ctx: Context, send: Send) -> None:
+        worker = self.worker()
+        health = worker.health() if worker is not None else {"ready": False, "error": "starting"}
+        await respond_json(ctx, send, 200 if health["ready"] else 503, health)
 
-    async def openapi(self, send: Send) -> None:
-        await self._document(send, "openapi")
+    async def openapi(self, ctx: Context, send: Send) -> None:
+        await self._document(ctx, send, 0)
 
-    async def client_schema(self, send: Send) -> None:
-        await self._document(send, "client_schema")
+    async def client_schema(self, ctx: Context, send: Send) -> None:
+        await self._document(ctx, send, 1)
 
-    async def _document(self, send: Send, which: str) -> None:
-        server = self.server()
-        if server is None:
-            await send_error(send, 503, "starting: the document is built once the models are loaded")
+    async def _document(self, ctx: Context, send: Send, which: int) -> None:
+        worker = self.worker()
+        if worker is None:
+            await respond_error(ctx, send, 503, "starting: the document is built once the models are loaded")
             return
-        openapi_doc, client_schema = server.documents()
-        await send_bytes(send, 200, openapi_doc if which == "openapi" else client_schema)
+        await respond(ctx, send, 200, worker.documents()[which])
 
-    async def docs(self, send: Send) -> None:
-        await send_bytes(send, 200, DOCS_PAGE, media_type=b"text/html; charset=utf-8")
+    async def docs(self, ctx: Context, send: Send) -> None:
+        await respond(ctx, send, 200, DOCS_PAGE, media_type=b"text/html; charset=utf-8")
 
-    async def no_page(self, send: Send) -> None:
-        await send_error(send, 404, "no page here: the API pages are off (NNSERVE_DOCS_UI=false); see /docs.json")
-
-
-def _with_header(send: Send, name: bytes, value: bytes) -> Send:
-    async def wrapped(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", []), (name, value)]}
-        await send(message)
-
-    return wrapped
-
-
-def _current_metrics(send: Send, registry: Any) -> Send:
-    """/metrics as BentoML renders it, less the series of versions no longer served or refused
-    (telemetry.current_series)."""
-    start: Message = {}
-    chunks: list[bytes] = []
-
-    async def wrapped(message: Message) -> None:
-        nonlocal start
-        if message["type"] == "http.response.start" and message["status"] == 200:
-            start = message
-            return
-        if message["type"] == "http.response.body" and start:
-            chunks.append(message.get("body", b""))
-            if message.get("more_body", False):
-                return
-            table = registry.table
-            versions = {(n, v) for n, s in table.models.items() for v in s.versions} | set(table.refused)
-            body = current_series(b"".join(chunks), {n for n, _ in versions}, versions)
-            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-            await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body, "more_body": False})
-            return
-        await send(message)
-
-    return wrapped
-
-
-def _json_errors(send: Send) -> Send:
-    """BentoML's and Starlette's plain-text error answers (no such route, wrong method) as our JSON,
-    their headers (Allow) kept; every other answer passes untouched."""
-    start: Message = {}
-    chunks: list[bytes] = []
-
-    async def wrapped(message: Message) -> None:
-        nonlocal start
-        if message["type"] == "http.response.start":
-            content_type = dict(message.get("headers", [])).get(b"content-type", b"")
-            if message["status"] >= 400 and content_type.startswith(b"text/plain"):
-                start = message
-                return
-        elif message["type"] == "http.response.body" and start:
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                text = b"".join(chunks).decode("utf-8", "replace").strip()
-                dropped = (b"content-length", b"content-type")
-                kept = [(k, v) for k, v in start.get("headers", []) if k.lower() not in dropped]
-                await send_json(send, start["status"], {"error": text or "error", "detail": []}, kept)
-            return
-        await send(message)
-
-    return wrapped
+    async def no_page(self, ctx: Context, send: Send) -> None:
+        await respond_error(
+            ctx, send, 404, "no page here: the API pages are off (NNSERVE_DOCS_UI=false); see /docs.json"
+        )

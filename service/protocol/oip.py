@@ -17,19 +17,20 @@ import struct
 from typing import Any
 
 import numpy as np
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, Router
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive, Send
 
+from service.dataplane.plane import DataPlane
 from service.errors import PayloadTooLarge, ServiceError
 from service.models.control import OFF, Control
 from service.models.registry import Registry
+from service.protocol import views
 from service.protocol.bodies import read_body
-from service.protocol.transport import guarded
+from service.protocol.context import REQUEST_KEY, Context
+from service.protocol.router import Route
+from service.protocol.transport import respond
 from service.runtime import LoadedModel
 from service.settings import Settings
-from service.tasks.base import Adapter, answered_by
+from service.tasks.base import Adapter
 
 EXTENSIONS = ["binary_tensor_data", "classification"]
 OIP_DTYPES = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32", "uint8": "UINT8",
@@ -46,103 +47,121 @@ class OIPError(ServiceError):
 
 
 class OIP:
-    def __init__(self, registry: Registry, settings: Settings, server_version: str, control: Control) -> None:
-        self.registry = registry
-        self.control = control
+    def __init__(self, registry: Registry, plane: DataPlane, control: Control, settings: Settings,
+                 server_version: str) -> None:  # fmt: skip
+        self.registry, self.plane, self.control = registry, plane, control
         self.server_version = server_version
         self.max_body = settings.max_body_bytes
-        self.limits = {"image": (settings.max_batch_images, "NNSERVE_MAX_BATCH_IMAGES"),
-                       "tabular": (settings.max_batch_rows, "NNSERVE_MAX_BATCH_ROWS")}  # fmt: skip
-        model = "/v2/models/{name}"
-        routes = [("/v2/", self.server_metadata, "GET"), ("/v2/health/live", self.live, "GET"),
-                  ("/v2/health/ready", self.ready, "GET")]  # fmt: skip
-        for prefix in (model, model + "/versions/{version}"):
-            routes += [(prefix, self.model_metadata, "GET"), (prefix + "/ready", self.model_ready, "GET"),
-                       (prefix + "/infer", self.infer, "POST")]  # fmt: skip
-        repository = "/v2/repository"
-        routes += [(repository + "/index", self.index, "POST"), (repository + "/models/{name}/load", self.load, "POST"),
-                   (repository + "/models/{name}/unload", self.unload, "POST")]  # fmt: skip
-        self.router = Router([Route(path, handler, methods=[method]) for path, handler, method in routes])
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The routes see the full path (a mount at /v2 keeps it), and their errors come to `guarded`,
-        # not to an enclosing app's exception handlers.
-        scope = {**scope, "root_path": "", "starlette.exception_handlers": ({}, {})}
-        await guarded(self.router(scope, receive, send), scope, send)
+    def routes(self) -> list[Route]:
+        name = self.labelled_by_name
+        model, version = "/v2/models/{name}", "/v2/models/{name}/versions/{version}"
+        return [
+            Route("/v2", ("GET",), self.server_metadata),
+            Route("/v2/", ("GET",), self.server_metadata),
+            Route("/v2/health/live", ("GET",), self.live),
+            Route("/v2/health/ready", ("GET",), self.ready),
+            *(r for prefix in (model, version) for r in (
+                Route(prefix, ("GET",), self.model_metadata, label=name),
+                Route(prefix + "/ready", ("GET",), self.model_ready, label=name),
+                Route(prefix + "/infer", ("POST",), self.infer, prediction=True, label=name),
+            )),
+            Route("/v2/repository/index", ("POST",), self.index),
+            Route("/v2/repository/models/{name}/load", ("POST",), self.load, label=name),
+            Route("/v2/repository/models/{name}/unload", ("POST",), self.unload, label=name),
+        ]  # fmt: skip
 
-    async def server_metadata(self, _: Request) -> JSONResponse:
-        return JSONResponse({"name": "nnserve", "version": self.server_version, "extensions": EXTENSIONS})
+    def labelled_by_name(self, route: Route, params: dict[str, str]) -> str | None:
+        return (
+            route.template.replace("{name}", params["name"]) if params["name"] in self.registry.table.models else None
+        )
 
-    async def live(self, _: Request) -> Response:
-        return Response(status_code=200)
+    async def server_metadata(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
+        await respond(
+            ctx, send, 200, _json({"name": "nnserve", "version": self.server_version, "extensions": EXTENSIONS})
+        )
 
-    async def ready(self, _: Request) -> Response:
-        return Response(status_code=200 if self.registry.ready else 503)
+    async def live(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
+        await respond(ctx, send, 200, b"", media_type=None)
 
-    def _adapter(self, request: Request, routed: bool = False) -> Adapter:
-        """The version named in the path, else the default one; for inference, the default one or the
-        canary (the same draw as /v1)."""
-        name, version = request.path_params["name"], request.path_params.get("version")
-        try:
-            if routed:
-                return self.registry.route(name, version, request.scope)[0]
-            return self.registry.get(name, version)
-        except ServiceError as e:
-            raise OIPError(e.status, e.message) from None  # the message names the model (cut when long)
+    async def ready(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
+        await respond(ctx, send, 200 if self.registry.ready else 503, b"", media_type=None)
+
+    def _adapter(self, params: dict[str, str]) -> Adapter:
+        """The version named in the path, else the default one."""
+        return _oip(lambda: self.registry.get(params["name"], params.get("version")))
 
     # --- the model repository extension (Triton's): management, service/models/control.py ----------------------
-    async def index(self, request: Request) -> JSONResponse:
-        body = await _json_object(request, self.max_body)
+    async def index(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
+        body = await _json_object(ctx, receive, self.max_body)
         if not self.control.enabled:
             raise OIPError(403, OFF)
         ready = body.get("ready", False)
         if not isinstance(ready, bool):
             raise OIPError(400, f'"ready" must be true or false, got {_short(ready)}')
-        entries = self.registry.index()
-        return JSONResponse([e for e in entries if e["state"] == "READY"] if ready else entries)
+        entries = views.index(self.registry)
+        await respond(ctx, send, 200, _json([e for e in entries if e["state"] == "READY"] if ready else entries))
 
-    async def load(self, request: Request) -> JSONResponse:
-        body = await _json_object(request, self.max_body)
+    async def load(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
+        body = await _json_object(ctx, receive, self.max_body)
         if _parameters(body, "the load request"):
             raise OIPError(400, "load parameters (a config or files override) are not supported: change the folder")
-        await _managed(self.control.load(request.path_params["name"]))
-        return JSONResponse({})
+        await _managed(self.control.load(params["name"]))
+        await respond(ctx, send, 200, b"{}")
 
-    async def unload(self, request: Request) -> JSONResponse:
-        _parameters(await _json_object(request, self.max_body), "the unload request")
-        await _managed(self.control.unload(request.path_params["name"]))
-        return JSONResponse({})
+    async def unload(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
+        _parameters(await _json_object(ctx, receive, self.max_body), "the unload request")
+        await _managed(self.control.unload(params["name"]))
+        await respond(ctx, send, 200, b"{}")
 
-    async def model_ready(self, request: Request) -> Response:
-        self._adapter(request)
-        return Response(status_code=200)
+    async def model_ready(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
+        self._adapter(params)
+        await respond(ctx, send, 200, b"", media_type=None)
 
-    async def model_metadata(self, request: Request) -> JSONResponse:
-        adapter = self._adapter(request)
-        return JSONResponse({**metadata(adapter), "versions": list(self.registry.served(adapter.name).versions)})
+    async def model_metadata(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
+        adapter = self._adapter(params)
+        versions = list(self.registry.served(adapter.name).versions)
+        await respond(ctx, send, 200, _json({**metadata(adapter), "versions": versions}))
 
-    async def infer(self, request: Request) -> Response:
-        adapter = self._adapter(request, routed=True)
+    async def infer(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
+        """The version named in the path, else the default or the canary (the same draw as /v1)."""
+        routed = _oip(lambda: self.plane.route(params["name"], params.get("version"), ctx.header(REQUEST_KEY)))
+        adapter = routed.adapter
         model = adapter.model
         try:
-            body = await read_body(request.scope, request.receive, self.max_body)  # decoded: gzip, deflate
+            body = await read_body(ctx, receive, self.max_body)  # decoded: gzip, deflate
         except PayloadTooLarge:
             raise OIPError(413, f"request body over {self.max_body} bytes (decoded)") from None
         except ServiceError as e:  # an encoding it does not take, data that is not what it says
             raise OIPError(e.status, e.message) from None
-        header, binary = _split(body, request.headers.get("inference-header-content-length"))
-        inputs = _inputs(model, header, binary, self.limits["image" if model.card.image else "tabular"])
-        answered_by(request.scope, adapter)
-        output = await adapter.run(lambda: tuple(inputs[name] for name in model.input_names))
-        return _response(model, header, {model.card.outputs[0].name: output})
+        header, binary = _split(body, ctx.header(b"inference-header-content-length") or None)
+        inputs = _inputs(model, header, binary, adapter.batch_limit())
+        ctx.answered_by(adapter.name, adapter.version)
+        output = await self.plane.infer(routed, tuple(inputs[name] for name in model.input_names))
+        await _respond(ctx, send, model, header, {model.card.outputs[0].name: output})
 
 
-async def _json_object(request: Request, limit: int) -> dict[str, Any]:
+def _oip(lookup: Any) -> Any:
+    """What `lookup` finds, its client errors in the protocol's shape ({"error": ...})."""
+    try:
+        return lookup()
+    except ServiceError as e:
+        raise OIPError(e.status, e.message) from None  # the message names the model (cut when long)
+
+
+def _json(payload: Any) -> bytes:
+    """As the protocol's answers have always been written (Starlette's JSONResponse): compact, UTF-8."""
+    return json.dumps(payload, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
+
+
+async def _json_object(ctx: Context, receive: Receive, limit: int) -> dict[str, Any]:
     """A management request's body: empty, or a JSON object."""
     try:
-        raw = await read_body(request.scope, request.receive, limit)
+        raw = await read_body(ctx, receive, limit)
     except PayloadTooLarge:
         raise OIPError(413, f"request body over {limit} bytes") from None
+    except ServiceError as e:
+        raise OIPError(e.status, e.message) from None
     try:
         body = json.loads(raw) if raw.strip() else {}
     except (ValueError, RecursionError) as e:
@@ -284,7 +303,9 @@ def _from_json(name: str, data: Any, dtype: np.dtype, count: int) -> np.ndarray:
     return array.astype(dtype)
 
 
-def _response(model: LoadedModel, header: dict[str, Any], results: dict[str, np.ndarray]) -> Response:
+async def _respond(
+    ctx: Context, send: Send, model: LoadedModel, header: dict[str, Any], results: dict[str, np.ndarray]
+) -> None:
     binary_default = bool(_parameters(header, "the request").get("binary_data_output", False))
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
@@ -311,9 +332,10 @@ def _response(model: LoadedModel, header: dict[str, Any], results: dict[str, np.
     answer = {"model_name": model.name, "model_version": model.card.version, "outputs": outputs}
     head = json.dumps(answer | ({"id": header["id"]} if "id" in header else {})).encode()
     if not chunks:
-        return Response(head, media_type="application/json")
-    headers = {"Inference-Header-Content-Length": str(len(head))}
-    return Response(head + b"".join(chunks), media_type="application/octet-stream", headers=headers)
+        await respond(ctx, send, 200, head)
+        return
+    headers = [(b"inference-header-content-length", str(len(head)).encode())]
+    await respond(ctx, send, 200, head + b"".join(chunks), headers, media_type=b"application/octet-stream")
 
 
 def _classify(model: LoadedModel, scores: np.ndarray, k: Any) -> np.ndarray:

@@ -10,14 +10,14 @@ static document, static/openapi.json; the loaded models' typed routes are added 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from service.models.versions import Policy
-from service.protocol.bodies import Form
-from service.tasks.base import Endpoint
+from service.tasks.base import Action, Adapter, Form
 
 BASE = (Path(__file__).parent / "static" / "openapi.json").read_text()
 ERRORS = {
@@ -30,6 +30,43 @@ ERRORS = {
     "503": "Model failed to load, the service is not ready or shutting down, or overloaded (Retry-After).",
     "504": "Not answered within the request timeout.",
 }
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A typed POST route: an action of the models answering at /v1/<route name>/."""
+
+    route: str
+    action: Action
+
+    @property
+    def name(self) -> str:
+        return self.action.client_name
+
+    @property
+    def summary(self) -> str:
+        return self.action.summary
+
+    @property
+    def response(self) -> type[BaseModel]:
+        return self.action.response
+
+    @property
+    def request(self) -> type[BaseModel] | None:
+        return self.action.request
+
+    @property
+    def form(self) -> Form | None:
+        return self.action.form
+
+
+def endpoints(adapters: list[Adapter]) -> list[Endpoint]:
+    """The typed routes of the models served (their default versions): each model's own, then each
+    group's (the photo routes) once."""
+    own = [a for a in adapters if a.group is None]
+    groups = {a.group: a for a in adapters if a.group is not None}
+    return [Endpoint(f"/v1/{a.route_name}/{action.name}", action)
+            for a in [*own, *groups.values()] for action in a.actions()]  # fmt: skip
 
 
 def _ref(name: str) -> dict[str, Any]:

@@ -1,146 +1,156 @@
 """The /v1 routes: the typed endpoints of every model served, model metadata and policy, health.
 
-    POST /v1/<model>/predict, /v1/<model>/predict-batch                 the default version, or the canary
-    POST /v1/<model>/versions/<version>/predict[-batch]                 a pinned version
-    POST /v1/image-tagging/[versions/<version>/]predict[-batch][-base64] any classifier, by its `model` field
+    POST /v1/<model>/<action>                          predict, predict-batch (a model's own routes); the
+    POST /v1/<model>/versions/<version>/<action>       photo routes are the image task's group's, any
+                                                       classifier by the request's `model` (predict,
+                                                       predict-batch, predict-base64, predict-batch-base64)
     GET  /v1/models, /v1/models/<model>, /v1/health
-    GET, PUT /v1/models/<model>/policy                                  management (service/models/control.py)
-    GET  /v1/models/<model>/drift                                       what it is sent against its card
-    POST /v1/<model>/feedback                                           an outcome, joined to its logged prediction
+    GET, PUT /v1/models/<model>/policy                 management (service/models/control.py)
+    GET  /v1/models/<model>/drift                      what it is sent against its card, every worker's rows
+    POST /v1/<model>/feedback                          an outcome, joined to its logged prediction
 
-A dispatcher on the path's segments rather than a routing framework: the model and version are looked
-up in the registry's table at each request, so versions swapped in are served at once. Failures are
-answered by transport.guarded.
+The actions a model answers, and their request and response types, are its task adapter's
+(service/tasks/): a handler reads the body, validates it with the type of the version that answers,
+and hands it to the data plane, which answers. Failures are raised and answered by the edge.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive, Send
 
 from service.dataplane.feedback import Feedback
-from service.errors import NotFound
+from service.dataplane.plane import DataPlane
+from service.errors import NotFound, parse_json, received_value
 from service.models.control import Control
 from service.models.registry import Registry
-from service.protocol.bodies import JSON, check_media_type, parse_json, read_body, received_value
-from service.protocol.transport import guarded, send_error, send_json
-from service.tasks.base import Handler, answered_by
-from service.tasks.image.adapter import ROUTE as IMAGE_ROUTE
-from service.telemetry import endpoint
+from service.protocol import views
+from service.protocol.bodies import JSON, MULTIPART, check_media_type, parse_form, read_body
+from service.protocol.context import REQUEST_KEY, Context
+from service.protocol.router import Route
+from service.protocol.transport import json_bytes, respond, respond_json
+from service.settings import Settings
+from service.tasks import ADAPTERS
+from service.tasks.base import Action, Adapter
 
-PREDICT = ("predict", "predict-batch")
-READ = ("GET", "HEAD")  # HEAD: the GET's status and headers (uvicorn drops the body)
-IMAGE = IMAGE_ROUTE.rsplit("/", 1)[1]
+
+def _action_names() -> frozenset[str]:
+    return frozenset(name for task in ADAPTERS.values() for name in task.action_names)
+
+
+ACTION_NAMES = _action_names()  # every task's: a route to a model not served yet says why it is not
 
 
 class V1:
-    def __init__(self, registry: Registry, image: dict[str, Handler], control: Control, max_body: int) -> None:
-        self.registry = registry
-        self.image = image  # the photo routes' handlers, by action: predict, predict-base64, ...
-        for action in image:  # routes whatever the model: their errors are labelled by path from the start
-            endpoint(f"{IMAGE_ROUTE}/{action}", routed=True)
-        self.control = control
-        self.max_body = max_body
-        self.gets: dict[str, Handler] = {"/v1/models": self.list_models, "/v1/health": self.health}
+    def __init__(self, registry: Registry, plane: DataPlane, control: Control, settings: Settings) -> None:
+        self.registry, self.plane, self.control = registry, plane, control
+        self.max_body = settings.max_body_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path, method = scope["path"], scope["method"]
-        if path in self.gets:
-            handling = self.gets[path](scope, receive, send) if method in READ else None
-            await (guarded(handling, scope, send) if handling is not None else _405(send, "GET, HEAD"))
-            return
-        parts = path.split("/")  # "", "v1", ...
-        if len(parts) in (4, 5) and parts[2] == "models" and parts[3] and parts[4:] in ([], ["policy"], ["drift"]):
-            await self.model_route(scope, receive, send, parts[3], parts[4] if len(parts) == 5 else "")
-            return
-        if len(parts) == 6 and parts[3] == "versions" and parts[4]:
-            name, version, action = parts[2], parts[4], parts[5]
-        elif len(parts) == 4:
-            name, version, action = parts[2], None, parts[3]
-        else:
-            name = version = action = None
-        if name is not None and version is None and action == "feedback":
-            await (guarded(self.feedback(scope, receive, send, name), scope, send) if method == "POST"
-                   else _405(send, "POST"))  # fmt: skip
-        elif name is None or not (action in PREDICT or (name == IMAGE and action in self.image)):
-            await send_error(send, 404, f"no route {received_value(path)}")
-        elif method != "POST":
-            await _405(send, "POST")
-        else:
-            await guarded(self.predict(scope, receive, send, name, version, action), scope, send)
+    def routes(self) -> list[Route]:
+        model, name = self.labelled_by_model, self.labelled_by_name
+        return [
+            Route("/v1/models", ("GET",), self.list_models),
+            Route("/v1/health", ("GET",), self.health),
+            Route("/v1/models/{name}", ("GET",), self.model_metadata, label=name),
+            Route("/v1/models/{name}/policy", ("GET",), self.get_policy, label=name),
+            Route("/v1/models/{name}/policy", ("PUT",), self.set_policy, label=name),
+            Route("/v1/models/{name}/drift", ("GET",), self.drift, label=name),
+            Route("/v1/{model}/feedback", ("POST",), self.feedback, label=model),
+            Route("/v1/{model}/{action}", ("POST",), self.predict, prediction=True, label=model),
+            Route("/v1/{model}/versions/{version}/{action}", ("POST",), self.predict, prediction=True, label=model),
+        ]
 
-    async def predict(
-        self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None, action: str
-    ) -> None:
-        scope["nnserve.version"] = version
-        if name == IMAGE:
-            await self.image[action](scope, receive, send)
-            return
-        adapter, shadow = self.registry.route(name, version, scope)
-        handler = getattr(adapter, "handlers", {}).get(action)
-        if handler is None:
-            raise NotFound(f"model {name} ({adapter.model.card.task}) has no route {action}")
-        scope["nnserve.shadow"] = shadow
-        answered_by(scope, adapter)
-        await handler(scope, receive, send)
-
-    async def model_route(self, scope: Scope, receive: Receive, send: Send, name: str, sub: str) -> None:
-        method, policy = scope["method"], sub == "policy"
-        if method in READ:
-            handling = {
-                "": lambda: self.model_metadata(send, name),
-                "policy": lambda: send_json(send, 200, self.control.policy(name)),
-                "drift": lambda: self.drift(send, name),
-            }[sub]()
-        elif method == "PUT" and policy:
-            handling = self.set_policy(scope, receive, send, name)
-        else:
-            await _405(send, "GET, HEAD, PUT" if policy else "GET, HEAD")
-            return
-        await guarded(handling, scope, send)
-
-    async def drift(self, send: Send, name: str) -> None:
-        """Each served version's drift window against its card (service/dataplane/drift.py), folded now, and the
-        online measures of outcome feedback (service/dataplane/feedback.py) when the payload log is on."""
-        served = self.registry.served(name)
-        versions = {v: a.drift.fold() if a.drift is not None else None for v, a in served.versions.items()}
-        payloads, task = self.registry.payloads, served.versions[served.default].model.card.task
-        online = payloads.outcomes.online(name, task) if payloads is not None else None
-        await send_json(send, 200, {"model": name, "worker": os.getpid(), "versions": versions, "online": online})
-
-    async def feedback(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
-        """An observed outcome joined to its logged prediction (service/dataplane/feedback.py)."""
-        card = self.registry.get(name).model.card  # 404 for a model not served
-        payloads = self.registry.payloads
-        if payloads is None:
-            raise NotFound(
-                f"no route {scope['path']}: outcome feedback needs the payload log (NNSERVE_PAYLOAD_LOG_DIR)"
-            )
-        check_media_type(scope, JSON)
-        body = parse_json(await read_body(scope, receive, self.max_body), Feedback)
-        await send_json(send, 200, await payloads.outcomes.join(name, card.task, card.labels, body))
-
-    async def set_policy(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
-        check_media_type(scope, JSON)
-        body = await read_body(scope, receive, self.max_body)
-        await send_json(send, 200, await self.control.set_policy(name, body))
-
-    async def list_models(self, scope: Scope, receive: Receive, send: Send) -> None:
-        reg = self.registry
-        await send_json(send, 200, {**reg.health(), "models": [reg.describe(a) for a in reg.adapters.values()]})
-
-    async def model_metadata(self, send: Send, name: str) -> None:
-        await send_json(send, 200, self.registry.describe(self.registry.get(name)))
-
-    async def health(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """This worker's health, with its process id in X-NNServe-Worker: each worker swaps versions
-        in on its own, and a rollout is done when every worker says so."""
-        health = self.registry.health()
-        await send_json(
-            send, 200 if health["ready"] else 503, health, [(b"x-nnserve-worker", str(os.getpid()).encode())]
+    # --- how the request metrics label these routes: served models by name, the rest as unmatched ---------
+    def labelled_by_name(self, route: Route, params: dict[str, str]) -> str | None:
+        return (
+            route.template.replace("{name}", params["name"]) if params["name"] in self.registry.table.models else None
         )
 
+    def labelled_by_model(self, route: Route, params: dict[str, str]) -> str | None:
+        actions = self.actions_of(params["model"])
+        action = params.get("action", "feedback")
+        if actions is None or (action not in actions[1] and action != "feedback"):
+            return None
+        return route.template.replace("{model}", params["model"]).replace("{action}", action)
 
-async def _405(send: Send, allowed: str) -> None:
-    await send_error(send, 405, "method not allowed", [(b"allow", allowed.encode())])
+    def actions_of(self, name: str) -> tuple[type[Adapter], dict[str, Action]] | None:
+        """The task and actions of the model, or the group, that answers at /v1/<name>/..., when served."""
+        for adapter in self.registry.adapters.values():
+            if adapter.route_name == name:
+                return type(adapter), {a.name: a for a in adapter.actions()}
+        return None
+
+    # --- predictions -----------------------------------------------------------------------------------------
+    async def predict(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
+        name, version, action = params["model"], params.get("version"), params["action"]
+        found = self.actions_of(name)
+        if found is None or action not in found[1]:
+            if found is None and action in ACTION_NAMES:
+                self.registry.served(name)  # not loaded, unloaded, failed: the registry says which
+            raise NotFound(f"no route {received_value(ctx.path)}")
+        task, actions = found
+        key = ctx.header(REQUEST_KEY)
+        if task.group is None:  # a model's own routes: the version first, its types then
+            routed = self.plane.route(name, version, key)
+            ctx.answered_by(routed.adapter.name, routed.adapter.version)
+            own = {a.name: a for a in routed.adapter.actions()}
+            if action not in own:
+                raise NotFound(f"model {name} ({task.task}) has no route {action}")
+            request = await self.read(ctx, receive, own[action])
+        else:  # a group's routes (photos): the request names its model
+            request = await self.read(ctx, receive, actions[action])
+            routed = self.plane.route_group(task, task.requested_model(request), version, key)
+            ctx.answered_by(routed.adapter.name, routed.adapter.version)
+        answer = await self.plane.predict(routed, action, request, ctx.request_hex, ctx.path)
+        await respond(ctx, send, 200, json_bytes(answer))
+
+    async def read(self, ctx: Context, receive: Receive, action: Action) -> Any:
+        """The body, validated as the action takes it: a JSON document of its type, or its multipart form."""
+        if action.form is not None:
+            content_type = check_media_type(ctx, MULTIPART)
+            return parse_form(await read_body(ctx, receive, self.max_body), content_type, action.form)
+        check_media_type(ctx, JSON)
+        assert action.request is not None
+        return parse_json(await read_body(ctx, receive, self.max_body), action.request)
+
+    async def feedback(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
+        name = params["model"]
+        self.plane.takes_feedback(name, ctx.path)  # 404 for a model not served, or no payload log: before the body
+        check_media_type(ctx, JSON)
+        body = parse_json(await read_body(ctx, receive, self.max_body), Feedback)
+        await respond_json(ctx, send, 200, await self.plane.feedback(name, body))
+
+    # --- what the service says about its models ---------------------------------------------------------------
+    async def list_models(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
+        models = [views.describe(self.registry, a) for a in self.registry.adapters.values()]
+        await respond_json(ctx, send, 200, {**views.health(self.registry, self.plane), "models": models})
+
+    async def model_metadata(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
+        await respond_json(ctx, send, 200, views.describe(self.registry, self.registry.get(params["name"])))
+
+    async def health(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
+        """This worker's health, with its process id in X-NNServe-Worker."""
+        health = views.health(self.registry, self.plane)
+        await respond_json(ctx, send, 200 if health["ready"] else 503, health,
+                           [(b"x-nnserve-worker", str(os.getpid()).encode())])  # fmt: skip
+
+    async def drift(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
+        """Each served version's drift figures over every worker's rows (service/dataplane/drift.py), and
+        the online measures of outcome feedback (service/dataplane/feedback.py) when the payload log is on."""
+        name = params["name"]
+        served = self.registry.served(name)
+        figures = self.plane.fold()
+        versions = {v: figures.get((name, v)) for v in served.versions}
+        answer = {"model": name, "worker": os.getpid(), "versions": versions, "online": self.plane.online(name)}
+        await respond_json(ctx, send, 200, answer)
+
+    # --- the version policy ---------------------------------------------------------------------------------------
+    async def get_policy(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
+        await respond_json(ctx, send, 200, self.control.policy(params["name"]))
+
+    async def set_policy(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
+        check_media_type(ctx, JSON)
+        body = await read_body(ctx, receive, self.max_body)
+        await respond_json(ctx, send, 200, await self.control.set_policy(params["name"], body))

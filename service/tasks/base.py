@@ -1,31 +1,28 @@
-"""What every task's adapter is: the card checked against the graph, the typed endpoints, and the one
-place that decides how a request's inputs reach the model (a shared batch, inline, or a thread).
+"""What every task's adapter is: the card checked against the graph, what its models answer (their
+actions and types), how a request becomes the graph's inputs and an answer, and the one place that
+decides how those inputs reach the model (a shared batch, inline, or a thread).
 
-An adapter wraps one loaded model, in the spirit of LitServe's LitAPI and MLServer's MLModel:
-decode (the endpoint's handler), run (here), encode (the handler again). /v1 and the Open Inference
-Protocol (/v2) both run through `run`, so both share the batcher and the threading decision.
+An adapter wraps one loaded model version, in the spirit of LitServe's LitAPI and MLServer's MLModel:
+decode, run, encode. It knows nothing of HTTP: the protocol layer reads bodies and sends answers, the
+data plane routes, logs, shadows and measures; both reach the model through an adapter's `predict`
+and `infer`. A task is a package under service/tasks/ and one line in service/tasks/__init__.py.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import anyio
 import numpy as np
-from bentoml._internal.context import trace_context
 from pydantic import BaseModel, Field
 
-from service import telemetry
-from service.dataplane.drift import Drift, check_names, make_drift
-from service.dataplane.payloads import PayloadLog
-from service.dataplane.shadows import shadows
-from service.protocol.bodies import Form
 from service.runtime import LoadedModel, ModelLoadError
 from service.settings import Settings
 from service.tasks.batching import Batcher
+
+Inputs = tuple[np.ndarray, ...]  # the graph's inputs, in its order, rows first
 
 
 class Served(BaseModel):
@@ -33,139 +30,181 @@ class Served(BaseModel):
     version: str = Field(description="Version of that model (from its card).", examples=["1"])
 
 
-Handler = Callable[[dict[str, Any], Any, Any], Awaitable[None]]  # ASGI: scope, receive, send
-Inputs = tuple[np.ndarray, ...]
+@dataclass(frozen=True)
+class Form:
+    """A multipart form: a file field (repeated, 1 to `max_files` times, when `many`), and text fields
+    that `fields` validates (lax: "3" is 3), as FastAPI's Form() would."""
 
-
-def answered_by(scope: dict[str, Any], adapter: Adapter) -> None:
-    """Tells the edge which model and version answered, for the per-version metrics, and the request
-    metrics that the path names a route (service/protocol/http_metrics.py)."""
-    answer = scope.get("nnserve.answer")
-    if answer is not None:
-        answer.model, answer.version = adapter.name, adapter.model.card.version
-    routed = scope.get(telemetry.ROUTED)
-    if routed is not None:
-        routed()
-    else:
-        telemetry.endpoint(scope["path"], routed=True)
+    file: str
+    description: str
+    fields: type[BaseModel]
+    many: bool = False
+    max_files: int = 1
 
 
 @dataclass(frozen=True)
-class Endpoint:
-    """A typed POST route: what it takes (a JSON body of `request`, or a multipart `form`), what it
-    answers, and the handler that does it. OpenAPI and BentoML's client schema are built from these."""
+class Action:
+    """One thing a model answers: what a request holds (a JSON `request`, or a multipart `form`) and what
+    the answer is. The protocol layer makes its typed route, its OpenAPI entry and its BentoML client
+    method from these."""
 
-    route: str
-    name: str  # the method of BentoML's client, e.g. housing_price
+    name: str  # predict, predict-batch, predict-base64, ...
+    client_name: str  # the method of BentoML's client, e.g. housing_price_batch
     summary: str
     response: type[BaseModel]
-    handler: Handler
     request: type[BaseModel] | None = None
     form: Form | None = None
 
 
+@dataclass
+class Prediction:
+    """One request answered, and what the data plane keeps of it."""
+
+    answer: dict[str, Any]  # what the client is sent
+    logged: Any  # the request as the payload log keeps it (validated rows; photos by their size)
+    outputs: list[Any]  # one per row or photo: what outcome feedback is joined to
+    parts: tuple[np.ndarray, ...]  # what drift keeps of the run: references, no copy
+    inputs: Any  # the decoded request: a shadow version answers it too
+    compared: Any  # what a shadow's answer is compared with (`differences`)
+
+
 class Adapter:
-    """One served model of a task. Subclasses check their card and say whether preparing a request's
-    inputs is heavy (decoding photos: a thread) or light (encoding table rows: inline)."""
+    """One served model version of a task. Subclasses check their card, declare their actions, decode,
+    answer, and say whether preparing a request's inputs is heavy (decoding photos: a thread) or light
+    (encoding table rows: inline)."""
 
     task: ClassVar[str]
     heavy: ClassVar[bool] = False  # preparing inputs and running the model take milliseconds, not microseconds
-    payloads: PayloadLog | None = None  # the worker's payload log, set by the registry (service/dataplane/payloads.py)
+    # A route name every model of the task shares, each request naming its model (photos: any classifier
+    # answers at /v1/image-tagging/...); None: a model's routes are its own name's.
+    group: ClassVar[str | None] = None
+    noun: ClassVar[str] = "a model of this task"  # for messages: "model x is not <noun>"
+    action_names: ClassVar[tuple[str, ...]] = ()  # what `actions` names, known before any model is served
 
     def __init__(self, model: LoadedModel, settings: Settings) -> None:
         self.model = model
         self.settings = settings
+        self.version = model.card.version
         self.check()
+        self.check_reference()
         self.batcher = self.make_batcher()
-        self.drift = self.make_drift()
 
     @property
     def name(self) -> str:
         return self.model.name
 
-    def check(self) -> None:
-        """Refuses (ModelLoadError) a card that does not describe its graph the way the task needs, and
-        builds from the card what the adapter serves with (its types, its encoder)."""
+    @property
+    def route_name(self) -> str:
+        return self.group or self.name
+
+    @classmethod
+    def default_model(cls, names: list[str]) -> str | None:
+        """Of a group's models served (`names`), the one a request naming none is answered by: the one
+        named as the group, or the only one."""
+        return cls.group if cls.group in names or len(names) != 1 else names[0]
+
+    @staticmethod
+    def requested_model(request: Any) -> str | None:
+        """The model a request to a group's route names (its `model` field), or None."""
+        options = request[1] if isinstance(request, tuple) else request
+        return getattr(options, "model", None)
 
     def fail(self, problem: str) -> ModelLoadError:
         return ModelLoadError(f"{self.model.directory / 'card.json'}: {problem}")
 
-    def make_batcher(self) -> Batcher | None:
-        return None
+    # --- what a task declares -----------------------------------------------------------------------
+    def check(self) -> None:
+        """Refuses (ModelLoadError) a card that does not describe its graph the way the task needs, and
+        builds from the card what the adapter serves with (its types, its encoder)."""
 
-    def make_drift(self) -> Drift | None:
-        """The window drift is measured over (service/dataplane/drift.py), when the card has a reference; a
-        reference that does not name this task's features and outputs in order refuses the version."""
-        reference = self.model.card.reference
-        if reference is not None and (problem := check_names(reference, self.drift_names())):
-            raise self.fail(problem)
-        return make_drift(f"{self.name} v{self.model.card.version}", reference, self.drift_columns, self.settings)
+    def actions(self) -> list[Action]:
+        return []
 
+    def smoke(self) -> None:
+        """A prediction the card's own example must pass before the version serves (ModelLoadError)."""
+
+    def batch_limit(self) -> tuple[int, str]:
+        """Most rows (photos) in one request, and the setting that says so."""
+        return self.settings.max_batch_rows, "NNSERVE_MAX_BATCH_ROWS"
+
+    def describe(self) -> dict[str, Any]:
+        """The task's OIP metadata parameters: how a client builds the graph's inputs."""
+        card = self.model.card
+        return {"task": card.task, "description": card.description,
+                **({"bar_status": "not met"} if card.bar_failed() else {})}  # fmt: skip
+
+    # --- a request, answered ---------------------------------------------------------------------------
+    async def predict(self, action: str, request: Any) -> Prediction:
+        """A validated request of one of the actions -> its answer, and what the data plane keeps."""
+        raise NotImplementedError
+
+    async def compute(self, inputs: Any) -> tuple[Any, tuple[np.ndarray, ...]]:
+        """Decoded inputs -> what is compared with a shadow's (see Prediction.compared), and drift's parts.
+        A shadow version answers the live request's inputs through this."""
+        raise NotImplementedError
+
+    def differences(self, live: Any, shadow: Any) -> tuple[str, list[float]]:
+        """What the shadow metric records for one request: its measure, and one value per row."""
+        raise NotImplementedError
+
+    async def infer(self, inputs: Inputs) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """The graph's own inputs (the Open Inference Protocol) -> its (first) output, and drift's parts."""
+        ran, output = await self.run(lambda: inputs)
+        return output, self.parts(ran, output)
+
+    # --- outcome feedback --------------------------------------------------------------------------------
+    def check_outcome(self, outcome: Any, loc: list[str | int]) -> None:
+        """An observed outcome this task can measure, or InvalidInput naming it at `loc`."""
+        raise NotImplementedError
+
+    def measures(self, outputs: list[Any], outcomes: list[Any]) -> dict[str, float | int | None]:
+        """What joined (output, outcome) rows say, by the trainers' own measures."""
+        raise NotImplementedError
+
+    # --- drift ---------------------------------------------------------------------------------------------
     def drift_names(self) -> list[str]:
         """The distributions drift tracks, in the order of `drift_columns` and of the card's reference."""
         return []
 
-    def drift_parts(self, inputs: Inputs, output: np.ndarray) -> tuple[np.ndarray, ...]:
-        """What one run keeps for drift: references to arrays, no work (the last one has a row per row)."""
+    def parts(self, inputs: Inputs, output: np.ndarray) -> tuple[np.ndarray, ...]:
+        """What drift keeps of one run: references to arrays, no work (the last one has a row per row)."""
         return (output,)
 
     def drift_columns(self, parts: tuple[np.ndarray, ...]) -> list[np.ndarray]:
         """Many runs' parts, concatenated -> one 1-D array per tracked distribution (off the request path)."""
         return []
 
-    def smoke(self) -> None:
-        """A prediction the card's own example must pass before the version serves (ModelLoadError)."""
+    def check_reference(self) -> None:
+        """A card's reference must name this task's distributions in order: else the version is refused."""
+        reference = self.model.card.reference
+        if reference is None:
+            return
+        names = [d.name for d in reference.distributions]
+        if names != self.drift_names():
+            raise self.fail(f"reference distributions {names}; this task tracks {self.drift_names()} in that order")
+        for d in reference.distributions:
+            if d.bins() != len(d.fractions) or (d.edges is None) == (d.codes is None):
+                raise self.fail(f"reference distribution {d.name}: give edges or codes, and one fraction per bin")
 
-    def shadow(self, scope: dict[str, Any], compute: Callable[[Adapter], Awaitable[Any]], live: Any) -> None:
-        """When the request drew a shadow version (service/models/registry.py), runs `compute` on it in the
-        background, after the live answer has gone, and records how it differs (`differences`)."""
-        candidate = scope.get("nnserve.shadow")
-        if candidate is not None:
-            shadows.submit(self, candidate, compute, live)
+    # --- how inputs reach the model -------------------------------------------------------------------------
+    def make_batcher(self) -> Batcher | None:
+        return None
 
-    def log_payload(self, scope: dict[str, Any], request: Any, answer: Any, outputs: list[Any]) -> None:
-        """The request and its answer (and its per-row outputs, for outcome feedback) to the payload log
-        when there is one, after the answer has gone."""
-        if self.payloads is not None and self.payloads.sampled():
-            request_id = trace_context.request_id
-            self.payloads.submit({
-                "request_id": format(request_id if request_id is not None else random.getrandbits(64), "016x"),
-                "model": self.name, "version": self.model.card.version, "route": scope["path"],
-                "request": request, "answer": answer,
-            }, outputs)  # fmt: skip
-
-    def differences(self, live: Any, shadow: Any) -> tuple[str, list[float]]:
-        """What the shadow metric records for one request: its measure, and one value per row."""
-        raise NotImplementedError
-
-    async def run(self, prepare: Callable[[], Inputs], heavy: bool | None = None) -> np.ndarray:
-        """The model's (first) output for the inputs `prepare` makes. The one place that decides how
-        they reach the model: the batcher, shared with concurrent requests (GPU photos, table rows);
+    async def run(self, prepare: Callable[[], Inputs], heavy: bool | None = None) -> tuple[Inputs, np.ndarray]:
+        """The inputs `prepare` makes, and the model's (first) output for them. The one place that decides
+        how they reach the model: the batcher, shared with concurrent requests (GPU photos, table rows);
         else heavy work in one thread hop (decoding and running together); else inline in the event
-        loop, where the work takes less than a thread hop costs. `heavy` overrides the task's
-        default for one request (a small photo is light)."""
+        loop, where the work takes less than a thread hop costs. `heavy` overrides the task's default
+        for one request (a small photo is light)."""
         heavy = self.heavy if heavy is None else heavy
         if self.batcher is not None:
             inputs = await anyio.to_thread.run_sync(prepare) if heavy else prepare()
-            output = await self.batcher(*inputs)
-        elif heavy:
-            inputs, output = await anyio.to_thread.run_sync(self._prepare_and_run, prepare)
-        else:
-            inputs = prepare()
-            output = self.model.run(*inputs)
-        if self.drift is not None:
-            self.drift.record(self.drift_parts(inputs, output))
-        return output
+            return inputs, await self.batcher(*inputs)
+        if heavy:
+            return await anyio.to_thread.run_sync(self._prepare_and_run, prepare)
+        inputs = prepare()
+        return inputs, self.model.run(*inputs)
 
     def _prepare_and_run(self, prepare: Callable[[], Inputs]) -> tuple[Inputs, np.ndarray]:
         inputs = prepare()
         return inputs, self.model.run(*inputs)
-
-    def describe(self) -> dict[str, Any]:
-        """The task's OIP metadata parameters: how a client builds the graph's inputs."""
-        card = self.model.card
-        return {
-            "task": card.task,
-            "description": card.description,
-            **({"bar_status": "not met"} if card.bar_failed() else {}),
-        }

@@ -172,8 +172,8 @@ def test_a_broken_model_folder_or_policy_file_never_takes_the_service_down(
 ):
     import shutil
 
-    from service.models.registry import Registry
     from service.settings import Settings
+    from service.worker import Worker
     from tests.conftest import MODELS
 
     models = tmp_path_factory.mktemp("hostile") / "models"
@@ -194,8 +194,7 @@ def test_a_broken_model_folder_or_policy_file_never_takes_the_service_down(
 
     spoil(broken / "card.json", card_kind)
     spoil(models / "policy.json", policy_kind)
-    registry = Registry(Settings(models_dir=models))  # never raises, never blocks
-    health = registry.health()
+    health = Worker(Settings(models_dir=models)).health()  # never raises, never blocks
     assert health["models"]["ad-click"]["version"] == "1", health  # the good model serves
     assert "housing-price" not in health["models"] or card_kind == "wrong_types", health
     assert health.get("policy_error") or policy_kind == "wrong_types", health

@@ -19,9 +19,9 @@ from onnx import TensorProto, helper, numpy_helper
 from service.errors import ModelUnavailable
 from service.models import versions
 from service.models.control import Control
-from service.models.registry import Registry
 from service.models.versions import Policy, read_policies, write_policy
 from service.settings import Settings
+from service.worker import Worker
 from tests.conftest import MODELS
 
 DEEP = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError on it
@@ -52,8 +52,9 @@ def test_a_card_nested_too_deep_refuses_its_folder_and_the_rest_serves(tmp_path,
     models = _models(tmp_path, "ad-click", versioned="housing-price")
     (models / "ad-click" / "card.json").write_text(DEEP)  # a flat folder: its model is not served
     _version(models, "housing-price", "2", card_text=DEEP)  # a version: refused, version 1 serves
-    registry = Registry(Settings(models_dir=models))
-    health = registry.health()
+    worker = Worker(Settings(models_dir=models))
+    registry = worker.registry
+    health = worker.health()
     assert health["models"]["housing-price"]["version"] == "1" and health["refused"] == {"housing-price": ["2"]}
     assert health["errors"] == ["ad-click"] and not registry.ready  # a broken flat folder: up, not ready
     said = [r.getMessage() for r in caplog.records if "nested too deep" in r.getMessage()]
@@ -65,8 +66,9 @@ def test_a_card_nested_too_deep_refuses_its_folder_and_the_rest_serves(tmp_path,
 def test_a_policy_file_nested_too_deep_is_named_and_the_models_serve(tmp_path):
     models = _models(tmp_path, "housing-price")
     (models / "policy.json").write_text(DEEP)
-    registry = Registry(Settings(models_dir=models))
-    assert registry.ready and "nested too deep" in registry.health()["policy_error"]
+    worker = Worker(Settings(models_dir=models))
+    registry = worker.registry
+    assert registry.ready and "nested too deep" in worker.health()["policy_error"]
 
 
 def _gather_graph() -> bytes:
@@ -88,8 +90,9 @@ def test_a_graph_that_fails_the_smoke_prediction_is_refused_named(tmp_path, capl
     models = _models(tmp_path, versioned="housing-price")
     (models / "policy.json").write_text(json.dumps({"housing-price": {"versions": "all"}}))
     _version(models, "housing-price", "2", onnx_bytes=_gather_graph())
-    registry = Registry(Settings(models_dir=models))
-    health = registry.health()
+    worker = Worker(Settings(models_dir=models))
+    registry = worker.registry
+    health = worker.health()
     assert registry.ready and health["models"]["housing-price"]["versions"] == ["1"]
     assert health["refused"] == {"housing-price": ["2"]}
     (line,) = [r.getMessage() for r in caplog.records if "smoke prediction" in r.getMessage()]
@@ -100,7 +103,8 @@ def test_a_graph_that_fails_the_smoke_prediction_is_refused_named(tmp_path, capl
 def test_a_broken_policy_file_makes_a_management_write_a_503_naming_it(tmp_path, content):
     models = _models(tmp_path, versioned="housing-price")
     (models / "policy.json").write_bytes(content)
-    registry = Registry(Settings(models_dir=models, management=True))
+    worker = Worker(Settings(models_dir=models, management=True))
+    registry = worker.registry
     control = Control(registry, True)
     with pytest.raises(ModelUnavailable, match=r"policy.json: not valid JSON.*fix or remove the file"):
         asyncio.run(control.set_policy("housing-price", b'{"default": "1"}'))
@@ -110,37 +114,39 @@ def test_a_broken_policy_file_makes_a_management_write_a_503_naming_it(tmp_path,
 def test_a_fifo_policy_file_is_never_opened_and_management_recovers_when_it_is_a_file_again(tmp_path):
     models = _models(tmp_path, versioned="housing-price")
     os.mkfifo(models / "policy.json")  # opening it would block the reader until a writer came
-    registry = Registry(Settings(models_dir=models, management=True))
-    assert registry.ready and "not a regular file" in registry.health()["policy_error"]
+    worker = Worker(Settings(models_dir=models, management=True))
+    registry = worker.registry
+    assert registry.ready and "not a regular file" in worker.health()["policy_error"]
     control = Control(registry, True)
     with pytest.raises(ModelUnavailable, match="not a regular file"):
         asyncio.run(control.set_policy("housing-price", b'{"default": "1"}'))
     (models / "policy.json").unlink()
     (models / "policy.json").write_text("{}")
     answer = asyncio.run(control.set_policy("housing-price", b'{"default": "1"}'))
-    assert answer["policy"]["default"] == "1" and "policy_error" not in registry.health()
+    assert answer["policy"]["default"] == "1" and "policy_error" not in worker.health()
 
 
 def test_a_look_that_hangs_is_not_waited_for_and_is_applied_when_it_comes_back(tmp_path):
     models = _models(tmp_path, versioned="housing-price")
-    registry = Registry(Settings(models_dir=models, models_dir_timeout_s=0.2))
-    plan, release = registry.plan, threading.Event()
+    worker = Worker(Settings(models_dir=models, models_dir_timeout_s=0.2))
+    registry = worker.registry
+    plan, release = registry.planner.plan, threading.Event()
 
-    def hung():  # as a read on a hung network mount would
+    def hung(now):  # as a read on a hung network mount would
         release.wait(30)
-        return plan()
+        return plan(now)
 
     async def scenario():
-        registry.plan = hung
+        registry.planner.plan = hung
         with pytest.raises(ModelUnavailable, match="NNSERVE_MODELS_DIR_TIMEOUT_S"):
             await registry.refresh()
         with pytest.raises(ModelUnavailable):  # a second call starts no second thread: it waits for the first
             await registry.refresh()
-        stuck = registry.health()
-        registry.plan = plan
+        stuck = worker.health()
+        registry.planner.plan = plan
         release.set()
         await registry.refresh()  # the hung look comes back, then a look of its own
-        return stuck, registry.health()
+        return stuck, worker.health()
 
     stuck, after = asyncio.run(scenario())
     assert stuck["ready"] and any("has not come back" in w for w in stuck["warnings"])
@@ -153,7 +159,8 @@ def test_a_symlinked_policy_file_is_written_through_the_link(tmp_path):
     real.parent.mkdir()
     real.write_text("{}")
     (models / "policy.json").symlink_to(real)
-    registry = Registry(Settings(models_dir=models, management=True))
+    worker = Worker(Settings(models_dir=models, management=True))
+    registry = worker.registry
     asyncio.run(Control(registry, True).set_policy("housing-price", b'{"default": "1"}'))
     assert (models / "policy.json").is_symlink() and read_policies(real) == {"housing-price": Policy(default="1")}
     real.write_text(json.dumps({"housing-price": {"default": "1", "versions": "all"}}))  # an edit of the target
@@ -183,7 +190,8 @@ def test_writes_for_different_models_from_two_processes_all_land(tmp_path):
 def test_unchanged_files_are_not_read_again(tmp_path, monkeypatch):
     models = _models(tmp_path, "ad-click", versioned="housing-price")
     (models / "policy.json").write_text(json.dumps({"housing-price": {"default": "1"}}))
-    registry = Registry(Settings(models_dir=models))
+    worker = Worker(Settings(models_dir=models))
+    registry = worker.registry
     reads = []
     original = versions.read_json
     monkeypatch.setattr(versions, "read_json", lambda path, limit: reads.append(path.name) or original(path, limit))
@@ -205,6 +213,7 @@ def test_a_card_over_the_size_limit_refuses_its_version_named(tmp_path, caplog):
     card = json.loads((models / "housing-price" / "1" / "card.json").read_text())
     _version(models, "housing-price", "2", card_text=json.dumps({**card, "version": "2", "pad": "x" * 40_000}))
     limit = (models / "housing-price" / "1" / "card.json").stat().st_size + 1000
-    registry = Registry(Settings(models_dir=models, max_card_bytes=limit))
-    assert registry.ready and registry.health()["refused"] == {"housing-price": ["2"]}
+    worker = Worker(Settings(models_dir=models, max_card_bytes=limit))
+    registry = worker.registry
+    assert registry.ready and worker.health()["refused"] == {"housing-price": ["2"]}
     assert [r.getMessage() for r in caplog.records if "over the limit" in r.getMessage()]

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from service.settings import Settings
-from service.worker import standalone
+from service.worker import Worker, standalone
 from tests.conftest import IMAGENET_INDEX, MODELS, SAMPLE_PHOTOS
 from tests.serving import bentoml_serve, server_log
 from tests.training.test_export import export_imagenet_like
@@ -127,16 +127,16 @@ def test_model_names_in_oip_paths_cannot_reach_files(server, name):
 
 
 def test_two_folders_with_one_model_name_serve_neither_and_say_which(tmp_path, caplog):
-    from service.models.registry import Registry
     from service.settings import Settings
 
     models = tmp_path / "models"
     shutil.copytree(MODELS / "ad-click", models / "ad-click")
     shutil.copytree(MODELS / "ad-click", models / "ad-click-copy")
     shutil.copytree(MODELS / "ad-click", models / ".ad-click.incoming")  # hidden: a publish under way, skipped
-    registry = Registry(Settings(models_dir=models))
+    worker = Worker(Settings(models_dir=models))
+    registry = worker.registry
     assert not registry.ready and "ad-click" not in registry.adapters
-    assert registry.health()["errors"] == ["ad-click"]
+    assert worker.health()["errors"] == ["ad-click"]
     lines = [r.getMessage() for r in caplog.records if "two folders" in r.getMessage()]
     assert len(lines) == 1 and str(models / "ad-click") in lines[0] and str(models / "ad-click-copy") in lines[0]
 

@@ -19,9 +19,8 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from service.models.registry import Registry
 from service.settings import Settings
-from service.worker import standalone
+from service.worker import Worker, standalone
 from tests.conftest import MODELS
 from tests.integration.test_faults import HOUSE
 from tests.serving import add_version, bentoml_serve, everywhere, metrics_containing, server_log
@@ -212,31 +211,33 @@ def test_a_shadow_runs_on_sampled_requests_and_only_its_difference_is_kept(serve
 )
 def test_every_kind_of_broken_version_is_refused_and_the_old_one_serves(tmp_path, caplog, breakage, scale, message):
     models = _models(tmp_path)
-    registry = Registry(Settings(models_dir=models))
+    worker = Worker(Settings(models_dir=models))
+    registry = worker.registry
     add_version(models / "housing-price", MODELS / "housing-price", "2", scale=scale, breakage=breakage)
     caplog.clear()
     with caplog.at_level(logging.ERROR):
         for _ in range(3):  # the watch looks again and again: the refusal is said once
-            registry.apply(registry.plan())
+            registry.apply(registry.planner.plan(registry.table))
     assert registry.ready and registry.adapters["housing-price"].model.card.version == "1"
-    assert registry.health()["refused"] == {"housing-price": ["2"]}
+    assert worker.health()["refused"] == {"housing-price": ["2"]}
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and message in lines[0] and str(models / "housing-price" / "2") in lines[0], lines
 
 
 def test_a_version_that_vanishes_for_one_look_keeps_serving_and_goes_at_the_second(tmp_path):
     models = _models(tmp_path)
-    registry = Registry(Settings(models_dir=models))
+    worker = Worker(Settings(models_dir=models))
+    registry = worker.registry
     (models / "ad-click").rename(models / ".ad-click.previous")  # a flat folder being replaced by renames
-    registry.apply(registry.plan())
+    registry.apply(registry.planner.plan(registry.table))
     assert "ad-click" in registry.adapters and registry.ready
     (models / ".ad-click.previous").rename(models / "ad-click")  # back: served all along
-    registry.apply(registry.plan())
+    registry.apply(registry.planner.plan(registry.table))
     assert "ad-click" in registry.adapters
     shutil.rmtree(models / "ad-click")  # really removed: gone at the second look
-    registry.apply(registry.plan())
+    registry.apply(registry.planner.plan(registry.table))
     assert "ad-click" in registry.adapters
-    registry.apply(registry.plan())
+    registry.apply(registry.planner.plan(registry.table))
     assert "ad-click" not in registry.adapters
 
 

@@ -1,5 +1,6 @@
-"""Our access log middleware writes BentoML's line: the same request through both gives the same text
-(but for the latency), in the plain and the JSON format; skipped paths write nothing."""
+"""The edge's access log writes BentoML's line: the same request through BentoML's middleware and through
+ours gives the same text (but for the latency), in the plain and the JSON format; skipped paths write
+nothing."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import io
 import json
 import logging
 import re
+import time
 
 import pytest
+from bentoml._internal.context import trace_context
 from bentoml._internal.log import DATE_FORMAT, TRACED_LOG_FORMAT, TraceRecordFilter
 from bentoml._internal.server.http.access import AccessLogMiddleware
 
-from service.glue.logs import JsonFormatter
+from service.logs import JsonFormatter
 from service.protocol.access_log import AccessLog
+from service.protocol.context import Context
 
 FIELDS = {"has_request_content_length": True, "has_request_content_type": True,
           "has_response_content_length": True, "has_response_content_type": True, "skip_paths": ["/livez"]}  # fmt: skip
@@ -44,10 +48,21 @@ def stream():
     logger.handlers, logger.level, logger.propagate = saved
 
 
+def _ours(scope: dict) -> None:
+    """What the edge does once it has answered the request with app's answer."""
+    ctx = Context(1, scope["method"], scope["path"], scope["headers"], time.perf_counter())
+    ctx.status, ctx.answer_headers = 422, [(b"content-type", b"application/json"), (b"content-length", b"17")]
+    AccessLog((True, True), (True, True), ["/livez"]).write(ctx, scope)
+
+
 def _through(middleware_class, path: str = SCOPE["path"]) -> None:
     async def run():
-        middleware = middleware_class(app, **FIELDS)
-        await middleware({**SCOPE, "path": path}, None, lambda message: asyncio.sleep(0))
+        if middleware_class is AccessLog:
+            _ours({**SCOPE, "path": path})
+        else:
+            trace_context.request_id = 1  # the request's id, as the edge gives ours
+            middleware = middleware_class(app, **FIELDS)
+            await middleware({**SCOPE, "path": path}, None, lambda message: asyncio.sleep(0))
         await asyncio.sleep(0.3)  # ours writes its lines in batches
 
     asyncio.run(run())
@@ -77,8 +92,8 @@ def test_the_json_line_is_bentomls_line(stream):
     _through(AccessLogMiddleware)
     _through(AccessLog)
     theirs, ours = (json.loads(line) for line in _lines(stream))
-    assert ours.keys() == theirs.keys() == {"time", "level", "logger", "message"}
-    same = ("level", "logger", "message")
+    assert ours.keys() == theirs.keys() == {"time", "level", "logger", "message", "request_id"}
+    same = ("level", "logger", "message", "request_id")
     assert [ours[k] for k in same] == [theirs[k] for k in same]
 
 
@@ -91,7 +106,7 @@ def test_a_client_cannot_forge_a_line_or_break_one(stream):
     async def run():
         forged = "/v1/x\n2026-01-01T00:00:00+0000 [INFO] forged"
         scope = {**SCOPE, "path": forged, "headers": [(b"content-type", b"\xff\n")]}
-        await AccessLog(app, **FIELDS)(scope, None, lambda message: asyncio.sleep(0))
+        _ours(scope)
         await asyncio.sleep(0.3)
 
     asyncio.run(run())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
@@ -74,48 +75,34 @@ def _middleware_classes(monkeypatch, traced: bool) -> list:
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
     from starlette.middleware import Middleware
 
+    from service.protocol.edge import Edge
+
     monkeypatch.setattr(bentoml_patches, "tracing_configured", lambda: traced)
     skip = ["/livez"]
     bentomls = [Middleware(TimeoutMiddleware, timeout=1), Middleware(OpenTelemetryMiddleware, excluded_urls=None),
                 Middleware(AccessLogMiddleware, has_request_content_type=True, skip_paths=skip),
-                Middleware(RunnerTrafficMetricsMiddleware, namespace="bentoml_service", skip_paths=skip)]  # fmt: skip
-    return [m.cls for m in bentoml_patches.lighter_middlewares(bentomls)]
+                Middleware(RunnerTrafficMetricsMiddleware, namespace="bentoml_service", skip_paths=skip),
+                Middleware(Edge, settings=None)]  # fmt: skip
+    service = SimpleNamespace(middlewares=[(Edge, {})])
+    return [m.cls for m in bentoml_patches.own_middlewares(bentomls, service)]
 
 
-def test_bentomls_middlewares_give_way_to_lighter_ones_tracing_and_access_log_only_when_untraced(monkeypatch):
-    from bentoml._internal.server.http.access import AccessLogMiddleware
-    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+def test_bentomls_request_layers_give_way_to_the_edge_unless_traced(monkeypatch):
+    from service.protocol.edge import Edge
 
-    from service.protocol.access_log import AccessLog
-    from service.protocol.http_metrics import RequestMetrics
-
-    untraced = _middleware_classes(monkeypatch, traced=False)
-    assert bentoml_patches.RequestId in untraced and OpenTelemetryMiddleware not in untraced
-    assert AccessLog in untraced and AccessLogMiddleware not in untraced
+    assert _middleware_classes(monkeypatch, traced=False) == [Edge]  # the edge does what they did
     traced = _middleware_classes(monkeypatch, traced=True)
-    assert OpenTelemetryMiddleware in traced and bentoml_patches.RequestId not in traced
-    assert AccessLogMiddleware in traced and AccessLog not in traced
-    assert RequestMetrics in traced and RequestMetrics in untraced  # traced or not, the same series for less
-    assert len(traced) == len(untraced)  # nothing else changed
+    assert len(traced) == 5 and traced[-1] is Edge  # with trace ids to carry, BentoML's layers stay
 
 
-def test_the_request_id_is_new_for_every_request():
-    from bentoml._internal.context import trace_context
-
-    seen = []
-
-    async def app(scope, receive, send):
-        seen.append(trace_context.request_id)
-
-    async def run():
-        middleware = bentoml_patches.RequestId(app)
-        for _ in range(3):
-            await middleware({"type": "http"}, None, None)
-
-    asyncio.run(run())
-    assert len(set(seen)) == 3 and all(isinstance(i, int) for i in seen)
+def test_the_edge_records_as_bentoml_configures_it_and_nothing_when_traced(monkeypatch):
+    monkeypatch.setattr(bentoml_patches, "tracing_configured", lambda: False)
+    observe = bentoml_patches.observe()
+    assert observe is not None and observe.metrics is not None and observe.access_log is not None
+    monkeypatch.setattr(bentoml_patches, "tracing_configured", lambda: True)
+    assert bentoml_patches.observe() is None
 
 
 def test_a_changed_middlewares_method_is_not_patched_blindly():
-    with pytest.raises(BentoMLChanged, match="tracing"):
+    with pytest.raises(BentoMLChanged, match="middlewares"):
         bentoml_patches.patch_middlewares(original=_ok)

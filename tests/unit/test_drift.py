@@ -1,12 +1,17 @@
-"""Drift's pieces: binning as the card's reference bins, the two measures, the sliding window."""
+"""Drift's pieces: binning as the card's reference bins, the two measures, the sliding window, and
+figures over the windows of several workers."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from service.cards import Distribution, ReferenceCard
-from service.dataplane.drift import Drift, bin_of, check_names, js_distance, psi, warnings
+from service.dataplane.drift import Drift, bin_of, js_distance, psi, warnings
+from service.runtime import ModelLoadError
+from service.tasks.base import Adapter
 from training import reference
 
 
@@ -49,21 +54,25 @@ def _drift(window_rows: int = 100, window_s: float = 0) -> Drift:
     return Drift("m v1", card, lambda parts: [parts[0], parts[0]], window_rows, window_s, 0.2, 10)
 
 
+def _figures(drift: Drift, now: float | None = None) -> dict:
+    return drift.figures([drift.fold(now)])
+
+
 def test_the_window_keeps_the_latest_rows_and_drops_what_is_too_old():
     drift = _drift(window_rows=100)
     drift.record((np.zeros(80),))  # all in bin 0
     drift.record((np.ones(60),))  # all in bin 1: the window keeps 40 zeros and 60 ones
-    figures = drift.fold()
+    figures = _figures(drift)
     assert figures["rows"] == 100 and figures["rows_seen"] == 140
     assert figures["distributions"]["x"]["window"] == [0.4, 0.6]
     assert figures["drifted"] == []  # 0.4/0.6 against 0.5/0.5: PSI 0.04
     drift.record((np.ones(100),))
-    last = drift.fold()
+    last = _figures(drift)
     assert last["distributions"]["x"]["window"] == [0, 1] and last["drifted"] == ["x"]  # "day" is time: never
     assert warnings(drift) == [f"m v1: x drifted (PSI {last['distributions']['x']['psi']:.3f} > 0.2 over 100 rows)"]
     timed = _drift(window_rows=100, window_s=60)
     timed.record((np.ones(30),))
-    assert timed.fold()["rows"] == 30 and timed.fold(now=1e12)["rows"] == 0  # an hour later: all too old
+    assert _figures(timed)["rows"] == 30 and _figures(timed, now=1e12)["rows"] == 0  # an hour later: all too old
 
 
 def test_rows_waiting_beyond_a_window_are_dropped_at_once_and_a_broken_reference_stops_only_drift():
@@ -71,16 +80,38 @@ def test_rows_waiting_beyond_a_window_are_dropped_at_once_and_a_broken_reference
     for _ in range(50):
         drift.record((np.zeros(10),))
     assert drift.pending_rows < 110  # never more than a window's worth (plus one run) waiting
-    assert drift.fold()["rows"] == 100
+    assert _figures(drift)["rows"] == 100
     broken = Drift("m v1", drift.reference, lambda parts: [], 100, 0, 0.2, 10)  # fewer columns than distributions
     broken.record((np.zeros(5),))
-    assert "error" in broken.fold() and broken.failed
+    assert "error" in _figures(broken) and broken.failed
+
+
+def test_the_figures_of_several_workers_are_those_of_all_their_rows():
+    busy, idle = _drift(window_rows=2000), _drift(window_rows=2000)
+    busy.record((np.r_[np.zeros(700), np.ones(700)],))  # 1,400 rows, as the reference: no drift
+    idle.record((np.ones(2),))  # 2 rows, all in one bin: alone, PSI of 2.1
+    assert _figures(idle)["distributions"]["x"]["psi"] > 1
+    counts = [busy.fold(), idle.fold()]
+    seen_by_busy, seen_by_idle = busy.figures(counts), idle.figures(counts[::-1])
+    assert seen_by_busy["rows"] == seen_by_idle["rows"] == 1402 and seen_by_busy["workers"] == 2
+    assert seen_by_busy["distributions"] == seen_by_idle["distributions"]
+    assert seen_by_busy["distributions"]["x"]["psi"] < 0.01 and seen_by_busy["drifted"] == []
 
 
 def test_a_reference_must_name_the_tasks_distributions_in_order():
     card = _drift().reference
-    assert check_names(card, ["x", "day"]) is None
-    assert "this task tracks ['day', 'x']" in check_names(card, ["day", "x"])
+
+    def checked(reference: ReferenceCard, names: list[str]) -> str | None:
+        stub = SimpleNamespace(model=SimpleNamespace(card=SimpleNamespace(reference=reference)),
+                               drift_names=lambda: names, fail=ModelLoadError)  # fmt: skip
+        try:
+            Adapter.check_reference(stub)  # type: ignore[arg-type]
+        except ModelLoadError as e:
+            return str(e)
+        return None
+
+    assert checked(card, ["x", "day"]) is None
+    assert "this task tracks ['day', 'x']" in checked(card, ["day", "x"])
     one_bin_short = Distribution(name="x", kind="feature", edges=[1.0], fractions=[1.0])
     bad = ReferenceCard(features_from="", outputs_from="", distributions=[one_bin_short])
-    assert "one fraction per bin" in check_names(bad, ["x"])
+    assert "one fraction per bin" in checked(bad, ["x"])

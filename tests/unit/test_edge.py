@@ -11,22 +11,16 @@ from types import SimpleNamespace
 
 from bentoml._internal.context import trace_context
 
-from service.protocol.admission import is_prediction
 from service.protocol.auth import ApiKeyAuth
 from service.protocol.edge import Edge
+from service.protocol.router import Route, Router
+from service.protocol.transport import respond
 from service.settings import Settings
 from service.shutdown import drain
 from tests.conftest import REPO
 
-HEALTHY = SimpleNamespace(
-    registry=SimpleNamespace(
-        health=lambda: {"ready": not drain.draining}, table=SimpleNamespace(models={}, refused={})
-    ),
-    documents=lambda: (b"{}", b"{}"),
-)
 
-
-async def _ok(scope, receive, send):
+async def _ok(scope, receive, send):  # BentoML's own app below the edge (/livez, /metrics)
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": b"{}"})
 
@@ -42,9 +36,28 @@ async def _plain_405(scope, receive, send):
     await send({"type": "http.response.body", "body": b"Method Not Allowed"})
 
 
-def _edge(app=_ok, keys=(), server=HEALTHY, **settings) -> Edge:
+async def _answer(ctx, params, receive, send):  # a route's handler
+    await respond(ctx, send, 200, b"{}")
+
+
+def _worker(handler=_answer) -> SimpleNamespace:
+    """A stand-in for service.worker.Worker: a router of a few routes, all answered by `handler`."""
+    router = Router([Route("/v1/{model}/{action}", ("POST",), handler, prediction=True),
+                     Route("/v2/models/{name}/infer", ("POST",), handler, prediction=True),
+                     Route("/v1/models", ("GET",), handler)])  # fmt: skip
+    return SimpleNamespace(
+        router=router,
+        health=lambda: {"ready": not drain.draining},
+        documents=lambda: (b"{}", b"{}"),
+        registry=SimpleNamespace(table=SimpleNamespace(models={}, refused={})),
+        plane=SimpleNamespace(count=lambda *_: None),
+    )
+
+
+def _edge(app=_ok, keys=(), worker=None, handler=_answer, **settings) -> Edge:
     auth = ApiKeyAuth(list(keys), frozenset({"/livez", "/readyz", "/metrics"}))
-    return Edge(app, Settings(**settings), auth, lambda: server)
+    served = worker if worker is not None else _worker(handler)
+    return Edge(app, Settings(**settings), auth, lambda: served)
 
 
 async def _call(edge, path, method="GET", headers=(), body=b"") -> tuple[int, dict, bytes]:
@@ -60,12 +73,6 @@ async def _call(edge, path, method="GET", headers=(), body=b"") -> tuple[int, di
     scope = {"type": "http", "method": method, "path": path, "headers": list(headers)}
     await edge(scope, receive, send)
     return sent[0]["status"], dict(sent[0]["headers"]), b"".join(m.get("body", b"") for m in sent[1:])
-
-
-def test_which_paths_are_predictions():
-    assert is_prediction("/v1/housing-price/predict") and is_prediction("/v1/image-tagging/predict-batch-base64")
-    assert is_prediction("/v2/models/ad-click/infer") and is_prediction("/v2/models/ad-click/versions/1/infer")
-    assert not any(map(is_prediction, ["/livez", "/readyz", "/metrics", "/v1/models", "/v2/models/ad-click"]))
 
 
 def test_api_keys_are_checked_first_and_probes_stay_open():
@@ -85,9 +92,11 @@ def test_readyz_answers_the_health_and_503_while_starting():
     async def scenario():
         status, _, body = await _call(_edge(), "/readyz")
         assert status == 200 and json.loads(body) == {"ready": True}
-        status, _, body = await _call(_edge(server=None), "/readyz")
+        nothing = Edge(_ok, Settings(), ApiKeyAuth([], frozenset()), lambda: None)  # the worker still starting
+        status, _, body = await _call(nothing, "/readyz")
         assert status == 503 and json.loads(body)["error"] == "starting"
-        assert (await _call(_edge(server=None), "/docs.json"))[0] == 503
+        assert (await _call(nothing, "/docs.json"))[0] == 503
+        assert (await _call(nothing, "/v1/housing-price/predict", "POST"))[0] == 503
 
     asyncio.run(scenario())
 
@@ -131,12 +140,12 @@ def test_beyond_the_slots_and_the_queue_is_503_at_once_and_it_recovers():
     async def scenario():
         release, entered = asyncio.Event(), asyncio.Event()
 
-        async def slow(scope, receive, send):
+        async def slow(ctx, params, receive, send):
             entered.set()
             await release.wait()
-            await _ok(scope, receive, send)
+            await _answer(ctx, params, receive, send)
 
-        edge = _edge(slow, max_in_flight=1, max_queue=1)
+        edge = _edge(handler=slow, max_in_flight=1, max_queue=1)
         first = asyncio.create_task(_call(edge, "/v1/housing-price/predict", "POST"))
         await entered.wait()  # one in flight
         second = asyncio.create_task(_call(edge, "/v1/housing-price/predict", "POST"))
@@ -156,32 +165,33 @@ def test_beyond_the_slots_and_the_queue_is_503_at_once_and_it_recovers():
 
 def test_a_cancelled_request_frees_its_slot():
     async def scenario():
-        async def hang(scope, receive, send):
+        async def hang(ctx, params, receive, send):
             await asyncio.Event().wait()
 
-        edge = _edge(hang, max_in_flight=1, max_queue=0)
+        edge = _edge(handler=hang, max_in_flight=1, max_queue=0, request_timeout_s=1)
         task = asyncio.create_task(_call(edge, "/v1/ad-click/predict", "POST"))
         while edge.admission.in_flight < 1:
             await asyncio.sleep(0)
-        task.cancel()  # what BentoML's timeout does before answering 504
+        task.cancel()  # the client gone: the server cancels the request's task
         await asyncio.gather(task, return_exceptions=True)
-        return edge.admission.in_flight, drain.in_flight, edge.admission._slots.locked()
+        timed_out = await _call(edge, "/v1/ad-click/predict", "POST")  # past NNSERVE_REQUEST_TIMEOUT_S: 504
+        return edge.admission.in_flight, drain.in_flight, edge.admission._slots.locked(), timed_out
 
-    assert asyncio.run(scenario()) == (0, 0, False)
+    *freed, (status, _, body) = asyncio.run(scenario())
+    assert freed == [0, 0, False] and status == 504 and "NNSERVE_REQUEST_TIMEOUT_S" in json.loads(body)["error"]
 
 
 def test_plain_text_errors_become_json_with_their_headers_and_answers_carry_the_request_id():
     async def scenario():
-        trace_context.request_id = 0xABC
-        try:
-            return await _call(_edge(_plain_405), "/livez", "POST")
-        finally:
-            trace_context.request_id = None
+        below = await _call(_edge(_plain_405), "/livez", "POST")
+        routed = await _call(_edge(), "/v1/housing-price/predict", "POST")
+        return below, routed, trace_context.request_id
 
-    status, headers, body = asyncio.run(scenario())
+    (status, headers, body), (_, routed, _), request_id = asyncio.run(scenario())
     assert status == 405 and headers[b"allow"] == b"GET" and headers[b"content-type"] == b"application/json"
     assert json.loads(body) == {"error": "Method Not Allowed", "detail": []}
-    assert headers[b"x-bentoml-request-id"] == b"0000000000000abc"
+    assert routed[b"x-bentoml-request-id"] == format(request_id, "016x").encode()  # the id its log lines carry
+    assert headers[b"x-bentoml-request-id"] != routed[b"x-bentoml-request-id"]  # one id per request
 
 
 def test_serving_path_never_imports_torch():

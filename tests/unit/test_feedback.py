@@ -10,8 +10,7 @@ import time
 import pytest
 
 from service.dataplane.feedback import Feedback, Outcomes
-from service.errors import InvalidInput
-from service.protocol.bodies import parse_json
+from service.errors import InvalidInput, parse_json
 
 
 def test_outcomes_older_than_keep_go_and_newer_ones_stay(tmp_path):
@@ -19,7 +18,7 @@ def test_outcomes_older_than_keep_go_and_newer_ones_stay(tmp_path):
     now = time.time()
     store.remember([("old", "m", "1", now, [0.5]), ("new", "m", "1", now, [0.25])])
     for request_id in ("old", "new"):
-        joined = asyncio.run(store.join("m", "binary_classification", [], Feedback(request_id=request_id, outcome=1)))
+        joined = asyncio.run(store.join("m", lambda outcome, loc: None, Feedback(request_id=request_id, outcome=1)))
         assert joined["counted"]
     with store.db() as db:  # the first outcome was posted 1,001 s ago
         db.execute("UPDATE feedback SET time = ? WHERE request_id = 'old'", (now - 1001,))

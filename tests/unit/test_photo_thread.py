@@ -33,9 +33,9 @@ def test_a_photo_over_the_inline_size_is_tagged_in_a_thread_and_a_smaller_one_in
     monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
     photo = PHOTO.read_bytes()
     assert len(photo) > image.INLINE_PHOTO_BYTES
-    threaded = asyncio.run(tagger.tag([(photo, ["photo"])], 3))
+    threaded, _ = asyncio.run(tagger.compute(([(photo, ["photo"])], 3)))
     assert len(hops) == 1
 
     monkeypatch.setattr(image, "INLINE_PHOTO_BYTES", len(photo))  # the same photo is now small enough
-    inline = asyncio.run(tagger.tag([(photo, ["photo"])], 3))
+    inline, _ = asyncio.run(tagger.compute(([(photo, ["photo"])], 3)))
     assert len(hops) == 1 and inline == threaded and len(inline[0]) == 3

@@ -2,8 +2,8 @@
 with its labels (training/make_card.py).
 
 The graph takes one 4-D image tensor as the card's `image` section says (size, layout, dtype,
-normalisation) and returns class scores [N, labels]. Every classifier answers on the same routes,
-/v1/image-tagging/..., chosen by the request's `model` (default: image-tagging, or the only one):
+normalisation) and returns class scores [N, labels]. Every classifier answers the same actions under
+one route name, GROUP, the request's `model` choosing which (default: image-tagging, or the only one):
 photos as multipart files or as base64 in JSON, one or a batch. Decoding and resizing happen inline
 for small photos (INLINE_PHOTO_BYTES), in a worker thread for larger ones; on a GPU concurrent
 requests share padded batches (service/tasks/batching.py).
@@ -13,37 +13,25 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Awaitable, Callable
+from functools import cache
 from typing import Any
 
 import numpy as np
 
-from service.errors import InvalidInput, field_error
-from service.protocol.bodies import (
-    JSON,
-    MULTIPART,
-    Form,
-    check_media_type,
-    parse_form,
-    parse_json,
-    read_body,
-    received_value,
-)
-from service.protocol.transport import json_bytes, send_bytes
-from service.tasks.base import Adapter, Endpoint, answered_by
+from service.errors import InvalidInput, field_error, received_value
+from service.tasks.base import Action, Adapter, Form, Prediction
 from service.tasks.batching import Batcher
 from service.tasks.image.photos import decode_photo, probabilities, to_input, top_k
 from service.tasks.image.types import Base64Photo, PhotoOptions, Tags, TagsBatch, base64_batch
 from service.telemetry import batch_size_observer
 
-ROUTE = "/v1/image-tagging"
 # Photos of at most this many bytes in all are decoded and run inline in the event loop, larger ones in
 # a worker thread. The thread hop costs more than a small photo's work: one 224 px JPEG (15 KB) per
 # request, inline vs thread, 480 vs 404 photos/s and 4.1 vs 4.8 CPU-s per 1,000 (make bench, same
 # run against KServe); the loop is held ~4 ms. A phone photo (megabytes, tens of ms) keeps the thread,
 # so it never holds up the worker's other requests and probes.
 INLINE_PHOTO_BYTES = 64 * 1024
-DEFAULT = "image-tagging"
+GROUP = "image-tagging"  # the route name every classifier shares; the model answering when none is named
 DEFAULT_TOP_K = 5  # tags returned when a request does not say (every label, for a model with fewer)
 Photo = tuple[bytes, list[str | int]]  # the file, and where it was in the request (for errors)
 
@@ -51,6 +39,9 @@ Photo = tuple[bytes, list[str | int]]  # the file, and where it was in the reque
 class ImageClassification(Adapter):
     task = "image_classification"
     heavy = True  # decoding a large photo and running a CNN take milliseconds: a thread, not the event loop
+    group = GROUP
+    noun = "an image classifier"
+    action_names = ("predict", "predict-batch", "predict-base64", "predict-batch-base64")
 
     def check(self) -> None:
         card = self.model.card
@@ -79,6 +70,12 @@ class ImageClassification(Adapter):
         self.model.warm_up(batcher.buckets)
         return batcher
 
+    def actions(self) -> list[Action]:
+        return actions(self.settings.max_batch_images)
+
+    def batch_limit(self) -> tuple[int, str]:
+        return self.settings.max_batch_images, "NNSERVE_MAX_BATCH_IMAGES"
+
     def tags_wanted(self, k: int | None) -> int:
         """The tags to return: as asked, or DEFAULT_TOP_K (every label, for a model with fewer). Only an
         explicit top_k can be too large."""
@@ -88,13 +85,31 @@ class ImageClassification(Adapter):
         if k > labels:
             raise InvalidInput(
                 "top_k is larger than the number of labels",
-                [field_error(["top_k"], f"1 to {len(self.model.card.labels)} for {self.name}", received_value(k),
-                             "less_than_equal")],
-            )  # fmt: skip
+                [field_error(["top_k"], f"1 to {labels} for {self.name}", received_value(k), "less_than_equal")],
+            )
         return k
 
-    async def tag(self, photos: list[Photo], k: int) -> list[list[dict[str, Any]]]:
-        """Photos -> their top-k tags, best first (k checked by `tags_wanted` first)."""
+    async def predict(self, action: str, request: Any) -> Prediction:
+        """`request`: (the files, the form's fields) for a multipart action; the validated JSON for base64."""
+        if isinstance(request, tuple):
+            files, options = request
+            many = action == "predict-batch"
+            photos = [(data, ["photos", i] if many else ["photo"]) for i, data in enumerate(files)]
+        else:
+            options, many = request, action == "predict-batch-base64"
+            texts = request.images_base64 if many else [request.image_base64]
+            locs = [["images_base64", i] if many else ["image_base64"] for i in range(len(texts))]
+            photos = [(_b64(text, loc), loc) for text, loc in zip(texts, locs, strict=True)]
+        k = self.tags_wanted(options.top_k if "top_k" in options.model_fields_set else None)
+        results, parts = await self.compute((photos, k))
+        served = {"model": self.name, "version": self.version}
+        answer = {**served, "results": results} if many else {**served, "tags": results[0]}
+        logged = {"photo_bytes": [len(data) for data, _ in photos], "top_k": k}  # the photos' sizes, not their pixels
+        return Prediction(answer, logged, [tags[0]["label"] for tags in results], parts, (photos, 1), results)
+
+    async def compute(self, inputs: tuple[list[Photo], int]) -> tuple[Any, tuple[np.ndarray, ...]]:
+        """Photos -> their top-k tags, best first (k checked by `tags_wanted` first), and drift's parts."""
+        photos, k = inputs
         card, max_pixels = self.model.card, self.settings.max_image_pixels
         assert card.image is not None
 
@@ -102,11 +117,10 @@ class ImageClassification(Adapter):
             rows = [to_input(decode_photo(data, max_pixels, loc), card.image) for data, loc in photos]
             return (np.concatenate(rows),)
 
-        scores = await self.run(prepare, heavy=sum(len(data) for data, _ in photos) > INLINE_PHOTO_BYTES)
-        return [
-            [{"label": label, "score": score} for label, score in top_k(row, card.labels, k, card.image.output_is)]
-            for row in scores
-        ]
+        _, scores = await self.run(prepare, heavy=sum(len(data) for data, _ in photos) > INLINE_PHOTO_BYTES)
+        tags = [[{"label": label, "score": score} for label, score in top_k(row, card.labels, k, card.image.output_is)]
+                for row in scores]  # fmt: skip
+        return tags, (scores,)
 
     def smoke(self) -> None:
         """A grey photo must give finite scores (the load's warm-up ran the graph on zeros already)."""
@@ -117,6 +131,14 @@ class ImageClassification(Adapter):
 
     def differences(self, live: list[list[dict]], shadow: list[list[dict]]) -> tuple[str, list[float]]:
         return "top1_agreement", [float(a[0]["label"] == b[0]["label"]) for a, b in zip(live, shadow, strict=True)]
+
+    def check_outcome(self, outcome: Any, loc: list[str | int]) -> None:
+        if not (isinstance(outcome, str) and outcome in self.model.card.labels):
+            expected = "one of the model's labels"
+            raise InvalidInput(f"{loc[0]}: expected {expected}", [field_error(loc, expected, outcome, "outcome")])
+
+    def measures(self, outputs: list[Any], outcomes: list[Any]) -> dict[str, float | int | None]:
+        return {"rows": len(outputs), "top1": float(np.mean([p == o for p, o in zip(outputs, outcomes, strict=True)]))}
 
     def drift_names(self) -> list[str]:
         return ["top1_confidence", "predicted_class"]
@@ -132,7 +154,7 @@ class ImageClassification(Adapter):
         h, w = image.size
         note = (f"decoded RGB pixels as the graph takes them: {image.dtype} {image.layout} {h}x{w}"
                 + ("" if image.normalise_in_graph else ", normalised with the card's mean and std")
-                + f"; photo files go to POST {ROUTE}/predict")  # fmt: skip
+                + f"; photo files go to POST /v1/{GROUP}/predict")  # fmt: skip
         return {**super().describe(), "labels": self.model.card.labels, "input_note": note}
 
 
@@ -150,70 +172,17 @@ def _b64(text: str, loc: list[str | int]) -> bytes:
         ) from None
 
 
-def endpoints(registry: Any, max_images: int, max_body: int) -> list[Endpoint]:
-    """The four photo routes, shared by every classifier loaded: multipart files or base64 in JSON,
-    one photo or a batch. The registry finds the model named (or answers that it is not loaded, 404,
-    or failed to load, 503) and the version that answers (pinned in the path, or the canary's draw)."""
-
-    def choose(scope: dict, name: str | None) -> ImageClassification:
-        names = sorted(n for n, a in registry.adapters.items() if isinstance(a, ImageClassification))
-        if name is None:
-            name = DEFAULT if DEFAULT in names or len(names) != 1 else names[0]
-        chosen, shadow = registry.route(name, scope.get("nnserve.version"), scope)
-        if not isinstance(chosen, ImageClassification):
-            raise InvalidInput(f"model {name} is not an image classifier",
-                               [field_error(["model"], f"one of {names}", name, "not_a_classifier")])  # fmt: skip
-        scope["nnserve.shadow"] = shadow if isinstance(shadow, ImageClassification) else None
-        answered_by(scope, chosen)
-        return chosen
-
-    Decode = Callable[[dict, Any], Awaitable[tuple[list[Photo], Any]]]  # -> photos, and top_k and model
-
-    def route(path: str, name: str, summary: str, batch: bool, decode: Decode, **body: Any) -> Endpoint:
-        async def handler(scope: dict, receive: Any, send: Any) -> None:
-            photos, options = await decode(scope, receive)
-            chosen = choose(scope, options.model)
-            k = chosen.tags_wanted(options.top_k if "top_k" in options.model_fields_set else None)
-            results = await chosen.tag(photos, k)
-            served = {"model": chosen.name, "version": chosen.model.card.version}
-            answer = {**served, "results": results} if batch else {**served, "tags": results[0]}
-            await send_bytes(send, 200, json_bytes(answer))
-            chosen.shadow(scope, lambda candidate: candidate.tag(photos, 1), results)
-            sizes = [len(data) for data, _ in photos]  # the photos' sizes, not their pixels
-            top1 = [tags[0]["label"] for tags in results]
-            chosen.log_payload(scope, {"photo_bytes": sizes, "top_k": k}, answer, top1)
-
-        return Endpoint(path, name, summary, TagsBatch if batch else Tags, handler, **body)
-
-    def files(form: Form) -> Decode:
-        async def decode(scope: dict, receive: Any) -> tuple[list[Photo], Any]:
-            content_type = check_media_type(scope, MULTIPART)
-            photos, options = parse_form(await read_body(scope, receive, max_body), content_type, form)
-            return [(data, [form.file, i] if form.many else [form.file]) for i, data in enumerate(photos)], options
-
-        return decode
-
-    def base64_json(model: type, field: str, batch: bool) -> Decode:
-        async def decode(scope: dict, receive: Any) -> tuple[list[Photo], Any]:
-            check_media_type(scope, JSON)
-            request = parse_json(await read_body(scope, receive, max_body), model)
-            texts = getattr(request, field) if batch else [getattr(request, field)]
-            locs = [[field, i] if batch else [field] for i in range(len(texts))]
-            return [(_b64(text, loc), loc) for text, loc in zip(texts, locs, strict=True)], request
-
-        return decode
-
+@cache
+def actions(max_images: int) -> list[Action]:
+    """The four actions every classifier answers: multipart files or base64 in JSON, one photo or a batch."""
     one = Form("photo", "The photo file: JPEG, PNG or WebP, any size.", PhotoOptions)
     many = Form("photos", "Photo files (JPEG, PNG or WebP), repeated `photos` parts.", PhotoOptions, True, max_images)
-    batch64 = base64_batch(max_images)
     return [
-        route(f"{ROUTE}/predict", "image_tagging", "Tag one photo uploaded as a multipart file.", False,
-              files(one), form=one),
-        route(f"{ROUTE}/predict-batch", "image_tagging_batch",
-              "Tag a batch of photos uploaded as multipart files named `photos`.", True, files(many), form=many),
-        route(f"{ROUTE}/predict-base64", "image_tagging_base64", "Tag one photo sent as base64 in JSON.", False,
-              base64_json(Base64Photo, "image_base64", False), request=Base64Photo),
-        route(f"{ROUTE}/predict-batch-base64", "image_tagging_batch_base64",
-              "Tag a batch of photos sent as base64 in JSON.", True, base64_json(batch64, "images_base64", True),
-              request=batch64),
+        Action("predict", "image_tagging", "Tag one photo uploaded as a multipart file.", Tags, form=one),
+        Action("predict-batch", "image_tagging_batch", "Tag a batch of photos uploaded as multipart files named "
+               "`photos`.", TagsBatch, form=many),
+        Action("predict-base64", "image_tagging_base64", "Tag one photo sent as base64 in JSON.", Tags,
+               request=Base64Photo),
+        Action("predict-batch-base64", "image_tagging_batch_base64", "Tag a batch of photos sent as base64 in JSON.",
+               TagsBatch, request=base64_batch(max_images)),
     ]  # fmt: skip

@@ -2,8 +2,8 @@
 
 The graph takes `numeric` float32 [N, numeric features] and `categorical` int64 [N, categorical
 features] (closed vocabularies as positions, IDs as they are) and returns one value per row, [N, 1]:
-a regressor's prediction in its unit, or a classifier's probability. The routes are
-/v1/<name>/predict and /v1/<name>/predict-batch, with types built from the card (service/tasks/tabular/types.py).
+a regressor's prediction in its unit, or a classifier's probability. Its actions are `predict` (one row)
+and `predict-batch`, with types built from the card (service/tasks/tabular/types.py).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import numpy as np
 
 from service import hashing as hashing_
 from service.cards import TensorSpec
-from service.protocol.bodies import JSON, check_media_type, parse_json, read_body
-from service.protocol.transport import json_bytes, send_bytes
-from service.tasks.base import Adapter, Endpoint, Handler, Inputs
+from service.errors import InvalidInput, field_error
+from service.measures import calibration_error, log_loss, roc_auc
+from service.tasks.base import Action, Adapter, Inputs, Prediction
 from service.tasks.batching import Batcher
 from service.tasks.tabular.encoder import TabularEncoder
 from service.tasks.tabular.types import TabularTypes, tabular_types
@@ -26,6 +26,8 @@ from service.telemetry import batch_size_observer
 
 
 class Tabular(Adapter):
+    action_names = ("predict", "predict-batch")
+
     def check(self) -> None:
         card = self.model.card
         expected = [("float32", len(card.numeric)), ("int64", len(card.categorical))]
@@ -54,7 +56,6 @@ class Tabular(Adapter):
         self.encoder = TabularEncoder(card)
         self.types: TabularTypes = tabular_types(card, self.settings.max_batch_rows)
         self.served = {"model": self.name, "version": card.version}
-        self.handlers: dict[str, Handler] = {"predict": self.single, "predict-batch": self.batch}
 
     def make_batcher(self) -> Batcher | None:
         """Requests already waiting share one run, in the event loop (the model takes tens of
@@ -66,23 +67,49 @@ class Tabular(Adapter):
         return Batcher(self.model.run, self.settings.tabular_batch_max, inline=True,
                        observe=batch_size_observer(self.name))  # fmt: skip
 
+    def actions(self) -> list[Action]:
+        types, method = self.types, self.name.replace("-", "_")
+        return [
+            Action("predict", method, types.summary, types.prediction, request=types.row),
+            Action(
+                "predict-batch", f"{method}_batch", types.batch_summary, types.prediction_batch, request=types.batch
+            ),
+        ]
+
     def features(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Validated rows without the fields a raw log line brings that the model does not read: they are
         neither run nor logged."""
         ignored = self.types.ignored
         return [{k: v for k, v in row.items() if k not in ignored} for row in rows] if ignored else rows
 
-    async def predict(self, rows: list[dict[str, Any]]) -> tuple[list[float], list[list[dict[str, Any]]]]:
-        """Validated rows -> one output value per row, and the warnings of each row."""
+    async def predict(self, action: str, request: Any) -> Prediction:
+        batch = action == "predict-batch"
+        rows = self.features([r.__dict__ for r in getattr(request, self.types.batch_field)] if batch
+                             else [request.__dict__])  # fmt: skip
+        (values, warnings), parts = await self.compute(rows)
+        output = self.types.output
+        if batch:
+            predictions = [{output: v, "warnings": w} for v, w in zip(values, warnings, strict=True)]
+            answer = {**self.served, "predictions": predictions}
+        else:
+            answer = {**self.served, output: values[0], "warnings": warnings[0]}
+        return Prediction(answer, rows, values, parts, rows, (values, warnings))
+
+    async def compute(self, rows: list[dict[str, Any]]) -> tuple[Any, tuple[np.ndarray, ...]]:
+        """Validated rows -> (one output value per row, the warnings of each row), and drift's parts."""
         numeric, codes, warnings = self.encoder.encode(rows)
-        out = await self.run(lambda: (numeric, codes))
-        return out[:, 0].tolist(), warnings
+        inputs, out = await self.run(lambda: (numeric, codes))
+        return (out[:, 0].tolist(), warnings), (*inputs, out)
+
+    def differences(self, live: tuple[list[float], Any], shadow: tuple[list[float], Any]) -> tuple[str, list[float]]:
+        measure = "probability_difference" if self.task == "binary_classification" else "absolute_difference"
+        return measure, [abs(a - b) for a, b in zip(live[0], shadow[0], strict=True)]
 
     def drift_names(self) -> list[str]:
         card = self.model.card
         return [f.name for f in card.numeric] + [f.name for f in card.categorical] + ["output"]
 
-    def drift_parts(self, inputs: Inputs, output: np.ndarray) -> tuple[np.ndarray, ...]:
+    def parts(self, inputs: Inputs, output: np.ndarray) -> tuple[np.ndarray, ...]:
         return (*inputs, output)
 
     def drift_columns(self, parts: tuple[np.ndarray, ...]) -> list[np.ndarray]:
@@ -110,58 +137,37 @@ class Tabular(Adapter):
         if not math.isfinite(value) or (self.task == "binary_classification" and not 0 <= value <= 1):
             raise self.fail(f"smoke prediction on the card's example row gave {value}")
 
-    def differences(self, live: list[float], shadow: tuple[list[float], Any]) -> tuple[str, list[float]]:
-        measure = "probability_difference" if self.task == "binary_classification" else "absolute_difference"
-        return measure, [abs(a - b) for a, b in zip(live, shadow[0], strict=True)]
-
-    async def single(self, scope: dict, receive: Any, send: Any) -> None:
-        check_media_type(scope, JSON)
-        row = parse_json(await read_body(scope, receive, self.settings.max_body_bytes), self.types.row)
-        rows = self.features([row.__dict__])
-        values, warnings = await self.predict(rows)
-        answer = {**self.served, self.types.output: values[0], "warnings": warnings[0]}
-        await send_bytes(send, 200, json_bytes(answer))
-        self.shadow(scope, lambda candidate: candidate.predict(rows), values)
-        self.log_payload(scope, rows, answer, values)
-
-    async def batch(self, scope: dict, receive: Any, send: Any) -> None:
-        check_media_type(scope, JSON)
-        request = parse_json(await read_body(scope, receive, self.settings.max_body_bytes), self.types.batch)
-        rows = self.features([row.__dict__ for row in getattr(request, self.types.batch_field)])
-        values, warnings = await self.predict(rows)
-        output = self.types.output
-        predictions = [{output: v, "warnings": w} for v, w in zip(values, warnings, strict=True)]
-        answer = {**self.served, "predictions": predictions}
-        await send_bytes(send, 200, json_bytes(answer))
-        self.shadow(scope, lambda candidate: candidate.predict(rows), values)
-        self.log_payload(scope, rows, answer, values)
-
-    def endpoints(self) -> list[Endpoint]:
-        types, route, method = self.types, f"/v1/{self.name}/predict", self.name.replace("-", "_")
-        return [
-            Endpoint(route, method, types.summary, types.prediction, self.single, types.row),
-            Endpoint(
-                f"{route}-batch",
-                f"{method}_batch",
-                types.batch_summary,
-                types.prediction_batch,
-                self.batch,
-                types.batch,
-            ),  # fmt: skip
-        ]
-
 
 def _shapes(tensors: Sequence[TensorSpec]) -> str:
     return ", ".join(f"{t.name} {t.dtype} {t.shape}" for t in tensors) or "nothing"
 
 
+def _bad_outcome(loc: list[str | int], expected: str, outcome: Any) -> InvalidInput:
+    return InvalidInput(f"{loc[0]}: expected {expected}", [field_error(loc, expected, outcome, "outcome")])
+
+
 class Regression(Tabular):
     task = "regression"
+
+    def check_outcome(self, outcome: Any, loc: list[str | int]) -> None:
+        if not (isinstance(outcome, int | float) and not isinstance(outcome, bool) and outcome > 0):
+            raise _bad_outcome(loc, "a number > 0", outcome)
+
+    def measures(self, outputs: list[Any], outcomes: list[Any]) -> dict[str, float | int | None]:
+        p, y = np.asarray(outputs, dtype=np.float64), np.asarray(outcomes, dtype=np.float64)
+        # (R² needs a spread of outcomes a window may not have)
+        return {"rows": len(p), "mae": float(np.mean(np.abs(p - y))), "median_ape": float(np.median(np.abs(p - y) / y))}
 
 
 class BinaryClassification(Tabular):
     task = "binary_classification"
 
+    def check_outcome(self, outcome: Any, loc: list[str | int]) -> None:
+        if outcome not in (0, 1) or isinstance(outcome, str):
+            raise _bad_outcome(loc, "clicked: true/false or 1/0", outcome)
 
-def endpoints(adapters: Sequence[Adapter]) -> list[Endpoint]:
-    return [e for adapter in adapters if isinstance(adapter, Tabular) for e in adapter.endpoints()]
+    def measures(self, outputs: list[Any], outcomes: list[Any]) -> dict[str, float | int | None]:
+        p, y = np.asarray(outputs, dtype=np.float64), np.asarray(outcomes, dtype=np.float64)
+        both = 0 < y.sum() < len(y)  # AUC needs a click and a non-click
+        return {"rows": len(p), "auc": roc_auc(y, p) if both else None, "log_loss": log_loss(y, p),
+                "calibration_error": calibration_error(y, p)}  # fmt: skip

@@ -1,0 +1,42 @@
+"""What the protocol layer knows of one request: made at the edge, passed to its handler explicitly.
+
+No nnserve state travels in the ASGI scope: a handler takes the context, the route's parameters and
+the ASGI receive and send; what it tells the edge (the model and version that answered, the answer's
+status and headers) it writes here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+REQUEST_KEY = b"x-request-key"  # a client's key: the canary draw is the same for the same key
+
+
+@dataclass(slots=True)
+class Context:
+    request_id: int
+    method: str
+    path: str
+    headers: list[tuple[bytes, bytes]]
+    start: float  # time.perf_counter() when the edge took the request
+    route: str = "(unmatched)"  # the matched route, as the request metrics label it
+    prediction: bool = False  # admitted, counted in flight, and measured per version
+    model: str | None = None  # the model and version that answered (a prediction's metrics)
+    version: str = ""
+    status: int = 0  # of the answer, once sent
+    answer_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # content type and length, for the log
+    series: Any = None  # the request series it is counted in (service/protocol/http_metrics.py)
+
+    @property
+    def request_hex(self) -> str:
+        return format(self.request_id, "016x")
+
+    def header(self, name: bytes) -> str:
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value.decode("latin-1")
+        return ""
+
+    def answered_by(self, model: str, version: str) -> None:
+        self.model, self.version = model, version
