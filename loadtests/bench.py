@@ -44,9 +44,9 @@ from loadtests.cost import cost
 from loadtests.gpu_check import per_second
 from loadtests.payloads import SHARED, cifar_jpegs, houses, impressions
 from loadtests.peers.stacks import PEERS, Peer, serve
+from loadtests.serving import REPO, bentoml_serve, free_port, server_processes, stop, wait_until_up
 from service.runtime import load_model
 from service.settings import Settings
-from tests.serving import REPO, bentoml_serve, free_port, server_processes, stop, wait_until_up
 from training.contract import AD_CLICK
 
 RESULTS = Path(__file__).with_name("RESULTS.md")

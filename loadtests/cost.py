@@ -9,7 +9,7 @@ from contextlib import contextmanager, suppress
 
 import psutil
 
-from tests.serving import server_processes
+from loadtests.serving import server_processes
 
 
 def _cpu_s(procs: list[psutil.Process]) -> float:

@@ -28,10 +28,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from loadtests.paths import HOUSING_CSV, MODELS  # noqa: E402
 from loadtests.payloads import house_requests  # noqa: E402
-from tests.conftest import HOUSING_CSV, MODELS  # noqa: E402
-from tests.integration.test_prometheus import DASHBOARD, start_prometheus  # noqa: E402
-from tests.serving import bentoml_serve  # noqa: E402
+from loadtests.prometheus import DASHBOARD, start_prometheus  # noqa: E402
+from loadtests.serving import bentoml_serve  # noqa: E402
 from training.data_housing import load_housing, split_by_date  # noqa: E402
 
 PANELS = ("Drift: PSI", "Outcome feedback")  # the titles' beginnings

@@ -29,7 +29,7 @@ import httpx
 import numpy as np
 
 from loadtests.payloads import cifar_jpegs, houses, impressions
-from tests.serving import REPO, bentoml_serve, service_rss_mb
+from loadtests.serving import REPO, bentoml_serve, service_rss_mb
 from training.contract import AD_CLICK
 
 

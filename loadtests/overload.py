@@ -33,7 +33,7 @@ import httpx
 from loadtests.bench import RESULTS, machine
 from loadtests.payloads import cifar_jpegs, houses
 from loadtests.run import locust, read_stats, scrape, server_view
-from tests.serving import REPO, bentoml_serve, service_rss_mb
+from loadtests.serving import REPO, bentoml_serve, service_rss_mb
 
 LIMITS = {"NNSERVE_WORKERS": "2", "NNSERVE_MAX_IN_FLIGHT": "4", "NNSERVE_MAX_QUEUE": "8"}
 CAPACITY = 2 * (4 + 8)  # requests the service admits at a time with LIMITS

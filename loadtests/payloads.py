@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from tests.photos import cifar_photos
+from loadtests.photos import cifar_photos
 from training.contract import AD_CLICK, HOUSING
 from training.data_adclick import AD_CATEGORIES, DEVICES, GENDERS, generate
 from training.data_housing import load_housing, split_by_date

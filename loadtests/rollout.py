@@ -35,7 +35,7 @@ import numpy as np
 
 from loadtests.bench import RESULTS, machine
 from loadtests.run import locust, read_stats, scrape
-from tests.serving import REPO, add_version, bentoml_serve, everywhere
+from loadtests.serving import REPO, add_version, bentoml_serve, everywhere
 
 USERS = Path(__file__).with_name("rollout_users.py")
 SHADOW_HOLD_S = 3.0

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.serving import REPO, bentoml_serve
+from loadtests.serving import REPO, bentoml_serve
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 

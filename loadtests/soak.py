@@ -22,7 +22,7 @@ from pathlib import Path
 
 from loadtests.bench import RESULTS, machine, scenarios, wrk
 from loadtests.run import LOCUSTFILE, locust, read_stats
-from tests.serving import REPO, bentoml_serve, service_rss_mb
+from loadtests.serving import REPO, bentoml_serve, service_rss_mb
 
 MAX_RSS_GROWTH = 0.05
 

@@ -36,7 +36,7 @@ import httpx
 
 from loadtests.bench import RESULTS, machine
 from loadtests.run import LOCUSTFILE, locust, read_stats
-from tests.serving import REPO, free_port
+from loadtests.serving import REPO, free_port
 
 STACK = "nnserve-rehearsal"
 SERVICE = f"{STACK}_nnserve"

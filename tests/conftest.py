@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-HOUSING_CSV = SHARED_DATA / "housing" / "kc_house_sales_2014-05_to_2015-03.csv"
-CIFAR_TRAIN = SHARED_DATA / "images" / "cifar10_train.tar.gz"
-CIFAR_VAL = SHARED_DATA / "images" / "cifar10_val.tar.gz"
-IMAGENET_INDEX = SHARED_DATA / "images" / "imagenet_class_index.json"
-SAMPLE_PHOTOS = SHARED_DATA / "images" / "sample_photos"
-MODELS = REPO / "models"
+from loadtests.paths import (  # noqa: F401 - the paths the tests import from here
+    CIFAR_TRAIN,
+    CIFAR_VAL,
+    HOUSING_CSV,
+    IMAGENET_INDEX,
+    MODELS,
+    REPO,
+    SAMPLE_PHOTOS,
+    SHARED_DATA,
+)
 
 # The container tests need a built image: `make container-test` builds one and names it here.
 collect_ignore = [] if os.environ.get("NNSERVE_IMAGE") else ["container"]

@@ -29,7 +29,7 @@ from sklearn.preprocessing import OneHotEncoder
 
 from service.cards import DataCard
 from service.measures import classification_metrics
-from training import reference
+from training import distributions
 from training.contract import AD_CLICK, CATEGORICAL_INPUT, NUMERIC_INPUT
 from training.data_adclick import generate, write_csv
 from training.data_tabular import TabularData, feature_cards, read_tabular_csv
@@ -184,7 +184,7 @@ def train(cfg: Config) -> int:
         "api": AD_CLICK.api,
         "numeric": numeric_cards,
         "categorical": categorical_cards,
-        "reference": reference.tabular(
+        "reference": distributions.tabular(
             numeric_cards,
             train.numeric,
             categorical_cards,

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from service import hashing
 from service.cards import ApiCard, CategoricalCard, DataCard, HashingCard, NumericCard
 from service.measures import classification_metrics
-from training import reference
+from training import distributions
 from training.clicklog_data import ClickLog, code_columns, read_log, salt_of
 from training.clicklog_schema import Schema, load_schema
 from training.contract import AD_CLICK, CATEGORICAL_INPUT, NUMERIC_INPUT
@@ -109,7 +109,7 @@ def train(cfg: Config) -> int:
     # logistic regression builds its matrix (peak RSS: docs/clicklogs.md).
     numeric_cards, code_cards = _numeric_cards(schema, train_rows), _code_cards(schema, seen, data)
     n_train = len(train_rows)
-    references = reference.tabular(
+    references = distributions.tabular(
         numeric_cards, train_rows.numeric, code_cards, train_rows.codes,
         val_clicks, f"training split, {n_train:,} rows", f"held-out split, {len(val):,} rows", cfg.seed,
     )  # fmt: skip

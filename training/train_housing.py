@@ -21,7 +21,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from service.cards import DataCard
 from service.measures import regression_metrics
-from training import reference
+from training import distributions
 from training.contract import CATEGORICAL_INPUT, HOUSING, NUMERIC_INPUT, TabularSpec
 from training.data_housing import VALIDATION_FROM, housing_spec, load_housing, months, split_by_date
 from training.data_tabular import TabularData, feature_cards
@@ -178,7 +178,7 @@ def train(cfg: Config) -> int:
         "api": spec.api,
         "numeric": numeric_cards,
         "categorical": categorical_cards,
-        "reference": reference.tabular(
+        "reference": distributions.tabular(
             numeric_cards,
             train.numeric,
             categorical_cards,

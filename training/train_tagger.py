@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from service.cards import DataCard, ImageInputCard
 from service.measures import topk_accuracy
-from training import reference
+from training import distributions
 from training.contract import IMAGE_INPUT, IMAGE_OUTPUT, IMAGE_TAGGING
 from training.data_cifar import load_cifar_tar
 from training.export import finish, run_dir, save_model
@@ -129,7 +129,7 @@ def train(cfg: Config) -> int:
             std=spec.std,
             output_is="probabilities",
         ),
-        "reference": reference.image(val_probs, f"validation tar, {len(x_val):,} photos"),
+        "reference": distributions.image(val_probs, f"validation tar, {len(x_val):,} photos"),
         "data": DataCard(
             files=[
                 {"path": cfg.train_tar.name, "sha256": sha256_file(cfg.train_tar), "rows": len(x_train)},

@@ -20,13 +20,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: service/
 
+from loadtests.ports import free_port  # noqa: E402, F401 - the ports a peer opens besides its HTTP one (gRPC, metrics)
 from service.cards import read_card  # noqa: E402
 from service.runtime import Execution, discover, load_model  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.tasks.image.photos import decode_photo, to_input, top_k  # noqa: E402
 from service.tasks.tabular.encoder import TabularEncoder  # noqa: E402
 from service.tasks.tabular.types import tabular_types  # noqa: E402
-from tests.ports import free_port  # noqa: E402, F401 - the ports a peer opens besides its HTTP one (gRPC, metrics)
 
 MODELS = Path(os.environ.get("NNSERVE_MODELS_DIR", Path(__file__).resolve().parents[2] / "models"))
 _TASKS = {folder.name: read_card(folder).task for folder in discover(MODELS)}

@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 
 from loadtests.peers.common import columns
-from tests.serving import wait_until_up
+from loadtests.serving import wait_until_up
 
 REPO = Path(__file__).resolve().parents[2]
 VENVS = REPO / "build" / "peers"

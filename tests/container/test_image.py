@@ -13,11 +13,11 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
+from loadtests.photos import cifar_photos
+from loadtests.serving import bentoml_serve, free_port
 from tests.conftest import CIFAR_VAL, MODELS, SAMPLE_PHOTOS
 from tests.integration.test_http import HOUSE, IMPRESSION
 from tests.integration.test_readme import _same
-from tests.photos import cifar_photos
-from tests.serving import bentoml_serve, free_port
 
 IMAGE = os.environ["NNSERVE_IMAGE"]
 SETTINGS = {"NNSERVE_MAX_BATCH_ROWS": "8"}  # a non-default setting, to see the env reach the container

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from loadtests.serving import bentoml_serve
 from tests.conftest import MODELS
-from tests.serving import bentoml_serve
 
 TEST_MAX_BODY = 4 * 1024 * 1024  # smaller than the default so the 413 test sends little
 

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.serving import bentoml_serve
+from loadtests.serving import bentoml_serve
 from training import train_adclick
 from training.clicklog_data import read_log
 from training.clicklog_schema import load_schema

@@ -14,10 +14,10 @@ import bentoml
 import httpx
 import pytest
 
+from loadtests.serving import bentoml_serve, metrics_containing, requests_counted, server_log
 from service import __version__
 from tests.conftest import MODELS, SAMPLE_PHOTOS
 from tests.integration.test_http import HOUSE, IMPRESSION
-from tests.serving import bentoml_serve, metrics_containing, requests_counted, server_log
 
 CAT = (SAMPLE_PHOTOS / "chelsea.png").read_bytes()
 BOUNDARY = "edgeboundary"

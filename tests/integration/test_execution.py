@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 
+from loadtests.serving import bentoml_serve, metrics_containing, server_log
 from tests.conftest import MODELS, SAMPLE_PHOTOS
 from tests.integration.test_faults import HOUSE
-from tests.serving import bentoml_serve, metrics_containing, server_log
 
 
 def test_cuda_asked_for_without_a_gpu_keeps_the_service_not_ready_and_says_why():

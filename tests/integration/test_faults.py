@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from loadtests.serving import bentoml_serve, metrics_containing, server_log, server_processes, worker_pids
 from tests.conftest import MODELS, SAMPLE_PHOTOS
-from tests.serving import bentoml_serve, metrics_containing, server_log, server_processes, worker_pids
 
 HOUSE = {"sqft_living": 1000, "bedrooms": 2, "zipcode": 98103}
 

@@ -18,10 +18,10 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from loadtests.photos import cifar_photos
 from tests.conftest import CIFAR_VAL
 from tests.integration.test_http import HOUSE, IMPRESSION
 from tests.integration.test_oip import HOUSE_REQUEST
-from tests.photos import cifar_photos
 
 EXAMPLES = int(os.environ.get("NNSERVE_FUZZ_EXAMPLES", "25"))
 CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance"

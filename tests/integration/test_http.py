@@ -14,13 +14,13 @@ import pytest
 from PIL import Image
 
 from loadtests.payloads import house_requests
+from loadtests.photos import cifar_photos, encode, png_bomb
+from loadtests.serving import metrics_containing, requests_counted
 from service.cards import read_card
 from service.measures import regression_metrics
 from service.tasks.tabular.encoder import decimal_year
 from tests.conftest import CIFAR_VAL, HOUSING_CSV, MODELS, SAMPLE_PHOTOS
 from tests.integration.conftest import TEST_MAX_BODY
-from tests.photos import cifar_photos, encode, png_bomb
-from tests.serving import metrics_containing, requests_counted
 from training.contract import AD_CLICK, CIFAR10_LABELS, HOUSING
 from training.data_housing import load_housing, split_by_date
 

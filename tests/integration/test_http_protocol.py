@@ -11,8 +11,8 @@ import time
 import httpx
 import pytest
 
+from loadtests.serving import bentoml_serve
 from tests.conftest import MODELS
-from tests.serving import bentoml_serve
 
 LIMITS = {"NNSERVE_MAX_HEADER_BYTES": "8192", "NNSERVE_MAX_HEADERS": "30", "NNSERVE_HEADER_TIMEOUT_S": "1"}
 HOUSE = b'{"sqft_living": 1800, "bedrooms": 3, "zipcode": 98103}'

@@ -15,8 +15,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from loadtests.serving import bentoml_serve
 from tests.conftest import MODELS
-from tests.serving import bentoml_serve
 from training.contract import Categorical, Numeric, TabularSpec
 from training.data_tabular import TabularData
 from training.tabular import train_tabular

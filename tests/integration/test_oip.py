@@ -13,10 +13,10 @@ import pytest
 import tritonclient.http as triton
 from PIL import Image
 
+from loadtests.photos import cifar_photos
+from loadtests.serving import metrics_containing
 from tests.conftest import CIFAR_VAL
 from tests.integration.test_http import HOUSE, IMPRESSION, _row
-from tests.photos import cifar_photos
-from tests.serving import metrics_containing
 from training.contract import AD_CLICK, CIFAR10_LABELS, HOUSING
 
 HOUSES = [HOUSE, {**HOUSE, "sqft_living": 3000, "zipcode": 98004}, {**HOUSE, "zipcode": 10001}]

@@ -9,10 +9,10 @@ import shutil
 import httpx
 import pytest
 
+from loadtests.serving import bentoml_serve, server_log
 from service.settings import Settings
 from service.worker import Worker, standalone
 from tests.conftest import IMAGENET_INDEX, MODELS, SAMPLE_PHOTOS
-from tests.serving import bentoml_serve, server_log
 from tests.training.test_export import export_imagenet_like
 from training.make_card import Config as CardConfig
 from training.make_card import make_card

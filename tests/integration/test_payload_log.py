@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 
 from loadtests.run import main as locust
+from loadtests.serving import bentoml_serve
 from tests.conftest import MODELS
-from tests.serving import bentoml_serve
 
 
 def _counter(metrics: str, name: str, **labels: str) -> float:

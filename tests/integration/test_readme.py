@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from loadtests.ports import free_port
+from loadtests.serving import stop
 from tests.conftest import REPO
-from tests.ports import free_port
-from tests.serving import stop
 
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 BLOCKS = [block for doc in DOCUMENTS for block in re.findall(r"```(\w+)\n(.*?)```", doc.read_text(), flags=re.S)]

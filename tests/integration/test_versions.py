@@ -19,11 +19,11 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
+from loadtests.serving import add_version, bentoml_serve, everywhere, metrics_containing, server_log
 from service.settings import Settings
 from service.worker import Worker, standalone
 from tests.conftest import MODELS
 from tests.integration.test_faults import HOUSE
-from tests.serving import add_version, bentoml_serve, everywhere, metrics_containing, server_log
 
 HOUSING = "/v1/housing-price/predict"
 

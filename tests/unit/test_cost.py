@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.cost import cost
-from tests.serving import free_port, server_processes
+from loadtests.serving import free_port, server_processes
 
 BUSY = """
 import subprocess, sys, time

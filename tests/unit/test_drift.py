@@ -12,7 +12,7 @@ from service.cards import Distribution, ReferenceCard
 from service.dataplane.drift import Drift, bin_of, js_distance, psi, warnings
 from service.runtime import ModelLoadError
 from service.tasks.base import Adapter
-from training import reference
+from training import distributions
 
 
 def test_numbers_bin_by_edges_and_codes_by_the_most_frequent_then_other():
@@ -24,14 +24,14 @@ def test_numbers_bin_by_edges_and_codes_by_the_most_frequent_then_other():
 
 def test_reference_bins_give_small_values_and_heavy_values_a_bin_of_their_own():
     rng = np.random.default_rng(0)
-    flags = reference.numbers("waterfront", "feature", (rng.random(10_000) < 0.01).astype(np.float32))
+    flags = distributions.numbers("waterfront", "feature", (rng.random(10_000) < 0.01).astype(np.float32))
     assert flags.edges == [1.0] and flags.fractions[1] == pytest.approx(0.01, abs=0.003)
     renovated = np.where(rng.random(10_000) < 0.95, 0, rng.integers(1950, 2015, 10_000)).astype(np.float32)
-    d = reference.numbers("yr_renovated", "feature", renovated)
+    d = distributions.numbers("yr_renovated", "feature", renovated)
     assert d.fractions[bin_of(d, np.array([0.0]))[0]] == pytest.approx(0.95, abs=0.01)  # 0 alone in its bin
     assert sum(d.fractions) == pytest.approx(1, abs=1e-5)
-    top = reference.codes("zip", "feature", rng.integers(0, 100, 10_000))
-    assert len(top.codes) == reference.TOP_CODES and len(top.fractions) == reference.TOP_CODES + 1
+    top = distributions.codes("zip", "feature", rng.integers(0, 100, 10_000))
+    assert len(top.codes) == distributions.TOP_CODES and len(top.fractions) == distributions.TOP_CODES + 1
 
 
 def test_the_measures_are_zero_on_the_same_distribution_and_grow_with_a_shift():

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from loadtests.photos import encode, png_bomb
 from service.cards import ImageInputCard
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.tasks.image.photos import decode_photo, to_input, top_k
-from tests.photos import encode, png_bomb
 
 LOC = ["photo"]
 CIFAR = ImageInputCard(size=(32, 32), resize_shorter=32, layout="NHWC", dtype="uint8", normalise_in_graph=True,

@@ -30,6 +30,15 @@ class Tabular(Adapter):
 
     def check(self) -> None:
         card = self.model.card
+        self.check_features()
+        if len(card.outputs) != 1 or card.outputs[0].shape != ["N", 1]:
+            raise self.fail(f"a {card.task} model has one output [N, 1]; the graph has {_shapes(card.outputs)}")
+        self.types: TabularTypes = tabular_types(card, self.settings.max_batch_rows)
+
+    def check_features(self) -> None:
+        """The graph takes the card's features as the encoder makes them; the encoder, from the card. A task
+        on table rows with another output (a class among several, say) checks its output after this."""
+        card = self.model.card
         expected = [("float32", len(card.numeric)), ("int64", len(card.categorical))]
         got = [(t.dtype, t.shape[-1]) for t in card.inputs]
         if got != expected or [t.shape[0] for t in card.inputs] != ["N", "N"]:
@@ -37,8 +46,6 @@ class Tabular(Adapter):
                 f"a {card.task} model takes numeric float32 [N, {len(card.numeric)}] and categorical int64 "
                 f"[N, {len(card.categorical)}] as its card's features say; the graph takes {_shapes(card.inputs)}"
             )
-        if len(card.outputs) != 1 or card.outputs[0].shape != ["N", 1]:
-            raise self.fail(f"a {card.task} model has one output [N, 1]; the graph has {_shapes(card.outputs)}")
         for f in card.categorical:
             if f.values is not None and tuple(f.allowed) != (0, len(f.values) - 1):
                 raise self.fail(f"feature {f.name}: {len(f.values)} values but allowed codes {f.allowed}")
@@ -54,7 +61,6 @@ class Tabular(Adapter):
         if card.api and (both := read & set(card.api.ignored_fields)):
             raise self.fail(f"api.ignored_fields names features the model reads: {sorted(both)}")
         self.encoder = TabularEncoder(card)
-        self.types: TabularTypes = tabular_types(card, self.settings.max_batch_rows)
         self.served = {"model": self.name, "version": card.version}
 
     def make_batcher(self) -> Batcher | None:

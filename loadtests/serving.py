@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.ports import free_port
+from loadtests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
