@@ -42,10 +42,12 @@ def running(deadline_s: float = 60, docker_flags: tuple[str, ...] = (), **env: s
                     break
             except httpx.TransportError:
                 pass
-            if time.monotonic() - started > deadline_s:
-                raise TimeoutError(
-                    f"{IMAGE} not ready after {deadline_s}s:\n{docker('logs', cid, check=False)[-3000:]}"
-                )
+            exited = docker("inspect", "-f", "{{.State.Status}}", cid, check=False) == "exited"
+            if exited or time.monotonic() - started > deadline_s:
+                # The service logs to stderr: a refusal to start (a failed check) is there, not on stdout.
+                logs = subprocess.run(["docker", "logs", cid], capture_output=True, text=True, check=False)
+                what = "exited" if exited else f"not ready after {deadline_s}s"
+                raise TimeoutError(f"{IMAGE} {what}:\n{(logs.stdout + logs.stderr)[-3000:]}")
             time.sleep(0.1)  # polling with a deadline
         print(f"\n{IMAGE} ready {time.monotonic() - started:.1f} s after docker run")
         yield url, cid

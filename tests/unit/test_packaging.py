@@ -27,3 +27,24 @@ def test_the_wheel_builds_quietly_and_carries_its_data(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     data = {"service/protocol/static/docs.html", "service/protocol/static/openapi.json", "training/schemas/avazu.toml"}
     assert data <= set(names)
+
+
+def test_the_bento_carries_every_file_the_service_reads():
+    """bentofile.yaml's include, matched as BentoML matches it (gitwildmatch): every tracked file of the
+    service (code, the docs page and OpenAPI base) and of the committed models. A moved folder the include
+    still named by its old path built a bento whose image exited at start (docs.html not found)."""
+    import pathspec
+    import yaml
+
+    bentofile = yaml.safe_load((REPO / "bentofile.yaml").read_text())
+    include = pathspec.PathSpec.from_lines("gitwildmatch", bentofile["include"])
+    tracked = subprocess.run(
+        ["git", "ls-files", "service", "models"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    # Not read by the service: the container's build scripts, the training curves (a picture for people)
+    # and the committed policy.json ({}: no policies, the same as no file).
+    unread = ("README.md", ".gitignore", "training_curves.png", "models/policy.json")
+    served = [p for p in tracked if not p.startswith("service/container/") and not p.endswith(unread)]
+    assert served and any(p.endswith("docs.html") for p in served)
+    missed = [p for p in served if not include.match_file(p)]
+    assert not missed, f"bentofile.yaml's include leaves out {missed}"
