@@ -37,63 +37,74 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 from service.runtime import LoadedModel
+from service.tally import TALLY
 
 SHADOW_BUCKETS = [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.99, 1, 10, 100, 1_000, 10_000, 100_000]
 
 
+@dataclass(frozen=True)
+class Families:
+    """The series above, by name."""
+
+    info: Any
+    batch_sizes: Any
+    disconnects: Any
+    refused: Any
+    bar_not_met: Any
+    answers: Any
+    seconds: Any
+    shadow: Any
+    shadow_skipped: Any
+    in_flight: Any
+    drift_psi: Any
+    drift_js: Any
+    drift_rows: Any
+    payloads: Any
+    online: Any
+    evicted: Any
+
+
 @cache
-def _series() -> tuple[Any, ...]:
+def _families() -> Families:
     from prometheus_client import Counter, Gauge, Histogram
 
-    info = Gauge(
-        "nnserve_model_info", "The models served, with the execution provider that bound (value 1).",
-        ["model", "version", "provider", "device"], multiprocess_mode="livemax",
+    drift = ["model", "version", "distribution", "kind"]
+    return Families(
+        info=Gauge("nnserve_model_info", "The models served, with the execution provider that bound (value 1).",
+                   ["model", "version", "provider", "device"], multiprocess_mode="livemax"),
+        batch_sizes=Histogram("nnserve_dynamic_batch_size", "Rows (photos, table rows) per run of a model's dynamic "
+                              "batcher.", ["model"], buckets=[1, 2, 4, 8, 16, 32, 64, 128]),
+        disconnects=Counter("nnserve_client_disconnects",
+                            "Requests whose client hung up before they were read (not answered).", ["endpoint"]),
+        refused=Gauge("nnserve_model_refused", "1 while a model version is refused (bad files, checks failed).",
+                      ["model", "version"], multiprocess_mode="livemax"),
+        bar_not_met=Gauge("nnserve_model_bar_not_met",
+                          "1 while a version whose card's acceptance bar failed is served.", ["model", "version"],
+                          multiprocess_mode="livemax"),
+        answers=Counter("nnserve_predictions", "Prediction answers, by version.", ["model", "version", "status"]),
+        seconds=Histogram("nnserve_prediction_seconds", "Prediction latency at the edge.", ["model", "version"],
+                          buckets=[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10]),
+        shadow=Histogram("nnserve_shadow_difference", "Live against shadow answers, per row or photo.",
+                         ["model", "version", "shadow_version", "measure"], buckets=SHADOW_BUCKETS),
+        shadow_skipped=Counter("nnserve_shadow_skipped", "Shadow runs not made or failed.", ["model", "reason"]),
+        in_flight=Gauge("nnserve_in_flight", "Predictions being answered now.", multiprocess_mode="livesum"),
+        drift_psi=Gauge("nnserve_drift_psi", "Population stability index, drift window against the card.", drift,
+                        multiprocess_mode="livemax"),
+        drift_js=Gauge("nnserve_drift_js_distance", "Jensen-Shannon distance, drift window against the card.", drift,
+                       multiprocess_mode="livemax"),
+        drift_rows=Gauge("nnserve_drift_window_rows", "Rows in the drift window.", ["model", "version"],
+                         multiprocess_mode="livemax"),
+        payloads=Counter("nnserve_payload_log_entries", "Payload log entries, written or dropped.", ["outcome"]),
+        online=Gauge("nnserve_online_metric", "Outcome feedback joined to logged predictions, latest window.",
+                     ["model", "version", "measure"], multiprocess_mode="livemax"),
+        evicted=Counter("nnserve_payload_log_evicted_bytes",
+                        "Payload log bytes dropped to keep the directory's budget.", ["what"]),
     )  # fmt: skip
-    sizes = Histogram(
-        "nnserve_dynamic_batch_size", "Rows (photos, table rows) per run of a model's dynamic batcher.", ["model"],
-        buckets=[1, 2, 4, 8, 16, 32, 64, 128],
-    )  # fmt: skip
-    disconnects = Counter(
-        "nnserve_client_disconnects", "Requests whose client hung up before they were read (not answered).",
-        ["endpoint"],
-    )  # fmt: skip
-    refused = Gauge(
-        "nnserve_model_refused", "1 while a model version is refused (bad files, checks failed).",
-        ["model", "version"], multiprocess_mode="livemax",
-    )  # fmt: skip
-    bar = Gauge(
-        "nnserve_model_bar_not_met", "1 while a version whose card's acceptance bar failed is served.",
-        ["model", "version"], multiprocess_mode="livemax",
-    )  # fmt: skip
-    answers = Counter("nnserve_predictions", "Prediction answers, by version.", ["model", "version", "status"])
-    seconds = Histogram("nnserve_prediction_seconds", "Prediction latency at the edge.", ["model", "version"],
-                        buckets=[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10])  # fmt: skip
-    shadow = Histogram(
-        "nnserve_shadow_difference", "Live against shadow answers, per row or photo.",
-        ["model", "version", "shadow_version", "measure"], buckets=SHADOW_BUCKETS,
-    )  # fmt: skip
-    skipped = Counter("nnserve_shadow_skipped", "Shadow runs not made or failed.", ["model", "reason"])
-    in_flight = Gauge("nnserve_in_flight", "Predictions being answered now.", multiprocess_mode="livesum")
-    labels = ["model", "version", "distribution", "kind"]
-    drift = (
-        Gauge("nnserve_drift_psi", "Population stability index, drift window against the card.", labels,
-              multiprocess_mode="livemax"),
-        Gauge("nnserve_drift_js_distance", "Jensen-Shannon distance, drift window against the card.", labels,
-              multiprocess_mode="livemax"),
-        Gauge("nnserve_drift_window_rows", "Rows in the drift window.", ["model", "version"],
-              multiprocess_mode="livemax"),
-    )  # fmt: skip
-    payloads = Counter("nnserve_payload_log_entries", "Payload log entries, written or dropped.", ["outcome"])
-    online = Gauge("nnserve_online_metric", "Outcome feedback joined to logged predictions, latest window.",
-                   ["model", "version", "measure"], multiprocess_mode="livemax")  # fmt: skip
-    evicted = Counter("nnserve_payload_log_evicted_bytes", "Payload log bytes dropped to keep the directory's budget.",
-                      ["what"])  # fmt: skip
-    return (info, sizes, disconnects, refused, answers, seconds, shadow, skipped, in_flight, drift, payloads, online,
-            bar, evicted)  # fmt: skip
 
 
 def publish_models(
@@ -104,71 +115,75 @@ def publish_models(
 ) -> None:
     """The versions served now (1) and no longer (0), those of them whose bar failed; the versions refused
     now (1) and no longer (0)."""
-    info, _, _, refused_series = _series()[:4]
-    bar = _series()[12]
+    series = _families()
     for value, group in ((0, previous), (1, models)):
         for m in group:
-            info.labels(model=m.name, version=m.card.version, provider=m.provider, device=m.device).set(value)
-            bar.labels(model=m.name, version=m.card.version).set(value if m.card.bar_failed() else 0)
+            series.info.labels(model=m.name, version=m.card.version, provider=m.provider, device=m.device).set(value)
+            series.bar_not_met.labels(model=m.name, version=m.card.version).set(value if m.card.bar_failed() else 0)
     for value, pairs in ((0, was_refused), (1, refused)):
         for name, version in pairs:
-            refused_series.labels(model=name, version=version).set(value)
+            series.refused.labels(model=name, version=version).set(value)
 
 
 def batch_size_observer(model: str) -> Callable[[int], None]:
-    return _series()[1].labels(model=model).observe
+    child = _families().batch_sizes.labels(model=model)
+    return lambda rows: TALLY.observe(child, rows)
 
 
 def count_disconnect(endpoint: str) -> None:
-    _series()[2].labels(endpoint=endpoint).inc()
+    _families().disconnects.labels(endpoint=endpoint).inc()
 
 
-def in_flight() -> Any:
-    return _series()[8]
+def count_in_flight(change: int) -> None:
+    """A prediction taken (1) or answered (-1): the autoscaler's gauge."""
+    TALLY.add(_families().in_flight, change)
 
 
 def count_prediction(model: str, version: str, status: int, seconds: float) -> None:
     answers, latency = _prediction_series(model, version, status)
-    answers.inc()
-    latency.observe(seconds)
+    TALLY.add(answers)
+    TALLY.observe(latency, seconds)
 
 
 @cache
 def _prediction_series(model: str, version: str, status: int) -> tuple[Any, Any]:
     """The labelled children, looked up once: on every prediction, labels() would cost a lock and a dict."""
-    series = _series()
-    return series[4].labels(model=model, version=version, status=str(status)), series[5].labels(model, version)
+    series = _families()
+    return (series.answers.labels(model=model, version=version, status=str(status)),
+            series.seconds.labels(model=model, version=version))  # fmt: skip
 
 
 def shadow_observer(model: str, version: str, shadow_version: str, measure: str) -> Callable[[float], None]:
-    return _series()[6].labels(model=model, version=version, shadow_version=shadow_version, measure=measure).observe
+    labels = {"model": model, "version": version, "shadow_version": shadow_version, "measure": measure}
+    return _families().shadow.labels(**labels).observe
 
 
 def count_shadow_skipped(model: str, reason: str) -> None:
-    _series()[7].labels(model=model, reason=reason).inc()
+    _families().shadow_skipped.labels(model=model, reason=reason).inc()
 
 
 def publish_drift(model: str, version: str, figures: dict[str, Any]) -> None:
-    psi, js, rows = _series()[9]
-    rows.labels(model=model, version=version).set(figures["rows"])
+    series = _families()
+    series.drift_rows.labels(model=model, version=version).set(figures["rows"])
     for name, f in figures["distributions"].items():
         if f["psi"] is not None:
-            psi.labels(model=model, version=version, distribution=name, kind=f["kind"]).set(f["psi"])
-            js.labels(model=model, version=version, distribution=name, kind=f["kind"]).set(f["js_distance"])
+            labels = {"model": model, "version": version, "distribution": name, "kind": f["kind"]}
+            series.drift_psi.labels(**labels).set(f["psi"])
+            series.drift_js.labels(**labels).set(f["js_distance"])
 
 
 def count_payload(outcome: str, n: int = 1) -> None:
     if n:
-        _series()[10].labels(outcome=outcome).inc(n)
+        _families().payloads.labels(outcome=outcome).inc(n)
 
 
 def count_evicted(what: str, size: int) -> None:
     if size:
-        _series()[13].labels(what=what).inc(size)
+        _families().evicted.labels(what=what).inc(size)
 
 
 def publish_online(model: str, version: str, figures: dict[str, Any]) -> None:
-    online = _series()[11]
+    online = _families().online
     for measure, value in figures.items():
         if value is not None:
             online.labels(model=model, version=version, measure=measure).set(value)

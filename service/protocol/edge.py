@@ -36,12 +36,13 @@ from service.protocol.admission import Admission
 from service.protocol.auth import CHALLENGE, ApiKeyAuth
 from service.protocol.bodies import ClientDisconnected, read_body
 from service.protocol.context import Context
+from service.protocol.deadlines import Deadlines
 from service.protocol.observe import Observe
 from service.protocol.router import UNMATCHED, Handler
 from service.protocol.transport import REQUEST_ID, respond, respond_error, respond_json
 from service.settings import Settings
 from service.shutdown import drain
-from service.telemetry import count_disconnect, current_series, in_flight
+from service.telemetry import count_disconnect, count_in_flight, current_series
 
 log = logging.getLogger(__name__)
 DOCS_PAGE = (Path(__file__).parent / "static" / "docs.html").read_bytes()  # Swagger UI, from BentoML's assets
@@ -61,6 +62,7 @@ class Edge:
         self.admission = Admission(settings.max_in_flight, settings.max_queue)
         self.max_body = settings.max_body_bytes
         self.timeout_s = settings.request_timeout_s
+        self.deadlines = Deadlines(settings.request_timeout_s)
         self.pages = {"/readyz": self.readyz, "/docs.json": self.openapi, "/schema.json": self.client_schema}
         # The docs pages, ours, or none at all: with the setting off BentoML's own index page (which
         # loads Google Tag Manager) and its assets must not answer in their place.
@@ -128,13 +130,12 @@ class Edge:
             return
         await self.admission.acquire()
         drain.in_flight += 1
-        gauge = in_flight()  # the autoscaler's metric: 1.6 us per request for the inc and dec (mmap writes)
-        gauge.inc()
+        count_in_flight(1)
         try:
             await self.guarded(ctx, handler(ctx, params, receive, send), send)
         finally:
             drain.in_flight -= 1
-            gauge.dec()
+            count_in_flight(-1)
             self.admission.release()
         if ctx.model is not None:  # a version took it (not a client that hung up, not one never routed)
             worker.plane.count(ctx.model, ctx.version, ctx.status, time.perf_counter() - ctx.start)
@@ -142,9 +143,16 @@ class Edge:
     async def guarded(self, ctx: Context, handling: Any, send: Send) -> None:
         """Awaits a route's handling, within the request timeout; the one place its failures become
         answers (see the module's docstring)."""
+        deadline = self.deadlines.enter()
         try:
-            async with asyncio.timeout(self.timeout_s):
-                await handling
+            await handling
+        except asyncio.CancelledError:
+            if not deadline.timed_out():
+                raise
+            if not ctx.status:
+                await respond_error(
+                    ctx, send, 504, f"not answered within {self.timeout_s} s (NNSERVE_REQUEST_TIMEOUT_S)"
+                )
         except ServiceError as e:
             if not ctx.status:
                 await respond_json(ctx, send, e.status, e.body())
@@ -154,17 +162,14 @@ class Edge:
             )
             count_disconnect(ctx.route)
             ctx.model = None
-        except TimeoutError:
-            if not ctx.status:
-                await respond_error(
-                    ctx, send, 504, f"not answered within {self.timeout_s} s (NNSERVE_REQUEST_TIMEOUT_S)"
-                )
         except Exception:
             log.exception("%s %s failed (request id %s)", ctx.method, received_value(ctx.path), ctx.request_hex)
             if not ctx.status:
                 await respond_error(
                     ctx, send, 500, f"internal error (request id {ctx.request_hex}); see the server log"
                 )
+        finally:
+            self.deadlines.leave(deadline)
 
     async def unrouted(self, ctx: Context, send: Send, api: str, allowed: tuple[str, ...]) -> None:
         """A path no route takes (404), or a method its routes do not (405, with Allow), in each API's words."""
