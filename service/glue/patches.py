@@ -9,9 +9,9 @@ OpenTelemetry middleware records nothing, yet cost ~18% of a worker's CPU on one
 loadtests/RESULTS.md); its access log a fifth of the throughput; its request metrics 15%
 (docs/decisions.md). The edge does what they did (a request id, the same access log line, the same
 request series, the timeout's 504), once, so with this patch a /v1 request crosses Starlette's error
-handling and the edge, and no `send` wrapper. Configure a tracing exporter (BentoML's `tracing`
-settings) and BentoML's middlewares are all back: their lines and spans then carry trace ids, and
-the edge leaves the log and the series to them (`observe` is None).
+handling and the edge, and one `send` wrapper (Starlette's, to answer 500 if nothing was sent).
+Configure a tracing exporter (BentoML's `tracing` settings) and BentoML's middlewares are all back:
+their lines and spans then carry trace ids, and the edge leaves the log and the series to them (`observe` is None).
 
 2. A fix for its TimeoutMiddleware, for when it is back (tracing). The original schedules
 `loop.call_later(timeout, ...)` for every request and never cancels it: with the 60 s default, tens of

@@ -18,6 +18,7 @@ import atexit
 import logging
 import time
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from bentoml._internal.log import DATE_FORMAT, _component_name
@@ -50,15 +51,21 @@ class AccessLog:
         client = scope.get("client")
         request = f"scheme={scope['scheme']},method={ctx.method},path={_printable(ctx.path)}"
         if any(self.request_fields):
-            request += _fields(dict(ctx.headers), *self.request_fields)
+            request += _fields(ctx.headers, *self.request_fields)
         address = f"{client[0]}:{client[1]}" if client else "_"
-        answer = f"status={ctx.status}" + _fields(dict(ctx.answer_headers), *self.response_fields)
+        answer = f"status={ctx.status}" + _fields(ctx.answer_headers, *self.response_fields)
         return f"{address} ({request}) ({answer}) {latency_ms:.3f}ms"
 
 
-def _fields(headers: dict[bytes, bytes], content_type: bool, content_length: bool) -> str:
-    text = f",type={_text(headers.get(b'content-type', b''))}" if content_type else ""
-    return text + (f",length={_text(headers.get(b'content-length', b''))}" if content_length else "")
+def _fields(headers: list[tuple[bytes, bytes]], content_type: bool, content_length: bool) -> str:
+    kind = length = b""
+    for name, value in headers:  # the last of each, as the dict of them BentoML reads keeps
+        if name == b"content-type":
+            kind = value
+        elif name == b"content-length":
+            length = value
+    text = f",type={_text(kind)}" if content_type else ""
+    return text + (f",length={_text(length)}" if content_length else "")
 
 
 def _text(value: bytes) -> str:
@@ -118,5 +125,10 @@ def _handler() -> logging.StreamHandler | None:
 def _formatted(created: float, message: str, request_id: Any, as_json: bool) -> str:
     if as_json:
         return json_line(created, "INFO", LOGGER, message, request_id) + "\n"
-    stamp = time.strftime(DATE_FORMAT, time.localtime(created))  # BentoML's TRACED_LOG_FORMAT, no trace
-    return f"{stamp} [INFO] [{_component_name()}] {message}\n"
+    return f"{_stamp(int(created))} [INFO] [{_component_name()}] {message}\n"  # BentoML's TRACED_LOG_FORMAT, no trace
+
+
+@lru_cache(maxsize=4)
+def _stamp(second: int) -> str:
+    """The time in BentoML's DATE_FORMAT, which stops at the second: the lines of a second share it."""
+    return time.strftime(DATE_FORMAT, time.localtime(second))

@@ -28,9 +28,14 @@ class Context:
     answer_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # content type and length, for the log
     series: Any = None  # the request series it is counted in (service/protocol/http_metrics.py)
 
+    hex_id: str = ""  # request_hex, once asked for
+
     @property
     def request_hex(self) -> str:
-        return format(self.request_id, "016x")
+        """The id as it is shown: on the answer, in the log lines and the payload log."""
+        if not self.hex_id:
+            self.hex_id = format(self.request_id, "016x")
+        return self.hex_id
 
     def header(self, name: bytes) -> str:
         for key, value in self.headers:
