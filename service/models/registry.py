@@ -47,6 +47,7 @@ class Registry:
         self.policy_file = self.planner.policy_file
         self.default_policy = self.planner.default_policy
         self.table = Table()
+        self._defaults: tuple[Table | None, dict[str, Adapter]] = (None, {})
         self.generation = 0  # counts swaps: what is built from the models (routes, documents) follows it
         self._look: asyncio.Future[Table] | None = None  # the look at the directory under way, in its thread
         self.stuck_since: float | None = None  # a look that has not come back within the timeout, since when
@@ -143,8 +144,11 @@ class Registry:
 
     @property
     def adapters(self) -> dict[str, Adapter]:
-        """Each model's default version."""
-        return {name: s.versions[s.default] for name, s in self.table.models.items()}
+        """Each model's default version (made once per table: every request reads it; not to be changed)."""
+        table = self.table
+        if self._defaults[0] is not table:
+            self._defaults = (table, {name: s.versions[s.default] for name, s in table.models.items()})
+        return self._defaults[1]
 
     def served(self, name: str) -> Served:
         table = self.table

@@ -47,6 +47,7 @@ class V1:
     def __init__(self, registry: Registry, plane: DataPlane, control: Control, settings: Settings) -> None:
         self.registry, self.plane, self.control = registry, plane, control
         self.max_body = settings.max_body_bytes
+        self._routes: tuple[object, dict[str, tuple[type[Adapter], dict[str, Action]]]] = (None, {})
 
     def routes(self) -> list[Route]:
         model, name = self.labelled_by_model, self.labelled_by_name
@@ -76,11 +77,15 @@ class V1:
         return route.template.replace("{model}", params["model"]).replace("{action}", action)
 
     def actions_of(self, name: str) -> tuple[type[Adapter], dict[str, Action]] | None:
-        """The task and actions of the model, or the group, that answers at /v1/<name>/..., when served."""
-        for adapter in self.registry.adapters.values():
-            if adapter.route_name == name:
-                return type(adapter), {a.name: a for a in adapter.actions()}
-        return None
+        """The task and actions of the model, or the group, that answers at /v1/<name>/..., when served:
+        worked out once per table (every request asks, twice)."""
+        table = self.registry.table
+        if self._routes[0] is not table:
+            routes: dict[str, tuple[type[Adapter], dict[str, Action]]] = {}
+            for adapter in self.registry.adapters.values():  # a group's first model speaks for it
+                routes.setdefault(adapter.route_name, (type(adapter), adapter.action_map))
+            self._routes = (table, routes)
+        return self._routes[1].get(name)
 
     # --- predictions -----------------------------------------------------------------------------------------
     async def predict(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
@@ -95,7 +100,7 @@ class V1:
         if task.group is None:  # a model's own routes: the version first, its types then
             routed = self.plane.route(name, version, key)
             ctx.answered_by(routed.adapter.name, routed.adapter.version)
-            own = {a.name: a for a in routed.adapter.actions()}
+            own = routed.adapter.action_map
             if action not in own:
                 raise NotFound(f"model {name} ({task.task}) has no route {action}")
             request = await self.read(ctx, receive, own[action])

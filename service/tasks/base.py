@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar
 
 import anyio
@@ -119,6 +120,11 @@ class Adapter:
 
     def actions(self) -> list[Action]:
         return []
+
+    @cached_property
+    def action_map(self) -> dict[str, Action]:
+        """The actions by name, made once: a version's types do not change while it serves."""
+        return {a.name: a for a in self.actions()}
 
     def smoke(self) -> None:
         """A prediction the card's own example must pass before the version serves (ModelLoadError)."""

@@ -46,6 +46,8 @@ class Batcher:
         observe: Callable[[int], None] = lambda rows: None,  # told the rows of each run (a metric)
         inline: bool = False,
     ) -> None:
+        if inline and max_wait_s:  # waiting would hold the event loop's other requests too
+            raise ValueError("an inline batcher never waits: max_wait_s must be 0")
         self.run = run  # the model: its inputs (a batch each) in, its output out
         self.observe = observe
         self.max_rows = max_rows
@@ -53,18 +55,41 @@ class Batcher:
         self.buckets = bucket_sizes(max_rows) if pad else []
         self.inline = inline  # run in the event loop: for models that take microseconds
         self.pending: deque[tuple[Inputs, asyncio.Future]] = deque()
-        self._worker: asyncio.Task | None = None
+        self._worker: asyncio.Task | None = None  # the drain under way (a thread's runs)
+        self._due_on: asyncio.AbstractEventLoop | None = None  # the loop an inline drain is due on, next turn
 
     def describe(self) -> dict[str, Any]:
         return {"max_batch": self.max_rows, "max_wait_ms": self.max_wait_s * 1000, "padded_sizes": self.buckets}
 
     async def __call__(self, *inputs: np.ndarray) -> np.ndarray:
         """Runs one request's rows (one array per model input) in a shared batch; returns their outputs."""
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self.pending.append((inputs, future))
-        if self._worker is None or self._worker.done():
+        if self.inline:  # a callback rather than a task: the run is in the event loop either way, and a
+            if self._due_on is not loop:  # task cost a one-row request more than its model did
+                self._due_on = loop
+                loop.call_soon(self._drain_inline)
+        elif self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain())
         return await future
+
+    def _drain_inline(self) -> None:
+        """What queued while the loop went round runs now, as one batch; what queues later runs at the
+        loop's next turn, after the requests just answered (and new ones) have had theirs."""
+        self._due_on = None
+        taken = self._take()
+        if taken:
+            batch = self._batch(taken)
+            try:
+                out = self._run_padded(batch)
+            except Exception as e:
+                self._fail(taken, e)
+            else:
+                self._answer(taken, out)
+        if self.pending:
+            self._due_on = asyncio.get_running_loop()
+            self._due_on.call_soon(self._drain_inline)
 
     async def _drain(self) -> None:
         while self.pending:
@@ -73,27 +98,33 @@ class Batcher:
             taken = self._take()
             if not taken:
                 continue
-            batch = tuple(np.concatenate(arrays) for arrays in zip(*(inputs for inputs, _ in taken), strict=True))
-            n = len(batch[0])
+            batch = self._batch(taken)
             try:
-                if self.inline:
-                    out = self._run_padded(batch)
-                else:
-                    out = await anyio.to_thread.run_sync(self._run_padded, batch)
-            except Exception as e:  # the model failed: every request of the batch gets the error
-                for _, future in taken:
-                    if not future.done():
-                        future.set_exception(e)
+                out = await anyio.to_thread.run_sync(self._run_padded, batch)
+            except Exception as e:
+                self._fail(taken, e)
                 continue
-            self.observe(n)
-            start = 0
-            for inputs, future in taken:
-                rows = len(inputs[0])
-                if not future.done():  # a cancelled request (timeout, disconnect) is skipped
-                    future.set_result(out[start : start + rows])
-                start += rows
-            if self.inline:
-                await asyncio.sleep(0)  # let the requests just answered, and new ones, run
+            self._answer(taken, out)
+
+    @staticmethod
+    def _batch(taken: list[tuple[Inputs, asyncio.Future]]) -> Inputs:
+        return tuple(np.concatenate(arrays) for arrays in zip(*(inputs for inputs, _ in taken), strict=True))
+
+    @staticmethod
+    def _fail(taken: list[tuple[Inputs, asyncio.Future]], error: Exception) -> None:
+        """The model failed: every request of the batch gets the error."""
+        for _, future in taken:
+            if not future.done():
+                future.set_exception(error)
+
+    def _answer(self, taken: list[tuple[Inputs, asyncio.Future]], out: np.ndarray) -> None:
+        start = 0
+        for inputs, future in taken:
+            rows = len(inputs[0])
+            if not future.done():  # a cancelled request (timeout, disconnect) is skipped
+                future.set_result(out[start : start + rows])
+            start += rows
+        self.observe(start)
 
     def _queued_rows(self) -> int:
         return sum(len(inputs[0]) for inputs, future in self.pending if not future.done())

@@ -147,3 +147,16 @@ def test_inline_batches_of_two_input_models_keep_rows_with_their_requests():
         assert sum(runs) == 6 and max(runs) <= 4 and len(runs) < 6  # waiting requests shared runs
 
     asyncio.run(scenario())
+
+
+def test_inline_a_failed_run_fails_its_batch_alone_and_the_next_batch_runs():
+    async def scenario():
+        model = Model()
+        batcher = Batcher(model, max_rows=2, inline=True)
+        bad = np.array([[np.nan]], np.float32)
+        outcomes = await asyncio.gather(batcher(rows(1)), batcher(bad), batcher(rows(3)), return_exceptions=True)
+        assert isinstance(outcomes[0], ValueError) and isinstance(outcomes[1], ValueError)  # one run of two
+        assert outcomes[2].tolist() == [[6.0]]  # queued behind it: the next turn's run
+        assert model.runs == [2, 1] and not batcher.pending
+
+    asyncio.run(scenario())
