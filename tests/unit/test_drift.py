@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from service.cards import Distribution, ReferenceCard
-from service.dataplane.drift import Drift, bin_of, js_distance, psi, warnings
+from service.dataplane.drift import BIN_EVERY, Drift, bin_of, js_distance, psi, warnings
 from service.runtime import ModelLoadError
 from service.tasks.base import Adapter
 from training import distributions
@@ -115,3 +115,12 @@ def test_a_reference_must_name_the_tasks_distributions_in_order():
     one_bin_short = Distribution(name="x", kind="feature", edges=[1.0], fractions=[1.0])
     bad = ReferenceCard(features_from="", outputs_from="", distributions=[one_bin_short])
     assert "one fraction per bin" in checked(bad, ["x"])
+
+
+def test_waiting_rows_are_binned_in_runs_of_bin_every_requests_not_a_second_at_a_time():
+    drift = _drift(window_rows=10_000)
+    for i in range(BIN_EVERY * 2 + 4):
+        drift.record((np.full(1, i % 2, np.float64),))
+    assert len(drift.pending) == 4 and drift.rows_seen == BIN_EVERY * 2  # two runs binned as they came
+    figures = _figures(drift)
+    assert figures["rows"] == BIN_EVERY * 2 + 4 and figures["distributions"]["x"]["window"] == [0.5, 0.5]
