@@ -6,11 +6,13 @@ For each scenario, each round runs wrk against nnserve (`bentoml serve`, product
 the plain Starlette app and the FastAPI app of loadtests/reference_apps.py (same validation, same
 onnxruntime call) on equal terms with nnserve: its worker count, uvloop and httptools, its onnxruntime
 threading; with --history also the one-process asyncio + h11 apps every bench before issue 17 used,
-labelled as such. One after the other; raw onnxruntime in-process is the ceiling. The ratios are
-against the tuned references. Each run also measures what the stack's server processes cost
-(loadtests/cost.py): CPU-seconds per 1,000 requests and peak resident memory. The
-table shows medians over the rounds and ratios, and is appended to loadtests/RESULTS.md with the
-date, commit and machine. Load goes to 127.0.0.1 only, for --duration seconds per run.
+labelled as such; with --against REF also nnserve as it was at the git commit REF (a worktree of
+it, same models, same settings): what a change gained or lost, in the same run. One after the other;
+raw onnxruntime in-process is the ceiling. The ratios are against the tuned references. Each run
+also measures what the stack's server processes cost (loadtests/cost.py): CPU-seconds per 1,000
+requests and peak resident memory. The table shows medians over the rounds and ratios, and is
+appended to loadtests/RESULTS.md with the date, commit and machine. Load goes to 127.0.0.1 only,
+for --duration seconds per run.
 
 Besides the issue's five scenarios, adclick-batch256-oip-binary sends the same 256 impressions as
 binary tensors to the Open Inference Protocol route (the bulk path, no JSON per row); the reference
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,13 +277,32 @@ def same_answer(peer: object, ours: object) -> bool:
     return peer == ours
 
 
+@contextmanager
+def worktree(ref: str) -> Iterator[tuple[str, Path]]:
+    """A detached worktree of `ref` in a temporary directory, removed on exit; yields (short commit, path)."""
+    commit = git("rev-parse", "--short", ref)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / commit
+        git("worktree", "add", "--detach", "--quiet", str(path), commit)
+        try:
+            yield commit, path
+        finally:
+            git("worktree", "remove", "--force", str(path))
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+
 def run_scenario(
     scenario: Scenario, models_dir: Path, seconds: int, rounds: int, history: bool = False, drift_off: bool = False,
-    payload_log: bool = False, peers: tuple[Peer, ...] = (),
+    payload_log: bool = False, peers: tuple[Peer, ...] = (), against: tuple[str, Path] | None = None,
 ) -> None:  # fmt: skip
     tagger = scenario.tagger or "image-tagging"
     with ExitStack() as stack:
         urls = {"nnserve": stack.enter_context(bentoml_serve(models_dir))}
+        if against is not None:
+            urls[f"nnserve at {against[0]}"] = stack.enter_context(bentoml_serve(models_dir, code=against[1]))
         if drift_off:
             urls[DRIFT_OFF] = stack.enter_context(bentoml_serve(models_dir, NNSERVE_DRIFT_WINDOW_ROWS="0"))
         if payload_log:
@@ -429,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history", action="store_true", help="also the one-process asyncio + h11 references")
     parser.add_argument("--drift-off", action="store_true", help="also nnserve without drift tracking (its cost)")
     parser.add_argument("--payload-log", action="store_true", help="also nnserve logging every prediction (its cost)")
+    parser.add_argument("--against", metavar="REF", help="also nnserve as at this git commit (what a change did)")
     parser.add_argument(
         "--chart", type=Path, default=None, help="the chart's PNG (default: loadtests/bench.png when recording)"
     )
@@ -436,17 +459,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = [s for s in scenarios() if not args.only or s.name in args.only.split(",")]
     peers = tuple(p for p in PEERS if args.peers == "all" or p.slug in args.peers.split(","))
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        against = stack.enter_context(worktree(args.against)) if args.against else None
         dirs = {"committed": REPO / "models"}
         if any(s.models == "imagenet" for s in chosen):
             dirs["imagenet"] = imagenet_models_dir(Path(tmp))
         for s in chosen:
             stacks = ((len(STACKS) + 2 * args.history) if s.references else 1) + args.drift_off + args.payload_log
+            stacks += against is not None
             stacks += sum(s.name in p.scenarios for p in peers)
             print(f"{s.name}: {args.rounds} rounds x {stacks} stacks x {args.duration} s, {s.connections} connections")
             run_scenario(
-                s, dirs[s.models], args.duration, args.rounds, args.history, args.drift_off, args.payload_log, peers
-            )
+                s, dirs[s.models], args.duration, args.rounds, args.history, args.drift_off, args.payload_log, peers,
+                against,
+            )  # fmt: skip
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()

@@ -26,9 +26,12 @@ def server_log(url: str) -> Path:
 
 
 @contextmanager
-def bentoml_serve(models_dir: Path, expect_ready: bool = True, deadline_s: float = 90, **env: str) -> Iterator[str]:
+def bentoml_serve(
+    models_dir: Path, expect_ready: bool = True, deadline_s: float = 90, code: Path = REPO, **env: str
+) -> Iterator[str]:
     """Starts the service on a free port; yields its base URL once /readyz answers 200 (or, when
-    `expect_ready` is False, once /livez answers). Stops it on exit; its log is at server_log(url)."""
+    `expect_ready` is False, once /livez answers). Stops it on exit; its log is at server_log(url).
+    `code` is the checkout it serves (another commit's worktree, for the bench's --against)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = server_log(url)
@@ -40,7 +43,7 @@ def bentoml_serve(models_dir: Path, expect_ready: bool = True, deadline_s: float
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [str(bentoml), "serve", "service.app:NNServe", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=code, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     probe = "/readyz" if expect_ready else "/livez"
 

@@ -35,8 +35,13 @@ def test_the_contracts_hold():
         ("training/distributions.py", "import training.reference", "no import circles"),
         ("loadtests/payloads.py", "import tests.conftest", "tests/ may import loadtests/"),
     ],
-    ids=["a task imports the protocol", "runtime imports the registry", "service imports training",
-         "a circle in training", "loadtests imports tests"],  # fmt: skip
+    ids=[
+        "a task imports the protocol",
+        "runtime imports the registry",
+        "service imports training",
+        "a circle in training",
+        "loadtests imports tests",
+    ],  # fmt: skip
 )
 def test_a_copy_that_breaks_a_contract_is_caught(tmp_path, module, line, broken):
     for name in ("service", "training", "tests", "loadtests"):
