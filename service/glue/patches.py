@@ -4,7 +4,7 @@ BentoML's configuration.
 1. BentoML's request layers give way to the edge (service/protocol/edge.py) when no tracing exporter
 is configured. BentoML wraps every request in six middlewares (OpenTelemetry, request metrics, the
 access log, the request timeout, its service context; Starlette's error handling around them): a /v1
-request crossed ten ASGI layers and five `send` wrappers before a model. Without an exporter the
+request crossed ten ASGI layers and seven `send` wrappers before a model. Without an exporter the
 OpenTelemetry middleware records nothing, yet cost ~18% of a worker's CPU on one-row requests (py-spy,
 loadtests/RESULTS.md); its access log a fifth of the throughput; its request metrics 15%
 (docs/decisions.md). The edge does what they did (a request id, the same access log line, the same
