@@ -26,13 +26,15 @@ def fit(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     bf16: bool = False,
     quiet: bool = False,
+    stop: Callable[[list[dict[str, float]]], bool] | None = None,
 ) -> list[dict[str, float]]:
     """Trains for `epochs`; `batches(epoch)` yields minibatches, `loss_fn(batch)` returns the loss.
 
     The scheduler (if any) steps once per batch. Returns one history row per epoch: epoch, steps and
     training seconds so far, train_loss, and whatever `evaluate()` returns (run in eval mode, no gradients).
     `quiet`: no progress output (the other processes of a torchrun). Progress is a bar on a terminal, a
-    line per epoch on stdout otherwise (bars())."""
+    line per epoch on stdout otherwise (bars()). `stop(history)`, asked after each epoch, ends the run
+    early (early stopping: the caller keeps what it needs of the best epoch)."""
     history: list[dict[str, float]] = []
     seconds = 0.0  # training time so far, evaluation excluded: the x axis of wall-clock comparisons
     bar = tqdm(range(epochs), desc=desc, unit="epoch", dynamic_ncols=True, disable=quiet or not bars())
@@ -63,4 +65,7 @@ def fit(
         bar.set_postfix({k: round(v, 4) for k, v in shown.items()})
         if lines:
             tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k}={v:.4f}" for k, v in shown.items()))
+        if stop is not None and stop(history):
+            break
+    bar.close()
     return history

@@ -179,9 +179,12 @@ class ImageClassifier(nn.Module):
 class ClickNet(nn.Module):
     """A click model for logs of many high-cardinality IDs: x0 = [scaled numbers, an embedding of each
     number's quantile bin, an embedding per code column] into a ReLU MLP, optionally beside DCN-v2 cross
-    layers x_{l+1} = x0 * (W x_l + b) + x_l (Wang et al., 2021). Chosen by measurement against a wide
-    part, cross layers and FM terms (docs/clicklogs.md#the-model). Takes the service's tensors: numeric
-    float32 [N, F] raw, categorical int64 [N, C] codes."""
+    layers x_{l+1} = x0 * (W x_l + b) + x_l (Wang et al., 2021). With `wide`, a logistic regression on
+    the same inputs is added to the logit (Cheng et al., 2016, wide & deep): a weight per code, per
+    number's bin and per scaled number, started at zero. The network then holds the logistic model the
+    bar compares it with, and on a small log, where the MLP has little to learn from, it is that model
+    (docs/clicklogs.md#the-model). Takes the service's tensors: numeric float32 [N, F] raw, categorical
+    int64 [N, C] codes."""
 
     def __init__(
         self,
@@ -194,13 +197,22 @@ class ClickNet(nn.Module):
         cross_layers: int = 0,
         bin_edges: list[torch.Tensor] | None = None,
         bin_dim: int = 8,
+        wide: bool = False,
+        deep_rows: list[torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.register_buffer("log_mask", log_mask)
         self.register_buffer("num_mean", num_mean.float())
         self.register_buffer("num_std", num_std.float())
         self.lookups = nn.ModuleList(lookups)
-        rows = [int(lk.table.max()) + 1 for lk in lookups]
+        wide_rows = [int(lk.table.max()) + 1 for lk in lookups]
+        # The wide part may know more codes than the deep one (every code the training rows hold, where
+        # the embeddings keep their own rows for frequent ones): deep_rows maps a lookup's row to an
+        # embedding's (0: the shared row of rare and unseen codes).
+        self.deep_maps = deep_rows is not None
+        for j, d in enumerate(deep_rows or []):
+            self.register_buffer(f"deep_rows_{j}", d.long())
+        rows = [int(d.max()) + 1 for d in deep_rows] if deep_rows is not None else wide_rows
         # PyTorch's N(0, 1) start, on purpose: with std 0.01 the MLP found the feature interactions on
         # one seed in three and stalled near the logistic regression on the others (AUC 0.752 vs 0.763).
         self.embeddings = nn.ModuleList(nn.Embedding(r, d) for r, d in zip(rows, embedding_dims, strict=True))
@@ -218,18 +230,36 @@ class ClickNet(nn.Module):
             deep = h
         self.mlp = nn.Sequential(*layers)
         self.head = nn.Linear(width * bool(cross_layers) + deep, 1)
+        self.wide = wide
+        if wide:  # one weight per row of each embedding above, and per scaled number: zero at the start
+            self.wide_codes = nn.ModuleList(nn.Embedding(r, 1) for r in wide_rows)
+            self.wide_bins = nn.ModuleList(nn.Embedding(len(e) + 1, 1) for e in edges)
+            self.wide_numbers = nn.Linear(len(num_mean), 1, bias=False)
+            for p in self.wide_parameters():
+                nn.init.zeros_(p)
+
+    def wide_parameters(self) -> list[nn.Parameter]:
+        return [*self.wide_codes.parameters(), *self.wide_bins.parameters(), *self.wide_numbers.parameters()]
 
     def raw(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         """The click logit (what training fits)."""
-        codes = zip(self.lookups, self.embeddings, categorical.unbind(1), strict=True)
-        parts = [emb(lookup(column)) for lookup, emb, column in codes]
+        rows = [lookup(column) for lookup, column in zip(self.lookups, categorical.unbind(1), strict=True)]
+        deep = [getattr(self, f"deep_rows_{j}")[r] for j, r in enumerate(rows)] if self.deep_maps else rows
+        parts = [emb(r) for emb, r in zip(self.embeddings, deep, strict=True)]
+        wide = [emb(r) for emb, r in zip(self.wide_codes, rows, strict=True)] if self.wide else []
         if len(self.num_mean):  # a log with numbers (ONNX cannot take the empty arithmetic of one without)
             # bin = edges below the raw value (Greater + ReduceSum): before the log, whose last bit
             # onnxruntime and torch may round apart, moving a value that sits on an edge
             for j, emb in enumerate(self.bins):
-                parts.append(emb((numeric[:, j : j + 1] > getattr(self, f"bin_edges_{j}")).sum(dim=1)))
+                b = (numeric[:, j : j + 1] > getattr(self, f"bin_edges_{j}")).sum(dim=1)
+                parts.append(emb(b))
+                if self.wide:
+                    wide.append(self.wide_bins[j](b))
             numeric = torch.where(self.log_mask, torch.log1p(numeric.clamp_min(0)), numeric)
-            parts.insert(0, (numeric - self.num_mean) / self.num_std)
+            scaled = (numeric - self.num_mean) / self.num_std
+            parts.insert(0, scaled)
+            if self.wide:
+                wide.append(self.wide_numbers(scaled))
         x0 = torch.cat(parts, dim=1)
         out = [self.mlp(x0)]
         if len(self.cross):
@@ -238,6 +268,8 @@ class ClickNet(nn.Module):
                 x = x0 * layer(x) + x
             out.append(x)
         logit = self.head(torch.cat(out, dim=1))
+        if wide:
+            logit = logit + torch.cat(wide, dim=1).sum(dim=1, keepdim=True)
         # Without numbers, a sum over no columns (0) keeps the graph's numeric [N, 0] input, which the service sends.
         return logit if len(self.num_mean) else logit + numeric.sum(dim=1, keepdim=True)
 

@@ -176,7 +176,7 @@ def test_data_problems_are_one_line_naming_file_line_column_and_what_to_do(tmp_p
     log.write_text("click,hour,site\n1,14102100,a\n")
     message = _fails(capsys, *common)
     assert all(s in message for s in ("line 1", "'site_id'", "not in the header"))
-    log.write_text("\n".join([header, *[f"0,141021{i % 24:02d},s1,30" for i in range(50)]]) + "\n")
+    log.write_text("\n".join([header, *[f"0,141021{i % 24:02d},s1,30" for i in range(700)]]) + "\n")
     assert "no clicks" in _fails(capsys, *common)
     log.write_text(header + "\n")
     assert "no data rows" in _fails(capsys, *common)
@@ -232,3 +232,44 @@ def test_torchrun_with_two_processes_reaches_the_single_process_auc(tmp_path):
                                      .run(None, feeds)[0][:, 0])["auc"] for k in ("ddp", "one")}  # fmt: skip
     assert abs(auc["ddp"] - auc["one"]) <= 0.005, auc
     assert auc["ddp"] > 0.7  # and it learned
+
+
+def test_too_little_data_is_one_clear_error_never_a_silent_untrained_model(tmp_path, capsys):
+    """100 rows (80 to train): a 2,048 batch used to take 0 optimiser steps, print train_loss=0.0000
+    and export an untrained model; now one line, exit 2, nothing written."""
+    log_path = write_csv(generate(2_000, seed=3), tmp_path / "log.csv")
+    lines = log_path.read_text().splitlines()
+    (tmp_path / "tiny.csv").write_text("\n".join(lines[:101]) + "\n")
+    out = tmp_path / "out"
+    message = _fails(capsys, "--schema", "simulated", "--data", str(tmp_path / "tiny.csv"), "--out", str(out))
+    assert "training rows" in message and "at least 500" in message, message
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_the_wide_part_starts_as_the_tuned_logistic_regression_and_the_best_epoch_is_kept(tmp_path, logs):
+    """The network with its deep head at zero answers as the fitted logistic regression (its numbers
+    rescaled: the Criteo layout has 13); the exported model is the epoch with the lowest held-out log
+    loss, and on a small log it does not fall below the regression it holds."""
+    from training.train_clicklog import _build, _plan, logistic_baseline, predict, warm_start
+
+    cfg = Config(schema="criteo", data=logs["criteo"], buckets=4096)
+    schema = load_schema("criteo").with_buckets(4096)
+    train, val = _split(cfg, schema, read_log(logs["criteo"], schema, quiet=True))
+    _plan(cfg, len(train), 0)
+    net, _ = _build(cfg, schema, train)
+    baseline = logistic_baseline(schema, train, val)
+    linear = warm_start(net, baseline)
+    net.load_state_dict(linear)
+    assert np.abs(predict(net, val) - baseline.clicks).max() < 1e-4
+
+    out = tmp_path / "m"
+    assert _train("--schema", "criteo", "--data", str(logs["criteo"]), "--out", str(out), "--epochs", "4") in (0, 1)
+    card = read_card(out)
+    facts, history = card.training["facts"], card.training["history"]
+    assert card.training["config"]["batch_size"] == 64  # 9,600 training rows: the smallest batch
+    assert 0 <= facts["epoch_kept"] <= facts["epochs_run"] == len(history)
+    losses = [h["val_loss"] for h in history]
+    if facts["epoch_kept"]:  # the kept epoch's figures are the card's, and no epoch had a lower loss
+        kept = history[facts["epoch_kept"] - 1]
+        assert card.metrics["model"]["auc"] == pytest.approx(kept["auc"], abs=1e-6) and kept["val_loss"] == min(losses)
+    assert card.metrics["model"]["auc"] >= card.metrics["baseline"]["auc"] - 0.005
