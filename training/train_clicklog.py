@@ -123,6 +123,7 @@ def train(cfg: Config) -> int:
         linear = warm_start(net, warm)
     history, train_seconds, kept_epoch = _train(cfg, net, train_rows, val, world, rank, linear)
     if rank > 0:
+        _fit_rows(cfg, train_rows, world, rank)  # its share of the logistic regression's rows, to the first
         return 0
     val_clicks = predict(net, val)
     final = classification_metrics(val.label, val_clicks)
@@ -135,13 +136,14 @@ def train(cfg: Config) -> int:
         numeric_cards, train_rows.numeric, code_cards, train_rows.codes,
         val_clicks, f"training split, {n_train:,} rows", f"held-out split, {len(val):,} rows", cfg.seed,
     )  # fmt: skip
-    same_rows = warm is not None and warm.rows == min(n_train, cfg.baseline_rows)  # the bar's fit rows: reused
-    fit_rows = None if same_rows else train_rows.take(np.arange(max(0, n_train - cfg.baseline_rows), n_train))
+    same_rows = world == 1 and warm is not None and warm.rows == min(n_train, cfg.baseline_rows)  # reused
+    fit_rows = None if same_rows else _fit_rows(cfg, train_rows, world, rank)
     val = val.take(np.arange(len(val)))
     read_facts = data.facts
     del data, train_rows
     fitted = warm if fit_rows is None else logistic_baseline(schema, fit_rows, val)
     assert fitted is not None
+    del fit_rows
     c_value = fitted.c
     metrics = {"model": final, "baseline": fitted.metrics}
     checks = bar_checks(val.label, val_clicks, fitted.clicks)
@@ -177,8 +179,18 @@ def train(cfg: Config) -> int:
             split=f"the latest {cfg.holdout:.0%} of rows "
             + ("by timestamp" if schema.timestamp else "in file order (the schema has no timestamp)")
             + " held out; the logistic regression's L2 strength was chosen on them"
-            + (f"; rows counted and scored: the first of {world} processes' share" if world > 1 else ""),
-            rows={"train": n_train, "validation": len(val), "validation_clicks": int(val.label.sum())},
+            + (
+                f"; rows counted and scored: the first of {world} processes' share; the logistic regression "
+                "fit on every process's rows"
+                if world > 1
+                else ""
+            ),
+            rows={
+                "train": n_train,
+                "validation": len(val),
+                "validation_clicks": int(val.label.sum()),
+                "baseline_fit": fitted.rows,
+            },  # fmt: skip
         ),
         "metrics": metrics,
         "bar": {
@@ -264,6 +276,22 @@ def _split(cfg: Config, schema: Schema, data: ClickLog) -> tuple[ClickLog, Click
     return train, val
 
 
+def _fit_rows(cfg: Config, train: ClickLog, world: int, rank: int) -> ClickLog | None:
+    """The logistic regression's rows: the latest `baseline_rows` training rows (copies). Under torchrun
+    every process sends the latest of its share to the first, which fits on all of them (it used to
+    fit on its own share only: half the rows with two processes); elsewhere None."""
+    n = len(train)
+    mine = train.take(np.arange(max(0, n - cfg.baseline_rows // world), n))
+    if world == 1:
+        return mine
+    shares: list[Any] | None = [None] * world if rank == 0 else None
+    dist.gather_object((mine.numeric, mine.codes, mine.label), shares, dst=0)
+    if shares is None:
+        return None
+    numeric, codes, label = (np.concatenate([share[k] for share in shares]) for k in range(3))
+    return ClickLog(numeric, codes, label, None, None, train.facts)
+
+
 def _plan(cfg: Config, n_train: int, rank: int) -> None:
     """Batch size, learning rate and most epochs from the number of training rows, where not given.
     Sized for millions of rows, a 2,048 batch gave a 6,500-row log 15 optimiser steps in all. Here a
@@ -274,9 +302,10 @@ def _plan(cfg: Config, n_train: int, rank: int) -> None:
     if cfg.wide not in ("auto", "on", "off"):
         raise TrainingDataError(f"--wide {cfg.wide!r}: auto, on or off")
     if cfg.wide == "auto":
-        # On 2 M simulated rows the network with the wide part stayed near the logistic regression (held-out
-        # AUC 0.753 and 0.752 after 3 epochs, started from it or from zero), where the network without it
-        # reached 0.772 (docs/clicklogs.md#the-model): large logs train that network.
+        # On 2 M simulated rows the wide part measured no better (held-out AUC 0.7528 after 3 of 4 epochs
+        # started from the regression, 0.7517 after 3 of 5 from zero, against 0.7520 without it after 5;
+        # oracle 0.7580), and its start needs a regression fit on every training row before training
+        # (memory and time on 20 M rows): large logs train the measured network of docs/clicklogs.md.
         cfg.wide = "on" if n_train <= WARM_ROWS else "off"
     if not cfg.batch_size:
         cfg.batch_size = int(min(2048, max(64, 2 ** round(np.log2(max(n_train, 1) / 400)))))
