@@ -231,15 +231,18 @@ class ClickNet(nn.Module):
         self.mlp = nn.Sequential(*layers)
         self.head = nn.Linear(width * bool(cross_layers) + deep, 1)
         self.wide = wide
+        self.wide_numbers: nn.Linear | None = None
         if wide:  # one weight per row of each embedding above, and per scaled number: zero at the start
             self.wide_codes = nn.ModuleList(nn.Embedding(r, 1) for r in wide_rows)
             self.wide_bins = nn.ModuleList(nn.Embedding(len(e) + 1, 1) for e in edges)
-            self.wide_numbers = nn.Linear(len(num_mean), 1, bias=False)
+            # (none without numbers: a parameter no answer uses stops DistributedDataParallel)
+            self.wide_numbers = nn.Linear(len(num_mean), 1, bias=False) if len(num_mean) else None
             for p in self.wide_parameters():
                 nn.init.zeros_(p)
 
     def wide_parameters(self) -> list[nn.Parameter]:
-        return [*self.wide_codes.parameters(), *self.wide_bins.parameters(), *self.wide_numbers.parameters()]
+        numbers = [] if self.wide_numbers is None else list(self.wide_numbers.parameters())
+        return [*self.wide_codes.parameters(), *self.wide_bins.parameters(), *numbers]
 
     def raw(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         """The click logit (what training fits)."""
@@ -258,7 +261,7 @@ class ClickNet(nn.Module):
             numeric = torch.where(self.log_mask, torch.log1p(numeric.clamp_min(0)), numeric)
             scaled = (numeric - self.num_mean) / self.num_std
             parts.insert(0, scaled)
-            if self.wide:
+            if self.wide_numbers is not None:
                 wide.append(self.wide_numbers(scaled))
         x0 = torch.cat(parts, dim=1)
         out = [self.mlp(x0)]

@@ -3,7 +3,7 @@
     python -m training.train_adclick --schema avazu --data train.csv.gz
     python -m training.train_adclick --schema criteo --data day_0.tsv.gz --limit 20000000
     python -m training.train_adclick --schema my_log.toml --data log.csv
-    torchrun --nproc_per_node=2 -m training.train_adclick --schema avazu --data train.csv.gz
+    python -m training.launch --nproc_per_node=2 -m training.train_adclick --schema avazu --data train.csv.gz
 
 The schema (a preset in training/schemas/ or a TOML file; docs/clicklogs.md) says which column is the
 label, the time, a number, a closed category or an open ID. IDs are hashed into a bounded number of
@@ -29,6 +29,7 @@ import resource
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,7 @@ def train(cfg: Config) -> int:
     history, train_seconds, kept_epoch = _train(cfg, net, train_rows, val, world, rank, linear)
     if rank > 0:
         _fit_rows(cfg, train_rows, world, rank)  # its share of the logistic regression's rows, to the first
-        return 0
+        return _agreed(None, world)
     val_clicks = predict(net, val)
     final = classification_metrics(val.label, val_clicks)
     # What the card needs from the training rows is taken now, and copies of the baseline's rows and
@@ -226,14 +227,16 @@ def train(cfg: Config) -> int:
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return finish(card, out, cfg)
+    return _agreed(finish(card, out, cfg), world)
 
 
 def _distributed() -> tuple[int, int]:
     """(world size, rank): under torchrun, joins the process group (gloo on CPUs, nccl on GPUs)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # The other processes wait while the first scores, fits the logistic regression and exports:
+        # on millions of rows that can pass the default 30 minutes.
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=timedelta(hours=6))
         if not int(os.environ.get("OMP_NUM_THREADS", "0")):
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
     return world, (dist.get_rank() if world > 1 else 0)
@@ -274,6 +277,17 @@ def _split(cfg: Config, schema: Schema, data: ClickLog) -> tuple[ClickLog, Click
                 "nothing to learn or measure; give a longer log or change --holdout"
             )
     return train, val
+
+
+def _agreed(code: int | None, world: int) -> int:
+    """The first process's exit code, for every process: a missed bar is exit 1 from each of them (the
+    others used to exit 0 while the first exited 1)."""
+    if world == 1:
+        assert code is not None
+        return code
+    box = [code]
+    dist.broadcast_object_list(box, src=0)
+    return int(box[0])  # type: ignore[arg-type]
 
 
 def _fit_rows(cfg: Config, train: ClickLog, world: int, rank: int) -> ClickLog | None:
