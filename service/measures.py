@@ -19,19 +19,21 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     }
 
 
+def midranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties given their average rank (runs of equal values share it)."""
+    order = np.argsort(x, kind="mergesort")
+    boundaries = np.flatnonzero(np.diff(x[order])) + 1
+    starts = np.concatenate(([0], boundaries))
+    ends = np.concatenate((boundaries, [len(x)]))
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks
+
+
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     """Area under the ROC curve via the rank-sum statistic, ties given their average rank."""
     y = np.asarray(y).ravel().astype(bool)
-    p = np.asarray(p, dtype=np.float64).ravel()
-    order = np.argsort(p, kind="mergesort")
-    sorted_p = p[order]
-    ranks = np.empty(len(p), dtype=np.float64)
-    # average ranks over runs of equal scores
-    boundaries = np.flatnonzero(np.diff(sorted_p)) + 1
-    starts = np.concatenate(([0], boundaries))
-    ends = np.concatenate((boundaries, [len(p)]))
-    avg = (starts + ends + 1) / 2.0
-    ranks[order] = np.repeat(avg, ends - starts)
+    ranks = midranks(np.asarray(p, dtype=np.float64).ravel())
     n_pos = int(y.sum())
     n_neg = len(y) - n_pos
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

@@ -17,17 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _midranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties given their average (as service.measures.roc_auc ranks)."""
-    order = np.argsort(x, kind="mergesort")
-    sorted_x = x[order]
-    boundaries = np.flatnonzero(np.diff(sorted_x)) + 1
-    starts = np.concatenate(([0], boundaries))
-    ends = np.concatenate((boundaries, [len(x)]))
-    ranks = np.empty(len(x), dtype=np.float64)
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-    return ranks
+from service.measures import midranks
 
 
 def auc_difference(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
@@ -39,7 +29,7 @@ def auc_difference(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, 
     aucs, v10, v01 = [], [], []
     for scores in (np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()):
         pos, neg = scores[y], scores[~y]
-        tx, ty, tz = _midranks(pos), _midranks(neg), _midranks(np.concatenate((pos, neg)))
+        tx, ty, tz = midranks(pos), midranks(neg), midranks(np.concatenate((pos, neg)))
         aucs.append(float(tz[:m].sum() / m / n - (m + 1) / (2 * n)))
         v10.append((tz[:m] - tx) / n)  # per click: the share of non-clicks it outranks
         v01.append(1.0 - (tz[m:] - ty) / m)  # per non-click: the share of clicks that outrank it
