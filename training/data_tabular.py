@@ -38,6 +38,12 @@ class TabularData:
     def take(self, mask: np.ndarray) -> TabularData:
         return TabularData(self.numeric[mask], self.categorical[mask], {k: v[mask] for k, v in self.extra.items()})
 
+    def concat(self, other: TabularData) -> TabularData:
+        """These rows, then `other`'s (the same columns)."""
+        extra = {k: np.concatenate([v, other.extra[k]]) for k, v in self.extra.items()}
+        return TabularData(np.concatenate([self.numeric, other.numeric]),
+                           np.concatenate([self.categorical, other.categorical]), extra)  # fmt: skip
+
 
 def parse_date(text: str) -> dt.date:
     """'2014-10-13', '20141013' or the King County file's '20141013T000000'."""

@@ -16,12 +16,14 @@ import onnxruntime as ort
 import pytest
 
 from service.cards import read_card
+from service.measures import regression_metrics
 from service.runtime import load_model, sha256_file
 from service.settings import Settings
 from service.tasks import ADAPTERS
 from tests.conftest import HOUSING_CSV, MODELS, REPO
 from training import make_card, train_adclick, train_housing, train_tagger
 from training.data_adclick import generate, write_csv
+from training.data_housing import load_housing, split_by_date
 from training.export import CURVES_FILE, publish
 from training.runinfo import field_comments
 
@@ -45,8 +47,8 @@ def _check_model_dir(out, name):
 def test_housing_dry_run(tmp_path):
     assert train_housing.main(["--dry-run", "--out", str(tmp_path)]) == 0
     card, model = _check_model_dir(tmp_path, "housing-price")
-    assert card.data.rows == {"train": 500, "validation": 200}
-    assert set(card.metrics) == {"model", "baseline"}
+    assert card.data.rows == {"train": 500, "validation": 200, "final_fit": 700}
+    assert set(card.metrics) == {"model", "baseline", "final_fit"}
     price = model.run(
         np.array([[1800, 3, 2, 7500, 1, 0, 0, 3, 7, 1975, 0, 0, 2015.0]], np.float32), np.array([[98103]])
     )
@@ -158,7 +160,15 @@ def test_a_run_that_fails_its_bar_is_not_published_and_says_where_it_is(tmp_path
 
 def test_a_passing_run_is_published_only_when_asked(tmp_path, capsys):
     models, digests = _served_copy(tmp_path)
-    argv = ["--out", str(tmp_path / "run"), "--models-dir", str(models), "--seed", "1"]  # not the committed one
+    argv = [
+        "--out",
+        str(tmp_path / "run"),
+        "--models-dir",
+        str(models),
+        "--seed",
+        "1",
+        "--no-refit",
+    ]  # not the committed one
     assert train_housing.main(argv) == 0
     assert "--publish installs it" in capsys.readouterr().out and _unchanged(models, digests)
     assert train_housing.main([*argv, "--publish"]) == 0
@@ -199,8 +209,39 @@ def test_a_split_that_leaves_a_side_empty_is_refused_naming_the_dates(tmp_path, 
     assert not (tmp_path / "model.onnx").exists()
 
 
+def _dry_split(split: str = "2015-02-01"):
+    train, val = split_by_date(load_housing(HOUSING_CSV), split)
+    return train.take(np.arange(len(train)) < 500), val.take(np.arange(len(val)) < 200)  # as --dry-run takes
+
+
+@pytest.mark.parametrize("refit", [True, False])
+def test_the_exported_model_is_the_refit_on_every_labelled_sale_and_its_card_says_what_each_fit_saw(tmp_path, refit):
+    """The validation score comes from the fit that chose the epoch; with --refit (the default) the
+    exported graph is a second fit on training and validation rows, and it reproduces the card's
+    `final_fit` figures on them; with --no-refit it is the first fit, reproducing `model` on validation."""
+    assert train_housing.main(["--dry-run", "--out", str(tmp_path), *([] if refit else ["--no-refit"])]) == 0
+    card, model = read_card(tmp_path), load_model(tmp_path)
+    train, val = _dry_split()
+    rows = train.concat(val) if refit else val
+    served = regression_metrics(rows.extra["price"], model.run(rows.numeric, rows.categorical).ravel())
+    recorded = card.metrics["final_fit" if refit else "model"]
+    assert all(served[k] == pytest.approx(v, rel=1e-4) for k, v in recorded.items()), (served, recorded)
+    epoch = card.training["epoch_kept"]
+    assert epoch == min(card.training["history"], key=lambda r: r["val_loss"])["epoch"]
+    assert (f"epoch {epoch} of 2 chosen" in card.data.split) and (
+        ("the final fit: every labelled sale" in card.data.split) == refit
+    )
+    assert len(card.training.get("final_fit_history", [])) == (epoch if refit else 0)
+
+
+def test_a_gap_before_validation_and_a_refit_are_refused_together(tmp_path, capsys):
+    assert train_housing.main(["--dry-run", "--train-before", "2015-01-01", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--no-refit" in err and len(err.strip().splitlines()) == 1
+
+
 def test_a_split_by_share_and_a_gap_before_validation(tmp_path):
-    argv = ["--dry-run", "--split", "0.2", "--train-before", "2015-01-01", "--out", str(tmp_path)]
+    argv = ["--dry-run", "--split", "0.2", "--train-before", "2015-01-01", "--no-refit", "--out", str(tmp_path)]
     assert train_housing.main(argv) == 0
     split = read_card(tmp_path).data.split
     assert "train on 2014-05-02 to 2014-12-31" in split and "validate on 2015-01-" in split
