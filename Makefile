@@ -9,7 +9,7 @@ INSTALL := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -
 TRAIN_STAMP := $(VENV)/.installed-train
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve train-env serve-gpu gpu-check gpu-prepare test test-unit models lint format clean bento container container-test loadtest overload bench soak soak-housing memory scale-curve activation-curve fuzz dashboard-png rollout swarm-test
+.PHONY: serve train-env serve-gpu gpu-check gpu-prepare test test-unit models lint format clean bento container container-test loadtest overload bench soak soak-housing memory scale-curve activation-curve fuzz dashboard-png rollout swarm-test retrain-loop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -139,6 +139,12 @@ soak-housing: $(DEV_STAMP)
 # step's convergence over the workers, p99 during the swap against before (loadtests/rollout.py).
 rollout: $(DEV_STAMP)
 	$(BIN)/python -m loadtests.rollout --seconds $(or $(ROLLOUT_S),60) --record
+
+# The monthly loop on the real sales (loadtests/retrain_loop.py, ~2 min): version 1 through January serves
+# February with prices posted back, the payload log becomes training data, version 2 is a 50% canary in
+# March, promoted only if its online MAE is lower. Everything under build/retrain-loop/; models/ untouched.
+retrain-loop: $(DEV_STAMP)
+	$(BIN)/python -m loadtests.retrain_loop
 
 # The largest legal requests on every bulk route for 20 s: resident memory before, during and 10 s after
 # (loadtests/memory.py; fails when it has not come back within [memory] of slo.toml).
