@@ -60,14 +60,14 @@ def send(settings: Settings, loads: list[list[dict]]) -> list[tuple[dict, dict]]
 
 
 def test_a_shifted_feature_drifts_and_the_others_do_not():
-    rows = sales(before="20150201", count=3000)  # the training months: what the card's reference was made on
+    rows = sales(before="20150401", count=3000)  # every labelled month: what the refit and its reference saw
     larger = [{**r, "sqft_living": min(round(r["sqft_living"] * 1.6), 50_000)} for r in rows]
     settings = Settings(models_dir=MODELS, drift_window_rows=3000, drift_window_s=0, drift_min_rows=500)
     (same, health_same), (shifted, health_shifted) = send(settings, [rows, larger])
     features = [n for n, f in same["distributions"].items() if f["kind"] != "output"]
     assert same["rows"] == 3000 and shifted["rows"] == 3000  # the window holds the latest load only
     assert set(features) == {f.name for f in read_card(MODELS / "housing-price").numeric} | {"zipcode"}
-    for name in features:  # the same sales as the training split: nothing drifted
+    for name in features:  # the same sales as the refit's: nothing drifted
         assert same["distributions"][name]["psi"] < 0.1, (name, same["distributions"][name])
     assert same["drifted"] == [] and "warnings" not in health_same
     psi = {n: shifted["distributions"][n]["psi"] for n in features}

@@ -135,7 +135,8 @@ def test_raw_json_following_the_protocol_text(server):
     (out,) = body["outputs"]
     assert out["name"] == "price" and out["datatype"] == "FP32" and out["shape"] == [1, 1]
     typed = httpx.post(
-        server + "/v1/housing-price/predict", json={"sqft_living": 1800, "bedrooms": 3, "zipcode": 98103}
+        server + "/v1/housing-price/predict",
+        json={"sqft_living": 1800, "bedrooms": 3, "zipcode": 98103, "sale_date": "2015-01-31"},  # the OIP row's date
     )
     assert out["data"][0] == pytest.approx(typed.json()["price"], rel=1e-6)
     assert httpx.get(server + "/v2").json()["name"] == "nnserve"
