@@ -47,6 +47,7 @@ NAME = "housing-price"
 FEBRUARY, MARCH, APRIL = "2015-02-01", "2015-03-01", "2015-04-01"
 CANARY_WEIGHT = 50  # percent of client keys: the largest share gives the comparison the most rows per version
 DRY_RUN_SALES = 150  # sales sent per month in a dry run
+MARKER = ".retrain-loop"  # in the loop's folder: only a folder holding it is replaced by the next run
 
 
 @dataclass
@@ -110,12 +111,22 @@ def online(url: str) -> dict[str, dict]:
     return httpx.get(f"{url}/v1/models/{NAME}/drift", timeout=30).json()["online"]
 
 
+def fresh(out: Path) -> None:
+    """An empty `out`: a previous loop's folder (its MARKER file) is replaced; any other folder that
+    exists is refused, never deleted."""
+    if out.exists():
+        if not (out / MARKER).is_file():
+            raise SystemExit(f"--out {out}: exists and is not a folder this loop made (no {MARKER} in it): "
+                             "give a new folder")  # fmt: skip
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / MARKER).write_text("made by python -m loadtests.retrain_loop; replaced by its next run\n")
+
+
 def run(out: Path, dry_run: bool) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
-    if out.exists():
-        shutil.rmtree(out)
+    fresh(out)
     models, logs = out / "models", out / "logs"
-    out.mkdir(parents=True)
     limit = DRY_RUN_SALES if dry_run else None
     sales = load_housing(HOUSING_CSV)
     february, march = month(sales, FEBRUARY, MARCH, limit), month(sales, MARCH, APRIL, limit)
@@ -169,7 +180,10 @@ def run(out: Path, dry_run: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--out", type=Path, default=REPO / "build" / "retrain-loop", help="the loop's folder (replaced)"
+        "--out",
+        type=Path,
+        default=REPO / "build" / "retrain-loop",
+        help="the loop's folder (a previous run's is replaced; any other existing folder is refused)",
     )
     parser.add_argument("--dry-run", action="store_true", help="tiny trainings, 150 sales a month: the mechanics only")
     args = parser.parse_args(argv)

@@ -30,3 +30,16 @@ def test_the_loop_serves_feeds_back_retrains_canaries_and_decides_by_the_online_
     assert serving["default"] == ("2" if mae["2"] < mae["1"] else "1") and "canary" not in serving
     assert sorted(p.name for p in (out / "models" / "housing-price").iterdir()) == ["1", "2"]
     assert {p: p.read_bytes() for p in (REPO / "models" / "housing-price").iterdir()} == served  # models/ untouched
+
+
+def test_an_out_folder_the_loop_did_not_make_is_refused_never_deleted(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("mine")
+    try:
+        retrain_loop.main(["--dry-run", "--out", str(precious)])
+    except SystemExit as e:
+        assert "is not a folder this loop made" in str(e)
+    else:
+        raise AssertionError("the loop ran over a folder it did not make")
+    assert (precious / "keep.txt").read_text() == "mine"
