@@ -160,15 +160,8 @@ def test_a_run_that_fails_its_bar_is_not_published_and_says_where_it_is(tmp_path
 
 def test_a_passing_run_is_published_only_when_asked(tmp_path, capsys):
     models, digests = _served_copy(tmp_path)
-    argv = [
-        "--out",
-        str(tmp_path / "run"),
-        "--models-dir",
-        str(models),
-        "--seed",
-        "1",
-        "--no-refit",
-    ]  # not the committed one
+    # seed 1: not the committed model; --no-refit: one fit is enough to test publishing
+    argv = ["--out", str(tmp_path / "run"), "--models-dir", str(models), "--seed", "1", "--no-refit"]
     assert train_housing.main(argv) == 0
     assert "--publish installs it" in capsys.readouterr().out and _unchanged(models, digests)
     assert train_housing.main([*argv, "--publish"]) == 0
