@@ -13,6 +13,10 @@ from training.data_tabular import TabularData, parse_date, read_tabular_csv
 from training.runinfo import TrainingDataError
 
 VALIDATION_FROM = "2015-02-01"  # train on sales before February 2015, validate on Feb-Mar 2015
+# How a card's reference names its rows (features, outputs): the trainer writes them, training.reference
+# rebuilds them, with the final fit on every labelled sale or (--no-refit) from the split.
+REFERENCE_ROWS = {True: ("every labelled sale", "the final fit on every labelled sale"),
+                  False: ("training split", "validation split")}  # fmt: skip
 
 
 def _sale_day(text: str) -> str:

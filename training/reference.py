@@ -23,7 +23,7 @@ from service.cards import (
 )
 from service.tasks.image.photos import probabilities
 from training import distributions
-from training.data_housing import housing_spec
+from training.data_housing import REFERENCE_ROWS, housing_spec
 from training.runinfo import sha256_file
 
 
@@ -45,7 +45,7 @@ def backfill(model_dir: Path) -> ReferenceCard:
         train, val = split_by_date(data, config["split"], config["train_before"])
         if config.get("refit"):  # the final fit saw every labelled sale: they are its reference, both ways
             every = train.concat(val)
-            return _tabular(card, session, every, every, "every labelled sale", "the final fit on every labelled sale")
+            return _tabular(card, session, every, every, *REFERENCE_ROWS[True])
     elif card.name == "ad-click":
         with tempfile.TemporaryDirectory() as tmp:  # the generator again, with the card's seed and size
             generated = Path(tmp) / Path(config["generated_csv"]).name

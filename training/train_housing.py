@@ -35,7 +35,7 @@ from service.cards import DataCard
 from service.measures import regression_metrics
 from training import distributions
 from training.contract import CATEGORICAL_INPUT, HOUSING, NUMERIC_INPUT, TabularSpec
-from training.data_housing import VALIDATION_FROM, housing_spec, load_housing, months, split_by_date
+from training.data_housing import REFERENCE_ROWS, VALIDATION_FROM, housing_spec, load_housing, months, split_by_date
 from training.data_tabular import TabularData, feature_cards
 from training.export import finish, run_dir, save_model
 from training.loop import fit
@@ -225,9 +225,8 @@ def train(cfg: Config) -> int:
             categorical_cards,
             fitted.categorical,
             fitted_prices,
-            f"{'every labelled sale' if cfg.refit else 'training split'}, {len(fitted):,} sales",
-            f"{'the final fit on every labelled sale' if cfg.refit else 'validation split'}, "
-            f"{len(fitted_prices):,} sales",
+            f"{REFERENCE_ROWS[cfg.refit][0]}, {len(fitted):,} sales",
+            f"{REFERENCE_ROWS[cfg.refit][1]}, {len(fitted_prices):,} sales",
         ),
         "data": DataCard(
             files=[
