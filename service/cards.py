@@ -104,6 +104,26 @@ class ApiCard(_Strict):
     ignored_fields: list[str] = Field(default_factory=list)
 
 
+class FeedCard(_Strict):
+    """One graph input of a brought model, and the card's features in its columns, in order."""
+
+    input: str
+    fields: list[str]
+
+
+class GraphCard(_Strict):
+    """How a brought model's graph takes the card's features and gives its answer, when it is not our
+    trainers' layout (`numeric` float32 and `categorical` int64 in, one [N, 1] out). Made by
+    training/make_card.py from a schema file; service/tasks/tabular/feeds.py builds the inputs from it.
+    Numbers go in as numbers (dates as decimal years, booleans as 1/0); a closed vocabulary goes to a
+    string input as its value, or to a number input as its position in `values`; an ID as it is."""
+
+    feeds: list[FeedCard]  # one per graph input
+    answer: str  # the answer's field, e.g. price (our graphs name their output so)
+    output: str  # the graph output the answer is read from
+    column: int = 0  # its column: a classifier's probabilities [N, 2] are read at column 1
+
+
 class DataCard(_Strict):
     files: list[dict[str, Any]]  # {path, sha256, rows}; generated data also records its generator and seed
     split: str
@@ -155,6 +175,7 @@ class ModelCard(_Strict):
     categorical: list[CategoricalCard] = Field(default_factory=list)
     labels: list[str] = Field(default_factory=list)
     image: ImageInputCard | None = None
+    graph: GraphCard | None = None  # a brought tabular model's own graph layout; None: our trainers'
     api: ApiCard | None = None
     data: DataCard | None = None
     metrics: dict[str, dict[str, float]] = Field(default_factory=dict)  # "model", "baseline", "oracle"
@@ -177,6 +198,7 @@ ORT_DTYPES = {
     "tensor(int32)": "int32",
     "tensor(uint8)": "uint8",
     "tensor(float16)": "float16",
+    "tensor(string)": "object",  # numpy holds strings for onnxruntime in object arrays
 }
 
 

@@ -101,6 +101,7 @@ class LoadedModel:
     input_names: list[str] = field(default_factory=list)
     device: str = "cpu"  # "cpu", or "cuda:<id>" when a GPU provider bound
     shrink_above: int = 256  # rows (photos) a run must exceed for the arena to give memory back after it
+    fetch: list[str] | None = None  # the output to compute (a brought graph's, named by its card); None: the first
 
     @property
     def on_gpu(self) -> bool:
@@ -117,14 +118,19 @@ class LoadedModel:
         the largest legal requests; with it +5%). Small runs, the hot path, skip the shrinking."""
         feed = dict(zip(self.input_names, inputs, strict=True))
         if len(inputs[0]) > self.shrink_above:
-            return self.session.run(None, feed, SHRINK_ARENA)[0]
-        return self.session.run(None, feed)[0]
+            return self.session.run(self.fetch, feed, SHRINK_ARENA)[0]
+        return self.session.run(self.fetch, feed)[0]
 
     def warm_up(self, batch_sizes: Iterable[int]) -> None:
         """One run at each batch size: on a GPU the first run of each input shape pays for kernel
         selection (cuDNN's algorithm search), which must not fall on a request."""
         for rows in batch_sizes:
-            self.run(*[np.zeros([rows if d == "N" else d for d in t.shape], dtype=t.dtype) for t in self.card.inputs])
+            self.run(*[_zeros([rows if d == "N" else d for d in t.shape], t.dtype) for t in self.card.inputs])
+
+
+def _zeros(shape: list[int], dtype: str) -> np.ndarray:
+    """A warm-up input: zeros, or empty strings for a string input (object zeros are not strings)."""
+    return np.full(shape, "", dtype=object) if dtype == "object" else np.zeros(shape, dtype=dtype)
 
 
 def sha256_file(path: Path) -> str:
@@ -177,7 +183,11 @@ def load_model(
     device = f"cuda:{execution.device_id}" if bound in (CUDA, TENSORRT) else "cpu"
     # An image batch's activations are large from a few photos on; a table's only past hundreds of rows.
     shrink_above = 8 if card.image is not None else 256
-    model = LoadedModel(card, session, directory, bound, [t.name for t in inputs], device, shrink_above)
+    fetch = [card.graph.output] if card.graph is not None else None
+    if fetch and fetch[0] not in [t.name for t in outputs]:
+        raise ModelLoadError(f"{card_path}: graph.output {fetch[0]!r} is not one of the graph's outputs "
+                             f"{[t.name for t in outputs]}")  # fmt: skip
+    model = LoadedModel(card, session, directory, bound, [t.name for t in inputs], device, shrink_above, fetch)
     model.warm_up([1])
     log.info("loaded %s v%s from %s on %s (%s)", card.name, card.version, directory, bound, model.device)
     return model

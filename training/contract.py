@@ -55,6 +55,7 @@ class Categorical:
     minimum: int = 0
     maximum: int = 0
     default: int | str | None = None
+    column: str = ""  # the training file's column, when its name differs
 
     def code(self, value: int | str) -> int:
         """The integer the graph receives for a request value."""

@@ -1,11 +1,15 @@
-"""Write a model card for an existing image-classifier ONNX file and its labels, so the service can
-serve it: for example a 1000-class ImageNet model with shared/data/images/imagenet_class_index.json.
+"""Write a model card for an ONNX file trained anywhere, so the service can serve it: an image
+classifier with its labels, or a tabular model (scikit-learn, XGBoost, LightGBM, ...) with a schema
+file declaring its request (training/model_schema.py), and optionally a data file it did not train on.
 
     python -m training.make_card --onnx resnet.onnx --labels imagenet_class_index.json \
-        --name imagenet-classifier --out models/imagenet-classifier
+        --name imagenet-classifier --publish
+    python -m training.make_card --onnx housing_gbm.onnx --schema housing_gbm.toml --data held_out.csv --publish
 
-The ONNX file is copied into --out beside its card. Preprocessing defaults are torchvision's ImageNet
-ones (resize the shorter side to 256, centre-crop 224, float32 NCHW, ImageNet mean/std).
+The ONNX file is copied beside its card into --out (default build/models/<name>/<UTC time>/); --publish
+then installs the folder as models/<name> (by renames; refused when a declared bar fails). Image
+preprocessing defaults are torchvision's ImageNet ones (shorter side 256, centre crop 224, float32 NCHW,
+ImageNet mean/std).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from pathlib import Path
 import onnx
 
 from service.cards import ONNX_FILE, ImageInputCard, ModelCard, write_card
-from training.export import graph_signature, onnx_facts
+from training.card_tabular import brought_card
+from training.export import finish, graph_signature, onnx_facts, run_dir
+from training.model_schema import read_schema
 from training.runinfo import TrainingDataError, run_tool, sha256_file
 
 IMAGENET_MEAN = "0.485,0.456,0.406"
@@ -28,11 +34,16 @@ IMAGENET_STD = "0.229,0.224,0.225"
 
 @dataclass
 class Config:
-    onnx: Path = Path("model.onnx")  # the classifier's ONNX file: one 4-D image input, one [N, classes] output
-    labels: Path = Path("labels.txt")  # Keras-style index JSON, a JSON list, or one label a line
-    name: str = "imagenet-classifier"  # the model's name: its URL and its `model` field
-    version: str = "1"  # written into the card
-    out: Path | None = None  # the model folder to write; default models/<name>
+    onnx: Path = Path("model.onnx")  # the ONNX file: an image classifier, or a tabular model with --schema
+    labels: Path = Path("labels.txt")  # an image classifier's labels: Keras index JSON, a JSON list, or one a line
+    schema: Path | None = None  # a tabular model's schema file (TOML or YAML): its request fields and graph mapping
+    data: Path | None = None  # a tabular model's held-out CSV (the schema's columns, label): metrics, drift reference
+    name: str = "imagenet-classifier"  # an image classifier's name: its `model` field (a schema names its own)
+    version: str = "1"  # an image classifier's version (a schema says its own)
+    out: Path | None = None  # the folder to write; default build/models/<name>/<UTC time>
+    publish: bool = False  # install the folder as <models-dir>/<name> (refused when a declared bar fails)
+    models_dir: Path = Path("models")  # the served models directory --publish installs into
+    dry_run: bool = False  # write and check the folder, never publish it
     description: str = "An image classifier brought as an ONNX file with its labels."  # shown in metadata
     resize_shorter: int = 256  # resize the photo's shorter side to this, then centre-crop the input size
     mean: str = IMAGENET_MEAN  # on 0..1 pixels, applied by the service (the graph takes normalised floats)
@@ -70,6 +81,13 @@ def read_labels(path: Path) -> list[str]:
 
 
 def make_card(cfg: Config) -> ModelCard:
+    """Writes the folder (ONNX file and card) at cfg.out, or under build/models/ when it is not given."""
+    if cfg.schema is not None:
+        schema = read_schema(cfg.schema)
+        if not cfg.onnx.is_file():
+            raise TrainingDataError(f"{cfg.onnx}: no such file: check --onnx")
+        cfg.out = cfg.out or run_dir(cfg, schema.spec.name)
+        return brought_card(cfg.onnx, schema, cfg.data, cfg.out)
     labels = read_labels(cfg.labels)
     if not cfg.onnx.is_file():
         raise TrainingDataError(f"{cfg.onnx}: no such file: check --onnx")
@@ -91,7 +109,7 @@ def make_card(cfg: Config) -> ModelCard:
         raise TrainingDataError(
             f"{cfg.labels}: {len(labels)} labels, but {cfg.onnx} outputs {outputs[0].shape[-1]} classes"
         )
-    out = cfg.out or Path("models") / cfg.name
+    out = cfg.out = cfg.out or run_dir(cfg, cfg.name)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.onnx.resolve() != (out / ONNX_FILE).resolve():
         shutil.copyfile(cfg.onnx, out / ONNX_FILE)
@@ -129,9 +147,13 @@ def make_card(cfg: Config) -> ModelCard:
 
 
 def _make_and_say(cfg: Config) -> int:
+    if cfg.out is not None:
+        run_dir(cfg, cfg.name)  # --out inside the served models directory is refused before anything is written
     card = make_card(cfg)
-    print(f"wrote the card of {card.name}: {len(card.labels)} labels, input {card.inputs[0].shape}")
-    return 0
+    assert cfg.out is not None
+    what = f"{len(card.labels)} labels" if card.labels else f"{len(card.numeric) + len(card.categorical)} fields"
+    print(f"wrote the card of {card.name} v{card.version}: {what}, inputs {[t.name for t in card.inputs]}")
+    return finish(card, cfg.out, cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

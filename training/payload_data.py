@@ -13,7 +13,9 @@ so a model is retrained on what it was actually sent, with nothing new to learn 
 - ad-click: the simulated log's columns, `clicked` the outcome, `timestamp` the request's time (epoch s);
 - a model trained from a click log (train_clicklog): the log's own layout, from the schema its card
   records (delimiter, header, column order), the label the outcome and the timestamp column the request's
-  time in the schema's format; ignored columns are left empty.
+  time in the schema's format; ignored columns are left empty;
+- a model brought with a schema file (training/make_card.py) or trained by `train_tabular`: the data
+  file's layout its card records (`training.layout`: the fields' columns, then the label's).
 
 --base FILE first copies the rows of the data the model was trained on (the trainer's columns of it),
 so the logged rows add to it: the trainers split by time, so the logged rows, the latest, become the
@@ -170,6 +172,23 @@ def write_contract(rows: list[Row], spec: TabularSpec, outcome: str, clock: str 
             writer.writerow(cells + ([int(row.time)] if clock else []))
 
 
+def write_layout(rows: list[Row], layout: dict[str, Any], task: str, out: Path, base: Path | None) -> None:
+    """A card's declared data layout: the fields' columns, then the label; --base's rows first."""
+    header = [*layout["columns"], layout["label"]]
+    with out.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter=layout.get("delimiter", ","))
+        writer.writerow(header)
+        if base is not None:
+            with base.open(newline="", encoding="utf-8") as original:
+                reader = csv.DictReader(original)
+                if missing := [c for c in header if c not in (reader.fieldnames or [])]:
+                    raise TrainingDataError(f"--base {base}: no column(s) {missing}: give the model's data file")
+                writer.writerows([row[c] for c in header] for row in reader)
+        for row in rows:
+            cells = [_cell(row.features.get(name)) for name in layout["fields"]]
+            writer.writerow([*cells, _outcome(row.outcome, task)])
+
+
 def write_clicklog(rows: list[Row], schema: dict[str, Any], out: Path) -> None:
     columns = schema["columns"]
     with out.open("w", newline="", encoding="utf-8") as f:
@@ -196,13 +215,14 @@ def export(cfg: Config) -> dict[str, int]:
     if cfg.out.resolve().is_relative_to(Path("models").resolve()):
         raise TrainingDataError(f"--out {cfg.out}: not under models/, which holds served models only")
     card = model_card(cfg.model)
-    schema = card.training.get("schema")
+    schema, layout = card.training.get("schema"), card.training.get("layout")
     if card.task == "image_classification":
         raise TrainingDataError(f"{card.name}: photos are logged by their size, not their pixels: "
                                 "they cannot be turned back into training data")  # fmt: skip
-    if schema is None and card.name not in CONTRACT_LAYOUTS:
+    if schema is None and layout is None and card.name not in CONTRACT_LAYOUTS:
         raise TrainingDataError(f"{card.name}: no trainer's layout is known for it (neither one of "
-                                f"{sorted(CONTRACT_LAYOUTS)} nor trained from a click log's schema)")  # fmt: skip
+                                f"{sorted(CONTRACT_LAYOUTS)}, nor trained from a click log's schema, nor a card "
+                                "with a data layout)")  # fmt: skip
     if schema is not None and cfg.base is not None:
         raise TrainingDataError("--base: a click log's layout is the log's own; join the files with cat")
     rows, counts = labelled(cfg.logs, card, cfg.version)
@@ -214,6 +234,8 @@ def export(cfg: Config) -> dict[str, int]:
     try:
         if schema is not None:
             write_clicklog(rows, schema, partial)
+        elif layout is not None:
+            write_layout(rows, layout, card.task, partial, cfg.base)
         else:
             write_contract(rows, *CONTRACT_LAYOUTS[card.name], partial, cfg.base)
         partial.replace(cfg.out)

@@ -34,7 +34,7 @@ from service.tasks.base import Adapter
 
 EXTENSIONS = ["binary_tensor_data", "classification"]
 OIP_DTYPES = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32", "uint8": "UINT8",
-              "float16": "FP16"}  # fmt: skip
+              "float16": "FP16", "object": "BYTES"}  # fmt: skip
 
 
 class OIPError(ServiceError):
@@ -138,7 +138,8 @@ class OIP:
         inputs = _inputs(model, header, binary, adapter.batch_limit())
         ctx.answered_by(adapter.name, adapter.version)
         output = await self.plane.infer(routed, tuple(inputs[name] for name in model.input_names))
-        await _respond(ctx, send, model, header, {model.card.outputs[0].name: output})
+        name = model.card.graph.output if model.card.graph is not None else model.card.outputs[0].name
+        await _respond(ctx, send, model, header, {name: output})
 
 
 def _oip(lookup: Any) -> Any:
@@ -270,6 +271,9 @@ def _inputs(model: LoadedModel, header: dict[str, Any], binary: bytes, limit: tu
         elif not isinstance(size, int) or size < 0 or offset + size > len(binary):
             raise OIPError(400, f"input {spec.name}: binary_data_size {size!r} runs past the binary data "
                                 f"({len(binary) - offset} bytes left)")  # fmt: skip
+        elif dtype.kind == "O":
+            array = _strings(spec.name, binary[offset : offset + size], count)
+            offset += size
         elif size != count * dtype.itemsize:
             raise OIPError(400, f"input {spec.name}: binary_data_size {size} is not shape {shape} x "
                                 f"{dtype.itemsize} bytes = {count * dtype.itemsize}")  # fmt: skip
@@ -282,9 +286,34 @@ def _inputs(model: LoadedModel, header: dict[str, Any], binary: bytes, limit: tu
     return arrays
 
 
+def _strings(name: str, data: bytes, count: int) -> np.ndarray:
+    """The protocol's binary BYTES: each element a 4-byte little-endian length, then its UTF-8 bytes."""
+    values, at = [], 0
+    while at < len(data) and len(values) < count:
+        (length,) = struct.unpack_from("<I", data, at) if at + 4 <= len(data) else (len(data),)  # short: too long
+        if at + 4 + length > len(data):
+            raise OIPError(400, f"input {name}: element {len(values)}'s length runs past its binary_data_size")
+        try:
+            values.append(data[at + 4 : at + 4 + length].decode())
+        except UnicodeDecodeError:
+            raise OIPError(400, f"input {name}: element {len(values)} is not UTF-8 text") from None
+        at += 4 + length
+    if len(values) != count or at != len(data):
+        raise OIPError(400, f"input {name}: its binary_data_size does not hold exactly {count} length-prefixed strings")
+    return np.array(values, dtype=object)
+
+
 def _from_json(name: str, data: Any, dtype: np.dtype, count: int) -> np.ndarray:
     if data is None:
         raise OIPError(400, f"input {name}: no data (neither `data` nor parameters.binary_data_size)")
+    if dtype.kind == "O":  # BYTES as JSON: strings
+        try:
+            flat = np.asarray(data, dtype=object).ravel() if isinstance(data, list) else None
+        except ValueError:  # ragged lists
+            flat = None
+        if flat is None or flat.size != count or not all(isinstance(v, str) for v in flat):
+            raise OIPError(400, f"input {name}: BYTES data must be a (nested) list of {count} strings")
+        return flat
     try:
         array = np.asarray(data, dtype=np.float64 if dtype.kind == "f" else object).ravel()
     except (ValueError, TypeError):

@@ -21,6 +21,7 @@ from service.measures import calibration_error, log_loss, roc_auc
 from service.tasks.base import Action, Adapter, Inputs, Prediction
 from service.tasks.batching import Batcher
 from service.tasks.tabular.encoder import TabularEncoder
+from service.tasks.tabular.feeds import FeedError, Feeds
 from service.tasks.tabular.types import TabularTypes, tabular_types
 from service.telemetry import batch_size_observer
 
@@ -31,17 +32,20 @@ class Tabular(Adapter):
     def check(self) -> None:
         card = self.model.card
         self.check_features()
-        if len(card.outputs) != 1 or card.outputs[0].shape != ["N", 1]:
+        if card.graph is None and (len(card.outputs) != 1 or card.outputs[0].shape != ["N", 1]):
             raise self.fail(f"a {card.task} model has one output [N, 1]; the graph has {_shapes(card.outputs)}")
         self.types: TabularTypes = tabular_types(card, self.settings.max_batch_rows)
 
     def check_features(self) -> None:
-        """The graph takes the card's features as the encoder makes them; the encoder, from the card. A task
-        on table rows with another output (a class among several, say) checks its output after this."""
+        """The graph takes the card's features as the encoder makes them (our trainers' layout), or as the
+        card's graph block maps them (a brought model: service/tasks/tabular/feeds.py); the encoder, from
+        the card. A task on table rows with another output (a class among several, say) checks its
+        output after this."""
         card = self.model.card
+        self.feeds = self.check_graph() if card.graph is not None else None
         expected = [("float32", len(card.numeric)), ("int64", len(card.categorical))]
         got = [(t.dtype, t.shape[-1]) for t in card.inputs]
-        if got != expected or [t.shape[0] for t in card.inputs] != ["N", "N"]:
+        if self.feeds is None and (got != expected or [t.shape[0] for t in card.inputs] != ["N", "N"]):
             raise self.fail(
                 f"a {card.task} model takes numeric float32 [N, {len(card.numeric)}] and categorical int64 "
                 f"[N, {len(card.categorical)}] as its card's features say; the graph takes {_shapes(card.inputs)}"
@@ -60,8 +64,37 @@ class Tabular(Adapter):
         read = {f.name for f in (*card.numeric, *card.categorical)}
         if card.api and (both := read & set(card.api.ignored_fields)):
             raise self.fail(f"api.ignored_fields names features the model reads: {sorted(both)}")
-        self.encoder = TabularEncoder(card)
+        # Numbers as the graph takes them: a graph of doubles gets doubles (float32 would round a latitude).
+        doubles = any(t.dtype == "float64" for t in card.inputs)
+        self.encoder = TabularEncoder(card, np.float64 if doubles else np.float32)
         self.served = {"model": self.name, "version": card.version}
+
+    def check_graph(self) -> Feeds:
+        """A brought graph's feeds, and its answer: a float output with the card's column."""
+        card = self.model.card
+        assert card.graph is not None
+        try:
+            feeds = Feeds(card)
+        except FeedError as e:
+            raise self.fail(str(e)) from None
+        output = next(t for t in card.outputs if t.name == card.graph.output)  # the runtime checked it is there
+        width = output.shape[1] if len(output.shape) == 2 else 1
+        if output.dtype not in ("float32", "float64") or len(output.shape) not in (1, 2) or output.shape[0] != "N":
+            raise self.fail(f"graph.output {output.name} is {output.dtype} {output.shape}: the answer is read "
+                            "from a float tensor [N] or [N, k]")  # fmt: skip
+        if not (isinstance(width, int) and 0 <= card.graph.column < width):
+            raise self.fail(f"graph.column {card.graph.column}: output {output.name} {output.shape} has no such column")
+        self.positions = [{v: i for i, v in enumerate(f.values)} if f.values is not None else None
+                          for f in card.categorical]  # fmt: skip
+        return feeds
+
+    def graph_inputs(self, numeric: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The encoder's tensors as the graph takes them."""
+        return (numeric, codes) if self.feeds is None else self.feeds.graph_inputs(numeric, codes)
+
+    def answer(self, output: np.ndarray) -> np.ndarray:
+        """The graph's output as [N, 1] answers."""
+        return output if self.feeds is None else self.feeds.answer(output)
 
     def make_batcher(self) -> Batcher | None:
         """Requests already waiting share one run, in the event loop (the model takes tens of
@@ -104,8 +137,12 @@ class Tabular(Adapter):
     async def compute(self, rows: list[dict[str, Any]]) -> tuple[Any, tuple[np.ndarray, ...]]:
         """Validated rows -> (one output value per row, the warnings of each row), and drift's parts."""
         numeric, codes, warnings = self.encoder.encode(rows)
-        inputs, out = await self.run(lambda: (numeric, codes))
-        return (out[:, 0].tolist(), warnings), (*inputs, out)
+        if self.feeds is None:
+            inputs, out = await self.run(lambda: (numeric, codes))
+            return (out[:, 0].tolist(), warnings), (*inputs, out)
+        _, out = await self.run(lambda: self.graph_inputs(numeric, codes))
+        out = self.answer(out)
+        return (out[:, 0].tolist(), warnings), (numeric, codes, out)
 
     def differences(self, live: tuple[list[float], Any], shadow: tuple[list[float], Any]) -> tuple[str, list[float]]:
         measure = "probability_difference" if self.task == "binary_classification" else "absolute_difference"
@@ -116,7 +153,11 @@ class Tabular(Adapter):
         return [f.name for f in card.numeric] + [f.name for f in card.categorical] + ["output"]
 
     def parts(self, inputs: Inputs, output: np.ndarray) -> tuple[np.ndarray, ...]:
-        return (*inputs, output)
+        if self.feeds is None:
+            return (*inputs, output)
+        card = self.model.card
+        numeric, codes = self.feeds.encoded(inputs, len(card.numeric), len(card.categorical), self.positions)
+        return numeric, codes, self.answer(output)
 
     def drift_columns(self, parts: tuple[np.ndarray, ...]) -> list[np.ndarray]:
         numeric, codes, output = parts  # as the graph takes them: dates as decimal years, IDs as codes
@@ -128,6 +169,10 @@ class Tabular(Adapter):
         note += "hashed IDs as their bucket (service/hashing.py)"
         columns = {"numeric_columns": [f.name for f in card.numeric],
                    "categorical_columns": [f.name for f in card.categorical]}  # fmt: skip
+        if card.graph is not None:  # a brought graph: its own inputs, each with its features' columns
+            columns = {"input_columns": {feed.input: feed.fields for feed in card.graph.feeds}}
+            note = "each input's columns are the features named, as the card describes them: numbers raw (dates "
+            note += "as decimal years), closed vocabularies as strings to string inputs, else their positions"
         return {**super().describe(), **columns, "input_note": note}
 
     def smoke(self) -> None:
@@ -139,7 +184,7 @@ class Tabular(Adapter):
         except ValueError as e:
             raise self.fail(f"its own example row is not a valid request ({str(e).splitlines()[0]})") from None
         numeric, codes, _ = self.encoder.encode([row.__dict__])
-        value = float(self.model.run(numeric, codes)[0, 0])
+        value = float(self.answer(self.model.run(*self.graph_inputs(numeric, codes)))[0, 0])
         if not math.isfinite(value) or (self.task == "binary_classification" and not 0 <= value <= 1):
             raise self.fail(f"smoke prediction on the card's example row gave {value}")
 

@@ -44,7 +44,8 @@ class TabularEncoder:
     498 us). Warnings are built only for the value that needs one, their range text made once.
     tests/unit/test_tabular.py checks both ways against a row-by-row oracle."""
 
-    def __init__(self, card: ModelCard) -> None:
+    def __init__(self, card: ModelCard, dtype: type = np.float32) -> None:
+        self.dtype = dtype  # the numbers' dtype: float32, or float64 for a graph that takes doubles
         self.numeric = [(f.name, f.observed) for f in card.numeric]
         self.dates = [f.date for f in card.numeric]
         self.seen_range = [_seen_range(f.observed, f.date) for f in card.numeric]  # for warnings, made once
@@ -70,11 +71,12 @@ class TabularEncoder:
         self.hashed = {j: (f.hashing.salt, f.hashing.buckets) for j, f in enumerate(card.categorical) if f.hashing}
 
     def encode(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[dict[str, Any]]]]:
-        """Validated rows (field -> value) -> numeric [N, F] float32, codes [N, C] int64, warnings per row."""
+        """Validated rows (field -> value) -> numeric [N, F] (float32, or the dtype given), codes [N, C] int64,
+        warnings per row."""
         return self._few(rows) if len(rows) <= SMALL else self._many(rows)
 
     def _few(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[dict[str, Any]]]]:
-        numeric = np.empty((len(rows), len(self.numeric)), dtype=np.float32)
+        numeric = np.empty((len(rows), len(self.numeric)), dtype=self.dtype)
         codes = np.empty((len(rows), len(self.categorical)), dtype=np.int64)
         warnings: list[list[dict[str, Any]]] = []
         low, high, dates, hashed = self.low.tolist(), self.high.tolist(), self.dates, self.hashed
@@ -101,7 +103,7 @@ class TabularEncoder:
             for j in (j for j, date in enumerate(self.dates) if date):
                 columns[j] = tuple(map(decimal_year, columns[j]))
             table = list(zip(*columns, strict=True))
-        values = np.array(table, dtype=np.float64).reshape(len(rows), len(self.numeric)).astype(np.float32)
+        values = np.array(table, dtype=np.float64).reshape(len(rows), len(self.numeric)).astype(self.dtype)
         codes = np.empty((len(rows), len(self.categorical)), dtype=np.int64)
         columns = list(zip(*_table(rows, [name for name, _ in self.categorical]), strict=True))
         for j, (column, index) in enumerate(zip(columns, self.closed, strict=True)):

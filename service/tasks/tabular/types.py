@@ -128,7 +128,7 @@ class TabularTypes:
     row: type[BaseModel]
     batch: type[BaseModel]
     batch_field: str
-    output: str  # the answer's field: the graph's output name
+    output: str  # the answer's field: the graph's output name (a brought graph's: its card's graph.answer)
     ignored: frozenset[str]  # request fields taken and dropped (a raw log line's id, label, time)
     prediction: type[BaseModel]
     prediction_row: type[BaseModel]
@@ -157,7 +157,7 @@ def tabular_types(card: ModelCard, max_rows: int) -> TabularTypes:
         **{batch_field: (items, Field(description=f"1 to {max_rows} of them (NNSERVE_MAX_BATCH_ROWS)."))},
     )
 
-    output = card.outputs[0].name
+    output = card.graph.answer if card.graph is not None else card.outputs[0].name
     probability = card.task == "binary_classification"
     doc = api.output_doc or (f"Probability of {output}." if probability else f"Predicted {output}, {card.output_unit}.")
     value_field = Field(description=doc, ge=0, le=1) if probability else Field(description=doc)
