@@ -27,6 +27,7 @@ class Context:
     status: int = 0  # of the answer, once sent
     answer_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # content type and length, for the log
     series: Any = None  # the request series it is counted in (service/protocol/http_metrics.py)
+    query: bytes = b""  # the query string, as the ASGI scope has it
 
     hex_id: str = ""  # request_hex, once asked for
 

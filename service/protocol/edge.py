@@ -79,6 +79,7 @@ class Edge:
             await self.app(scope, receive, send)
             return
         ctx = Context(random.getrandbits(64), scope["method"], scope["path"], scope["headers"], time.perf_counter())
+        ctx.query = scope.get("query_string", b"")
         trace_context.request_id = ctx.request_id  # for every log line written about this request
         answering = self.resolve(ctx, scope, receive, send)  # the route, and so the request's label, first
         observe = self.observe

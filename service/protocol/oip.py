@@ -21,7 +21,7 @@ from starlette.types import Receive, Send
 
 from service.dataplane.plane import DataPlane
 from service.errors import PayloadTooLarge, ServiceError
-from service.models.control import OFF, Control
+from service.models.control import Control
 from service.models.registry import Registry
 from service.protocol import views
 from service.protocol.bodies import read_body
@@ -93,9 +93,8 @@ class OIP:
 
     # --- the model repository extension (Triton's): management, service/models/control.py ----------------------
     async def index(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
+        """Read-only, so open without the management setting (as Triton's is): loading and unloading are not."""
         body = await _json_object(ctx, receive, self.max_body)
-        if not self.control.enabled:
-            raise OIPError(403, OFF)
         ready = body.get("ready", False)
         if not isinstance(ready, bool):
             raise OIPError(400, f'"ready" must be true or false, got {_short(ready)}')

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.types import Receive, Send
 
@@ -129,8 +130,13 @@ class V1:
 
     # --- what the service says about its models ---------------------------------------------------------------
     async def list_models(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
-        models = [views.describe(self.registry, a) for a in self.registry.adapters.values()]
-        await respond_json(ctx, send, 200, {**views.health(self.registry, self.plane), "models": models})
+        """A line per model; `?full=true`: the service's health and every model's full card, as
+        /v1/models/{name} gives one (tens of kilobytes)."""
+        if parse_qs(ctx.query.decode("latin-1")).get("full", ["false"])[-1].lower() in ("true", "1"):
+            models = [views.describe(self.registry, a) for a in self.registry.adapters.values()]
+            await respond_json(ctx, send, 200, {**views.health(self.registry, self.plane), "models": models})
+            return
+        await respond_json(ctx, send, 200, {"ready": self.registry.ready, "models": views.summary(self.registry)})
 
     async def model_metadata(self, ctx: Context, params: dict[str, str], receive: Receive, send: Send) -> None:
         await respond_json(ctx, send, 200, views.describe(self.registry, self.registry.get(params["name"])))

@@ -37,6 +37,24 @@ def describe(registry: Registry, adapter: Adapter) -> dict[str, Any]:
     }
 
 
+def summary(registry: Registry) -> list[dict[str, Any]]:
+    """One line per model, as a person scanning a list wants it (the full cards: describe): its versions and
+    default, task, provider, status and the card's headline metric; a folder that failed to load too."""
+    table, rows = registry.table, []
+    for name, served in table.models.items():
+        adapter = served.versions[served.default]
+        card = adapter.model.card
+        headline = next(iter(card.metrics.get("model", {}).items()), None)
+        rows.append({
+            "name": name, "versions": list(served.versions), "default": served.default, "task": card.task,
+            "provider": adapter.model.provider, "status": "bar not met" if card.bar_failed() else "ready",
+            "metric": dict([headline]) if headline else {},
+            **({"canary": served.canary.model_dump()} if served.canary else {}),
+        })  # fmt: skip
+    rows += [{"name": name, "status": "failed to load (see the log)"} for name in sorted(table.errors)]
+    return rows
+
+
 def health(registry: Registry, plane: DataPlane) -> dict[str, Any]:
     table = registry.table
     models = {}

@@ -187,8 +187,18 @@ def test_base64_is_taken_as_clients_write_it(server):
 
 
 def test_model_metadata(server):
-    listing = httpx.get(server + "/v1/models").json()
+    r = httpx.get(server + "/v1/models")
+    listing = r.json()
     assert {m["name"] for m in listing["models"]} == {"housing-price", "ad-click", "image-tagging"}
+    housing = next(m for m in listing["models"] if m["name"] == "housing-price")  # a line per model, not its card
+    assert set(housing) == {"name", "versions", "default", "task", "provider", "status", "metric"}, housing
+    assert housing["status"] == "ready" and list(housing["metric"]) == ["r2"] and len(r.content) < 2_000
+    full = httpx.get(server + "/v1/models?full=true").json()
+    cards = {m["name"]: m for m in full["models"]}
+    assert full["ready"] and cards["housing-price"]["numeric"][0]["name"] == "sqft_living"
+    index = httpx.post(server + "/v2/repository/index", json={})  # read-only: open without management
+    assert index.status_code == 200 and {e["state"] for e in index.json()} == {"READY"}, index.text
+    assert httpx.post(server + "/v2/repository/models/ad-click/unload", json={}).status_code == 403
     meta = httpx.get(server + "/v1/models/housing-price").json()
     assert meta["provider"] == "CPUExecutionProvider"
     assert [f["name"] for f in meta["numeric"]] == [f.name for f in HOUSING.numeric]

@@ -241,7 +241,7 @@ def test_a_version_that_vanishes_for_one_look_keeps_serving_and_goes_at_the_seco
     assert "ad-click" not in registry.adapters
 
 
-def test_management_is_off_by_default_and_behind_the_keys_when_on(tmp_path):
+def test_management_is_off_by_default_and_behind_the_keys_when_on_the_index_is_read_only(tmp_path):
     models = _models(tmp_path)
     repository = "/v2/repository"
     calls = [
@@ -256,7 +256,8 @@ def test_management_is_off_by_default_and_behind_the_keys_when_on(tmp_path):
         async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as client:
             return [(await client.request(m, path, json=body)).status_code for m, path, body in calls]
 
-    assert asyncio.run(statuses(Settings(models_dir=models), {})) == [403] * 4
+    # The index is read-only: open without the setting (as Triton's is); changes are not.
+    assert asyncio.run(statuses(Settings(models_dir=models), {})) == [403, 200, 403, 403]
     keyed = Settings(models_dir=models, management=True, api_keys="k")
     assert asyncio.run(statuses(keyed, {})) == [401] * 4
     assert asyncio.run(statuses(keyed, {"X-API-Key": "k"})) == [200] * 4
