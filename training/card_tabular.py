@@ -22,7 +22,7 @@ from service.settings import Settings
 from service.tasks import ADAPTERS
 from service.tasks.tabular.feeds import NUMBER_DTYPES, STRING, Feeds
 from training import distributions
-from training.data_tabular import TabularData, column, feature_cards, read_tabular_csv
+from training.data_tabular import TabularData, feature_cards, layout, read_tabular_csv
 from training.export import onnx_facts
 from training.model_schema import ModelSchema
 from training.runinfo import TrainingDataError, sha256_file
@@ -197,13 +197,6 @@ def _scored(card: ModelCard, session: ort.InferenceSession, data: TabularData, l
         "data": DataCard(files=files, split="held out: the model was trained elsewhere, not on these rows",
                          rows={"held_out": rows, "dropped_outside_allowed": data.dropped}),
     })  # fmt: skip
-
-
-def layout(spec: object, label: str) -> dict[str, object]:
-    """The data file's columns, as training.payload_data writes logged requests back (the same layout)."""
-    features = [*spec.numeric, *spec.categorical]  # type: ignore[attr-defined]
-    return {"columns": [column(f) for f in features], "fields": [f.name for f in features], "label": label,
-            "delimiter": ","}  # fmt: skip
 
 
 def check_served(folder: Path) -> None:

@@ -207,3 +207,10 @@ def feature_cards(
         for f, vocab in zip(spec.categorical, vocabularies, strict=True)
     ]
     return numeric, categorical
+
+
+def layout(spec: TabularSpec, label: str) -> dict[str, object]:
+    """A data file's columns as a card records them: training.payload_data writes logged requests back in it."""
+    features = [*spec.numeric, *spec.categorical]
+    return {"columns": [column(f) for f in features], "fields": [f.name for f in features], "label": label,
+            "delimiter": ","}  # fmt: skip

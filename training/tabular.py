@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from service.cards import ModelCard
+from service.cards import DataCard, ModelCard
 from training.contract import CATEGORICAL_INPUT, NUMERIC_INPUT, TabularSpec
 from training.data_tabular import TabularData, build_lookups, feature_cards
 from training.models import TabularNet
@@ -74,20 +74,35 @@ def train_tabular(
     train: TabularData,
     val: TabularData,
     target: str,
-    out: Path,
+    out: Path | None = None,
     epochs: int = 20,
     hidden: tuple[int, ...] = (64, 32),
     embedding_dim: int = 8,
     lr: float = 3e-3,
     batch_size: int = 256,
     seed: int = 0,
+    publish: bool = False,
+    models_dir: Path = Path("models"),
+    data_files: tuple[Path, ...] = (),
 ) -> ModelCard:
     """Trains a ReLU network on `train` (its `target` column: a number for regression, 0/1 for binary
-    classification), evaluates it on `val`, and exports model.onnx, card.json and the curves to `out`."""
+    classification), evaluates it on `val` against a constant baseline (the training mean, or its click
+    rate), and exports model.onnx, card.json (with its drift reference, data and bar) and the curves to
+    `out`: by default build/models/<name>/<UTC time>, as every trainer; never inside `models_dir`.
+    `publish` installs it there when the bar held. `data_files`: the files the rows came from, recorded
+    by name and sha256. The card records the CSV layout read_tabular_csv reads (the features' columns,
+    then `target`), in which training.payload_data writes the payload log back."""
+    from types import SimpleNamespace
+
     from service.measures import classification_metrics, regression_metrics
-    from training.export import save_model  # here: export imports this module's neighbours
+    from training import distributions
+    from training.data_tabular import layout
+    from training.export import publish as install  # here: export imports this module's neighbours
+    from training.export import run_dir, save_model
     from training.loop import fit
-    from training.runinfo import library_versions
+    from training.runinfo import library_versions, sha256_file
+
+    out = run_dir(SimpleNamespace(out=out, models_dir=models_dir, dry_run=False, publish=publish), spec.name)
 
     started = time.time()
     torch.manual_seed(seed)
@@ -114,13 +129,29 @@ def train_tabular(
         lambda: score(val.extra[target], net(*val_inputs.values()).numpy().ravel()), spec.name,
     )  # fmt: skip
     with torch.no_grad():
-        final = score(val.extra[target], net(*val_inputs.values()).numpy().ravel())
+        predicted = net(*val_inputs.values()).numpy().ravel()
+    final = score(val.extra[target], predicted)
+    constant = np.full(len(val), y.mean())  # the training mean, or its click rate
+    baseline = score(val.extra[target], constant)
+    headline = "r2" if regression else "log_loss"
+    better = final[headline] > baseline[headline] if regression else final[headline] < baseline[headline]
     numeric_cards, categorical_cards = feature_cards(spec, train.numeric, vocabularies)
+    reference = distributions.tabular(numeric_cards, train.numeric, categorical_cards, train.categorical, predicted,
+                                      f"training rows, {len(train):,}", f"validation rows, {len(val):,}")  # fmt: skip
+    files = [{"path": p.name, "sha256": sha256_file(p), "rows": None} for p in data_files]
     fields = {
         "name": spec.name, "version": "1", "task": spec.task, "description": spec.description,
         "output_unit": spec.output_unit, "api": spec.api, "numeric": numeric_cards, "categorical": categorical_cards,
-        "metrics": {"model": final},
-        "training": {"versions": library_versions(), "history": history, "duration_s": round(time.time() - started, 1)},
+        "metrics": {"model": final, "baseline": baseline}, "reference": reference,
+        "bar": {"description": f"{headline} better than the constant baseline's on the validation rows",
+                "checks": {f"{headline} better than the baseline's": bool(better)}},
+        "data": DataCard(files=files, split="train and validation rows as given to train_tabular",
+                         rows={"train": len(train), "validation": len(val)}),
+        "training": {"versions": library_versions(), "history": history, "duration_s": round(time.time() - started, 1),
+                     "layout": layout(spec, target)},
     }  # fmt: skip
     tolerance = 1e-4 * max(1.0, float(np.abs(y).max()))  # float32 rounding of the output's magnitude
-    return save_model(net, val_inputs, spec.output, out, tolerance, fields, history, next(iter(final)))
+    card = save_model(net, val_inputs, spec.output, out, tolerance, fields, history, next(iter(final)))
+    if publish and not card.bar_failed():
+        install(out, models_dir, card.name, card.version)
+    return card

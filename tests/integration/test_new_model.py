@@ -19,6 +19,7 @@ from loadtests.serving import bentoml_serve
 from tests.conftest import MODELS
 from training.contract import Categorical, Numeric, TabularSpec
 from training.data_tabular import TabularData
+from training.runinfo import TrainingDataError
 from training.tabular import train_tabular
 
 WEATHER = ("clear", "rain", "snow")
@@ -57,8 +58,11 @@ def _orders(n: int, seed: int) -> TabularData:
 def served(tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
     shutil.copytree(MODELS / "ad-click", models / "ad-click")  # beside one of ours
-    card = train_tabular(SPEC, _orders(3_000, 0), _orders(500, 1), "minutes", models / "delivery-time", epochs=15)
+    card = train_tabular(SPEC, _orders(3_000, 0), _orders(500, 1), "minutes", epochs=15, publish=True,
+                         models_dir=models, out=models.parent / "run")  # fmt: skip
     assert card.metrics["model"]["r2"] > 0.8  # it learned something worth serving
+    assert not card.bar_failed() and card.metrics["baseline"]["r2"] < 0.01  # the constant baseline: the mean
+    assert card.reference is not None and card.training["layout"]["label"] == "minutes" and card.data is not None
     with bentoml_serve(models) as url:
         yield url, ort.InferenceSession(str(models / "delivery-time" / "model.onnx"))
 
@@ -122,3 +126,10 @@ def test_its_openapi_entry_metadata_oip_route_and_client_method(served):
     with bentoml.SyncHTTPClient(url) as client:
         assert client.delivery_time(**ORDER)["minutes"] == pytest.approx(_direct(session, ORDER), rel=1e-6)
         assert len(client.delivery_time_batch(rows=[ORDER, ORDER])["predictions"]) == 2
+
+
+def test_train_tabular_never_writes_inside_the_served_models_directory(tmp_path):
+    models = tmp_path / "models"
+    with pytest.raises(TrainingDataError, match="inside the served models directory"):
+        train_tabular(SPEC, _orders(600, 0), _orders(100, 1), "minutes", out=models / "x", models_dir=models)
+    assert not models.exists()
