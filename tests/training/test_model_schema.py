@@ -135,3 +135,16 @@ def test_make_card_refuses_a_mismatch_with_one_line_and_writes_nothing(tmp_path)
     schema.write_text(HEAD + AREA + ROOMS)  # a fitting schema: the card the service loads
     assert subprocess.run(command, cwd=REPO, capture_output=True, timeout=120).returncode == 0
     assert (out / "card.json").is_file() and (out / "model.onnx").is_file()
+
+
+def test_a_yaml_schema_reads_as_its_toml_twin(tmp_path):
+    import yaml
+
+    toml = _schema(tmp_path, AREA, COLOUR)
+    path = tmp_path / "schema.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "toy", "task": "regression", "description": "A toy.", "output": {"name": "y", "unit": "units"},
+        "fields": {"area": {"type": "number", "description": "Area.", "range": [0, 100], "example": 5},
+                   "colour": {"type": "category", "description": "Colour.", "values": ["red", "blue"]}},
+    }, sort_keys=False))  # fmt: skip
+    assert read_schema(path).spec == toml.spec and read_schema(path).order == ("area", "colour")
