@@ -89,6 +89,33 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest decoded photo (width x height); 413 beyond.")
     max_batch_rows: int = Field(1024, ge=1, description="Most rows in one tabular batch request.")
     max_batch_images: int = Field(64, ge=1, description="Most photos in one batch request.")
+    explain_background_rows: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Rows drawn from a tabular card's reference distributions that an explanation's "
+        "baseline averages over (service/tasks/tabular/explain.py).",
+    )
+    explain_max_rows: int = Field(
+        65_536,
+        ge=1024,
+        description="Most graph rows one tabular explanation may run: exact Shapley values when every "
+        "coalition fits, sampled permutations up to it otherwise.",
+    )
+    explain_permutations: int = Field(
+        64,
+        ge=2,
+        description="Permutations a sampled tabular explanation takes, at most (fewer when the rows cap binds).",
+    )
+    explain_max_batch: int = Field(
+        16, ge=1, description="Most rows (photos) in one explain-batch request; beyond: 413."
+    )
+    explain_grid: int = Field(
+        8,
+        ge=2,
+        le=32,
+        description="A photo's explanation occludes a grid of this many cells a side (grid² + 1 photos run).",
+    )
     max_in_flight: int = Field(32, ge=0, description="Prediction requests in progress per worker; 0: no limit.")
     max_queue: int = Field(64, ge=0, description="Prediction requests waiting for a slot per worker; beyond: 503.")
     request_timeout_s: int = Field(30, ge=1, description="BentoML's per-request timeout (answers 504).")

@@ -95,6 +95,11 @@ class DataPlane:
                             prediction.outputs)  # fmt: skip
         return prediction.answer
 
+    async def explain(self, routed: Routed, action: str, request: Any, picture: bool = False) -> Any:
+        """A validated request explained by the version routed to. An explanation is not a prediction: it is
+        neither logged, nor counted for drift, nor shadowed (its cost would skew the shadow's comparison)."""
+        return await routed.adapter.explain(action, request, picture)
+
     async def infer(self, routed: Routed, inputs: Inputs) -> np.ndarray:
         """The graph's own inputs (checked against its signature by the protocol) -> its first output.
         Its rows count for drift; tensors are not logged."""

@@ -109,7 +109,14 @@ class V1:
             request = await self.read(ctx, receive, actions[action])
             routed = self.plane.route_group(task, task.requested_model(request), version, key)
             ctx.answered_by(routed.adapter.name, routed.adapter.version)
-        answer = await self.plane.predict(routed, action, request, ctx.request_hex, ctx.path)
+        if routed.adapter.action_map[action].verb == "explain":
+            picture = "image/png" in ctx.header(b"accept")
+            answer = await self.plane.explain(routed, action, request, picture)
+            if isinstance(answer, bytes):  # the photo with its heat map (Accept: image/png)
+                await respond(ctx, send, 200, answer, media_type=b"image/png")
+                return
+        else:
+            answer = await self.plane.predict(routed, action, request, ctx.request_hex, ctx.path)
         await respond(ctx, send, 200, json_bytes(answer))
 
     async def read(self, ctx: Context, receive: Receive, action: Action) -> Any:

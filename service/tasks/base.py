@@ -56,6 +56,7 @@ class Action:
     response: type[BaseModel]
     request: type[BaseModel] | None = None
     form: Form | None = None
+    verb: str = "predict"  # or "explain": the data plane answers it without logging, drift or shadow
 
 
 @dataclass
@@ -143,6 +144,11 @@ class Adapter:
     # --- a request, answered ---------------------------------------------------------------------------
     async def predict(self, action: str, request: Any) -> Prediction:
         """A validated request of one of the actions -> its answer, and what the data plane keeps."""
+        raise NotImplementedError
+
+    async def explain(self, action: str, request: Any, picture: bool = False) -> Any:
+        """A validated request of an explain action -> its explanation (a PNG's bytes when `picture` and
+        the task draws one)."""
         raise NotImplementedError
 
     async def compute(self, inputs: Any) -> tuple[Any, tuple[np.ndarray, ...]]:

@@ -16,13 +16,15 @@ import binascii
 from functools import cache
 from typing import Any
 
+import anyio
 import numpy as np
 
 from service.errors import InvalidInput, field_error, received_value
 from service.tasks.base import Action, Adapter, Form, Prediction
 from service.tasks.batching import Batcher
+from service.tasks.image.occlusion import crop_box, heat_png, occlusion_map
 from service.tasks.image.photos import decode_photo, probabilities, to_input, top_k
-from service.tasks.image.types import Base64Photo, PhotoOptions, Tags, TagsBatch, base64_batch
+from service.tasks.image.types import Base64Photo, PhotoExplanation, PhotoOptions, Tags, TagsBatch, base64_batch
 from service.telemetry import batch_size_observer
 
 # Photos of at most this many bytes in all are decoded and run inline in the event loop, larger ones in
@@ -34,6 +36,7 @@ INLINE_PHOTO_BYTES = 64 * 1024
 GROUP = "image-tagging"  # the route name every classifier shares; the model answering when none is named
 DEFAULT_TOP_K = 5  # tags returned when a request does not say (every label, for a model with fewer)
 Photo = tuple[bytes, list[str | int]]  # the file, and where it was in the request (for errors)
+EXPLAIN = "Where in the photo its top tag comes from: an occlusion map, by cell of the model's input."
 
 
 class ImageClassification(Adapter):
@@ -41,7 +44,7 @@ class ImageClassification(Adapter):
     heavy = True  # decoding a large photo and running a CNN take milliseconds: a thread, not the event loop
     group = GROUP
     noun = "an image classifier"
-    action_names = ("predict", "predict-batch", "predict-base64", "predict-batch-base64")
+    action_names = ("predict", "predict-batch", "predict-base64", "predict-batch-base64", "explain", "explain-base64")
 
     def check(self) -> None:
         card = self.model.card
@@ -106,6 +109,33 @@ class ImageClassification(Adapter):
         answer = {**served, "results": results} if many else {**served, "tags": results[0]}
         logged = {"photo_bytes": [len(data) for data, _ in photos], "top_k": k}  # the photos' sizes, not their pixels
         return Prediction(answer, logged, [tags[0]["label"] for tags in results], parts, (photos, 1), results)
+
+    async def explain(self, action: str, request: Any, picture: bool = False) -> dict[str, Any] | bytes:
+        """An occlusion map of the top tag (service/tasks/image/occlusion.py), as JSON, or when `picture` as a
+        PNG of the photo with the map over it; decoding and the grid² + 1 runs in a thread."""
+        if isinstance(request, tuple):
+            data, loc = request[0][0], ["photo"]
+        else:
+            data, loc = _b64(request.image_base64, ["image_base64"]), ["image_base64"]
+        card, grid = self.model.card, self.settings.explain_grid
+        spec = card.image
+        assert spec is not None
+
+        def work() -> dict[str, Any] | bytes:
+            photo = decode_photo(data, self.settings.max_image_pixels, loc)
+            run = lambda images: probabilities(self.model.run(images), spec.output_is)  # noqa: E731
+            top, score, falls, runs = occlusion_map(to_input(photo, spec), spec, grid, run)
+            box = crop_box(photo.size, spec)
+            if picture:
+                return heat_png(photo, falls, box)
+            h, w = spec.size
+            return {"model": self.name, "version": self.version, "label": card.labels[top], "score": score,
+                    "grid": np.round(falls, 6).tolist(), "box": [round(v, 1) for v in box],
+                    "photo_size": list(photo.size), "rows_run": runs,
+                    "method": f"occlusion: {grid}x{grid} cells of the model's {h}x{w} input, each covered in turn "
+                              "with the input's mean colour (NNSERVE_EXPLAIN_GRID)"}  # fmt: skip
+
+        return await anyio.to_thread.run_sync(work)
 
     async def compute(self, inputs: tuple[list[Photo], int]) -> tuple[Any, tuple[np.ndarray, ...]]:
         """Photos -> their top-k tags, best first (k checked by `tags_wanted` first), and drift's parts."""
@@ -185,4 +215,8 @@ def actions(max_images: int) -> list[Action]:
                request=Base64Photo),
         Action("predict-batch-base64", "image_tagging_batch_base64", "Tag a batch of photos sent as base64 in JSON.",
                TagsBatch, request=base64_batch(max_images)),
+        Action("explain", "image_tagging_explain", f"{EXPLAIN} Multipart, one `photo`; `Accept: image/png` for the "
+               "photo with the map over it.", PhotoExplanation, form=one, verb="explain"),
+        Action("explain-base64", "image_tagging_explain_base64", f"{EXPLAIN} Base64 in JSON; `Accept: image/png` "
+               "for the photo with the map over it.", PhotoExplanation, request=Base64Photo, verb="explain"),
     ]  # fmt: skip

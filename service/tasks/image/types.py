@@ -32,6 +32,20 @@ class TagsBatch(Served):
     results: list[list[Tag]] = Field(description="Top-k tags per photo, in request order.")
 
 
+class PhotoExplanation(Served):
+    """Where in the photo the top tag comes from (occlusion: service/tasks/image/occlusion.py)."""
+
+    label: str = Field(description="The top tag, the one explained.", examples=["cat"])
+    score: float = Field(ge=0, le=1, description="Its probability on the whole photo.")
+    grid: list[list[float]] = Field(description="Per cell of the model's input, row by row from the top left: how "
+                                    "much covering it lowered the top tag's score (negative: raised).")  # fmt: skip
+    box: list[float] = Field(description="The part of the photo the grid covers (the model's centre crop), in the "
+                             "photo's pixels: left, top, right, bottom.")  # fmt: skip
+    photo_size: list[int] = Field(description="The photo's width and height (upright).")
+    method: str = Field(description="How the map was made.")
+    rows_run: int = Field(description="Images the model ran: the explanation's cost.")
+
+
 class PhotoOptions(BaseModel):
     """The text fields of a multipart photo request (form values are text: "3" is 3)."""
 

@@ -12,22 +12,29 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
 import numpy as np
 
 from service import hashing as hashing_
 from service.cards import TensorSpec
-from service.errors import InvalidInput, field_error
+from service.errors import InvalidInput, PayloadTooLarge, field_error
 from service.measures import calibration_error, log_loss, roc_auc
 from service.tasks.base import Action, Adapter, Inputs, Prediction
 from service.tasks.batching import Batcher
+from service.tasks.tabular import explain
 from service.tasks.tabular.encoder import TabularEncoder
 from service.tasks.tabular.feeds import FeedError, Feeds
-from service.tasks.tabular.types import TabularTypes, tabular_types
+from service.tasks.tabular.types import TabularExplanation, TabularExplanationBatch, TabularTypes, tabular_types
 from service.telemetry import batch_size_observer
+
+EXPLAIN_SUMMARY = (
+    "Explain one prediction: each field's share of the answer's distance from the baseline "
+    "(Shapley values, in the answer's unit; a classifier's in probability and log-odds)."
+)
 
 
 class Tabular(Adapter):
-    action_names = ("predict", "predict-batch")
+    action_names = ("predict", "predict-batch", "explain", "explain-batch")
 
     def check(self) -> None:
         card = self.model.card
@@ -35,6 +42,10 @@ class Tabular(Adapter):
         if card.graph is None and (len(card.outputs) != 1 or card.outputs[0].shape != ["N", 1]):
             raise self.fail(f"a {card.task} model has one output [N, 1]; the graph has {_shapes(card.outputs)}")
         self.types: TabularTypes = tabular_types(card, self.settings.max_batch_rows)
+        settings, players = self.settings, len(card.numeric) + len(card.categorical)
+        self.background = explain.background(card, settings.explain_background_rows, self.encoder.dtype)
+        self.plan = explain.plan(players, settings.explain_background_rows, settings.explain_max_rows,
+                                 settings.explain_permutations, seed=0)  # fmt: skip
 
     def check_features(self) -> None:
         """The graph takes the card's features as the encoder makes them (our trainers' layout), or as the
@@ -113,7 +124,11 @@ class Tabular(Adapter):
             Action(
                 "predict-batch", f"{method}_batch", types.batch_summary, types.prediction_batch, request=types.batch
             ),
-        ]
+            Action("explain", f"{method}_explain", EXPLAIN_SUMMARY, TabularExplanation, request=types.row,
+                   verb="explain"),
+            Action("explain-batch", f"{method}_explain_batch", EXPLAIN_SUMMARY.replace("one", "each"),
+                   TabularExplanationBatch, request=types.batch, verb="explain"),
+        ]  # fmt: skip
 
     def features(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Validated rows without the fields a raw log line brings that the model does not read: they are
@@ -133,6 +148,65 @@ class Tabular(Adapter):
         else:
             answer = {**self.served, output: values[0], "warnings": warnings[0]}
         return Prediction(answer, rows, values, parts, rows, (values, warnings))
+
+    async def explain(self, action: str, request: Any, picture: bool = False) -> dict[str, Any]:
+        """Shapley values of each row's fields (service/tasks/tabular/explain.py), every row's coalitions run
+        together in large onnxruntime runs, in a thread."""
+        batch = action == "explain-batch"
+        rows = self.features([r.__dict__ for r in getattr(request, self.types.batch_field)] if batch
+                             else [request.__dict__])  # fmt: skip
+        settings, plan = self.settings, self.plan
+        if batch and len(rows) > settings.explain_max_batch:
+            raise PayloadTooLarge(f"{len(rows)} rows to explain; at most {settings.explain_max_batch} in one request "
+                                  "(NNSERVE_EXPLAIN_MAX_BATCH)")  # fmt: skip
+        if plan is None:
+            raise PayloadTooLarge(f"one explanation of this model's {self.plan_players} features needs more graph rows "
+                                  f"than {settings.explain_max_rows} (NNSERVE_EXPLAIN_MAX_ROWS)")  # fmt: skip
+        numeric, codes, warnings = self.encoder.encode(rows)
+        answers = await anyio.to_thread.run_sync(self._explain_rows, numeric, codes)
+        explained = [a | {"warnings": w} for a, w in zip(answers, warnings, strict=True)]
+        return {**self.served, "explanations": explained} if batch else {**self.served, **explained[0]}
+
+    @property
+    def plan_players(self) -> int:
+        return len(self.model.card.numeric) + len(self.model.card.categorical)
+
+    def _explain_rows(self, numeric: np.ndarray, codes: np.ndarray) -> list[dict[str, Any]]:
+        plan, (bg_numeric, bg_codes, source) = self.plan, self.background
+        assert plan is not None
+        parts = [explain.coalition_rows(plan.masks, numeric[r : r + 1], codes[r : r + 1], bg_numeric, bg_codes)
+                 for r in range(len(numeric))]  # fmt: skip
+        all_numeric = np.concatenate([p[0] for p in parts])
+        all_codes = np.concatenate([p[1] for p in parts])
+        outputs = np.concatenate([
+            self.answer(self.model.run(*self.graph_inputs(all_numeric[i : i + explain.CHUNK],
+                                                          all_codes[i : i + explain.CHUNK])))[:, 0]
+            for i in range(0, len(all_numeric), explain.CHUNK)
+        ]).astype(np.float64).reshape(len(numeric), len(plan.masks), -1)  # fmt: skip
+        card = self.model.card
+        names = [f.name for f in card.numeric] + [f.name for f in card.categorical]
+        full, empty = int(np.flatnonzero(plan.masks.all(1))[0]), int(np.flatnonzero(~plan.masks.any(1))[0])
+        method = ("exact Shapley values (every coalition)" if plan.exact else
+                  f"Shapley values sampled over {plan.permutations} permutations (antithetic pairs)")  # fmt: skip
+        common = {"unit": card.output_unit or "", "method": method, "rows_run": len(plan.masks) * len(bg_numeric),
+                  "background": source}  # fmt: skip
+        answers = []
+        for out in outputs:
+            answer = {**common, **self._attributed(plan, out.mean(1), full, empty, names)}
+            if self.task == "binary_classification":
+                p = np.clip(out, 1e-7, 1 - 1e-7)
+                answer["log_odds"] = self._attributed(plan, np.log(p / (1 - p)).mean(1), full, empty, names)
+            answers.append(answer)
+        return answers
+
+    @staticmethod
+    def _attributed(plan: explain.Plan, values: np.ndarray, full: int, empty: int, names: list[str]) -> dict[str, Any]:
+        phi, error = explain.shapley(plan, values)
+        answer = {"prediction": float(values[full]), "baseline": float(values[empty]),
+                  "attributions": dict(zip(names, phi.tolist(), strict=True))}  # fmt: skip
+        if error is not None:
+            answer["standard_errors"] = dict(zip(names, error.tolist(), strict=True))
+        return answer
 
     async def compute(self, rows: list[dict[str, Any]]) -> tuple[Any, tuple[np.ndarray, ...]]:
         """Validated rows -> (one output value per row, the warnings of each row), and drift's parts."""

@@ -121,6 +121,42 @@ def _categorical_field(f: CategoricalCard) -> tuple[Any, Any]:
     return Integer, Field(default, ge=lo, le=hi, description=text, examples=[sample])
 
 
+class LogOdds(BaseModel):
+    prediction: float = Field(description="The answer in log-odds: log(p / (1 - p)).")
+    baseline: float = Field(description="The background rows' mean log-odds.")
+    attributions: dict[str, float] = Field(description="One per request field; they add up to prediction - baseline.")
+    standard_errors: dict[str, float] | None = Field(None, description="Sampled values only: each one's error.")
+
+
+class Explanation(BaseModel):
+    """Which request fields moved the answer away from the baseline (Shapley values, computed by the service
+    with the model's own graph: service/tasks/tabular/explain.py)."""
+
+    prediction: float = Field(description="The model's answer for the row, in `unit`.")
+    baseline: float = Field(description="The model's mean answer on the background rows, drawn from the card's "
+                            "reference distributions (its training data): where the attributions start.")  # fmt: skip
+    unit: str = Field(description="The unit of prediction, baseline and attributions.")
+    attributions: dict[str, float] = Field(
+        description="One per request field, in `unit`; they add up to prediction - baseline."
+    )
+    standard_errors: dict[str, float] | None = Field(
+        None, description="Sampled values only (more coalitions than NNSERVE_EXPLAIN_MAX_ROWS): each one's error."
+    )
+    log_odds: LogOdds | None = Field(None, description="A classifier's attributions in log-odds, where they add.")
+    method: str = Field(description="Exact Shapley values, or how many permutations were sampled.")
+    rows_run: int = Field(description="Graph rows the explanation ran: its cost.")
+    background: str = Field(description="Where the background rows come from.")
+    warnings: list[FieldWarning] = Field(default_factory=list, description="Unusual values in the request.")
+
+
+class TabularExplanation(Served, Explanation):
+    """One row's explanation."""
+
+
+class TabularExplanationBatch(Served):
+    explanations: list[Explanation] = Field(description="One explanation per row, in request order.")
+
+
 @dataclass(frozen=True)
 class TabularTypes:
     """A tabular model's typed API: one row, a batch of rows, and the three answers."""
