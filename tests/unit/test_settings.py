@@ -19,6 +19,8 @@ BAD = {
     "dynamic_batch_max": "lots", "dynamic_batch_wait_ms": "-2", "workers": "-3", "max_body_bytes": "1000",
     "max_header_bytes": "512", "max_headers": "2", "header_timeout_s": "never",
     "max_image_pixels": "0", "max_batch_rows": "0", "max_batch_images": "1.5", "max_in_flight": "-1",
+    "explain_background_rows": "1000", "explain_max_rows": "10", "explain_permutations": "1", "explain_max_batch": "0",
+    "explain_grid": "64",
     "max_queue": "x", "request_timeout_s": "0", "shutdown_grace_s": "soon", "drift_window_rows": "-1",
     "drift_window_s": "an hour", "drift_psi_threshold": "0", "drift_min_rows": "0", "payload_log_dir": None,
     "payload_log_sample": "2", "payload_log_max_bytes": "1", "payload_log_max_files": "0",

@@ -202,11 +202,9 @@ class Tabular(Adapter):
     @staticmethod
     def _attributed(plan: explain.Plan, values: np.ndarray, full: int, empty: int, names: list[str]) -> dict[str, Any]:
         phi, error = explain.shapley(plan, values)
-        answer = {"prediction": float(values[full]), "baseline": float(values[empty]),
-                  "attributions": dict(zip(names, phi.tolist(), strict=True))}  # fmt: skip
-        if error is not None:
-            answer["standard_errors"] = dict(zip(names, error.tolist(), strict=True))
-        return answer
+        errors = dict(zip(names, error.tolist(), strict=True)) if error is not None else None
+        return {"prediction": float(values[full]), "baseline": float(values[empty]),
+                "attributions": dict(zip(names, phi.tolist(), strict=True)), "standard_errors": errors}  # fmt: skip
 
     async def compute(self, rows: list[dict[str, Any]]) -> tuple[Any, tuple[np.ndarray, ...]]:
         """Validated rows -> (one output value per row, the warnings of each row), and drift's parts."""
