@@ -4,6 +4,7 @@
     nnserve models                                   # a line per model
     nnserve predict housing-price '{"sqft_living": 1800, "bedrooms": 3, "zipcode": 98103}'
     nnserve predict image-tagging --photo cat.jpg
+    nnserve explain housing-price '{"sqft_living": 1800, "bedrooms": 3, "zipcode": 98103}'
     nnserve canary housing-price 2 10                # 10% of unpinned requests to version 2
     nnserve promote housing-price 2
 
@@ -45,7 +46,7 @@ class Service:
         self.url = url.rstrip("/")
         self.headers = {"X-API-Key": api_key} if api_key else {}
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def call(self, method: str, path: str, raw: bool = False, **kwargs: Any) -> Any:
         try:
             headers = {**self.headers, **kwargs.pop("headers", {})}
             r = httpx.request(method, self.url + path, headers=headers, timeout=60, **kwargs)
@@ -53,7 +54,7 @@ class Service:
             _fail(f"no answer from {self.url} ({type(e).__name__}: {e}): is the service running? (--url)", UNREACHABLE)
         if r.status_code >= 400:
             _fail(f"{method} {path}: {r.status_code} {_error_line(r)}", REFUSED)
-        return r.json() if r.content else {}
+        return r.content if raw else r.json() if r.content else {}
 
 
 def _error_line(r: httpx.Response) -> str:
@@ -130,11 +131,42 @@ def card(service: Service, name: str) -> None:
     _show(service.call("GET", f"/v1/models/{name}"))
 
 
+GROUP = "image-tagging"  # the route every image classifier answers at, the request naming its model
 PREDICT_HELP = """A prediction from the model's typed route (its summary: `nnserve card NAME`, or /docs).
 
 POST /v1/{model}/predict, or predict-batch when REQUEST is a list or holds the model's batch field.
 
-REQUEST is JSON, @file, or - for stdin; --photo sends a photo file instead."""
+REQUEST is JSON, @file, or - for stdin; --photo sends a photo file to an image classifier instead."""
+EXPLAIN_HELP = """Explain a prediction: each field's Shapley value in the answer's unit (a table row), or where in
+the photo the top tag comes from (an occlusion map).
+
+POST /v1/{model}/explain, explain-batch for a list, or /v1/image-tagging/explain with --photo.
+
+REQUEST is JSON, @file, or - for stdin; --png FILE writes the photo with its map over it."""
+
+
+def _request(text: str) -> Any:
+    """JSON from the argument, a file (@path) or stdin (-)."""
+    text = sys.stdin.read() if text == "-" else Path(text[1:]).read_text() if text[:1] == "@" else text
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        _fail(f"the request is not JSON ({e})", 2)
+
+
+def _photo(service: Service, name: str, verb: str, photo: Path, version: str | None, **kwargs: Any) -> Any:
+    path = f"/v1/{GROUP}" + (f"/versions/{version}" if version else "") + f"/{verb}"
+    form = {} if name == GROUP else {"model": name}
+    return service.call("POST", path, files={"photo": (photo.name, photo.read_bytes())}, data=form, **kwargs)
+
+
+def _rows(service: Service, name: str, verb: str, body: Any, prefix: str) -> Any:
+    """One row, or a batch (a list, or the model's batch field): the action and its route."""
+    batch_field = (service.call("GET", f"/v1/models/{name}").get("api") or {}).get("batch_field") or "rows"
+    if isinstance(body, list):
+        body = {batch_field: body}
+    batch = isinstance(body, dict) and batch_field in body
+    return service.call("POST", f"{prefix}/{verb}{'-batch' if batch else ''}", json=body)
 
 
 @main.command(help=PREDICT_HELP)
@@ -144,22 +176,35 @@ REQUEST is JSON, @file, or - for stdin; --photo sends a photo file instead."""
 @click.option("--version", default=None, help="Pin a version (the policy's default otherwise).")
 @pass_service
 def predict(service: Service, name: str, request: str | None, photo: Path | None, version: str | None) -> None:
-    prefix = f"/v1/{name}" + (f"/versions/{version}" if version else "")
     if photo is not None:
-        with photo.open("rb") as f:
-            _show(service.call("POST", f"{prefix}/predict", files={"photo": (photo.name, f.read())}))
+        _show(_photo(service, name, "predict", photo, version))
         return
     if request is None:
         _fail("give the request as JSON, @file or - (stdin), or --photo PATH", 2)
-    text = sys.stdin.read() if request == "-" else Path(request[1:]).read_text() if request[:1] == "@" else request
-    try:
-        body = json.loads(text)
-    except ValueError as e:
-        _fail(f"the request is not JSON ({e})", 2)
-    batch_field = (service.call("GET", f"/v1/models/{name}").get("api") or {}).get("batch_field") or "rows"
-    if isinstance(body, list):
-        body = {batch_field: body}
-    _show(service.call("POST", f"{prefix}/predict{'-batch' if batch_field in body else ''}", json=body))
+    prefix = f"/v1/{name}" + (f"/versions/{version}" if version else "")
+    _show(_rows(service, name, "predict", _request(request), prefix))
+
+
+@main.command(help=EXPLAIN_HELP)
+@click.argument("name")
+@click.argument("request", required=False)
+@click.option("--photo", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A photo file.")
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path), help="With --photo: write the map as a PNG.")
+@click.option("--version", default=None, help="Pin a version (the policy's default otherwise).")
+@pass_service
+def explain(service: Service, name: str, request: str | None, photo: Path | None, png: Path | None,
+            version: str | None) -> None:  # fmt: skip
+    if photo is not None:
+        if png is None:
+            _show(_photo(service, name, "explain", photo, version))
+            return
+        png.write_bytes(_photo(service, name, "explain", photo, version, raw=True, headers={"accept": "image/png"}))
+        click.echo(f"wrote {png}")
+        return
+    if request is None:
+        _fail("give the request as JSON, @file or - (stdin), or --photo PATH", 2)
+    prefix = f"/v1/{name}" + (f"/versions/{version}" if version else "")
+    _show(_rows(service, name, "explain", _request(request), prefix))
 
 
 @main.command(help=described("POST", "/v2/repository/models/{name}/load"))
@@ -187,8 +232,7 @@ def policy(service: Service, name: str, policy: str | None) -> None:
     if policy is None:
         _show(service.call("GET", f"/v1/models/{name}/policy"))
         return
-    text = sys.stdin.read() if policy == "-" else Path(policy[1:]).read_text() if policy[:1] == "@" else policy
-    _show(service.call("PUT", f"/v1/models/{name}/policy", content=text, headers={"content-type": "application/json"}))
+    _show(service.call("PUT", f"/v1/models/{name}/policy", json=_request(policy)))
 
 
 def _change(service: Service, name: str, **changes: Any) -> None:

@@ -130,6 +130,8 @@ def document(endpoints: list[Endpoint], model_names: list[str], version: str) ->
         else:
             content = {"multipart/form-data": {"schema": _form_schema(e.form, {"type": "string", "format": "binary"})}}
         answer = {"description": "OK", "content": {"application/json": {"schema": _ref(e.response.__name__)}}}
+        if e.action.picture:  # Accept: image/png
+            answer["content"]["image/png"] = {"schema": {"type": "string", "format": "binary"}}
         operation = {
             "tags": [e.route.split("/")[2]],
             "summary": e.summary,

@@ -109,8 +109,9 @@ class V1:
             request = await self.read(ctx, receive, actions[action])
             routed = self.plane.route_group(task, task.requested_model(request), version, key)
             ctx.answered_by(routed.adapter.name, routed.adapter.version)
-        if routed.adapter.action_map[action].verb == "explain":
-            picture = "image/png" in ctx.header(b"accept")
+        chosen = routed.adapter.action_map[action]
+        if chosen.verb == "explain":
+            picture = chosen.picture and "image/png" in ctx.header(b"accept")
             answer = await self.plane.explain(routed, action, request, picture)
             if isinstance(answer, bytes):  # the photo with its heat map (Accept: image/png)
                 await respond(ctx, send, 200, answer, media_type=b"image/png")

@@ -57,6 +57,7 @@ class Action:
     request: type[BaseModel] | None = None
     form: Form | None = None
     verb: str = "predict"  # or "explain": the data plane answers it without logging, drift or shadow
+    picture: bool = False  # the answer may also be a PNG (Accept: image/png)
 
 
 @dataclass

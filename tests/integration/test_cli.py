@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from loadtests.serving import add_version, free_port, stop, wait_until_up
 from tests.conftest import MODELS, REPO
@@ -75,6 +76,21 @@ def test_card_and_predict_from_an_argument_a_file_stdin_a_list_and_a_photo(url, 
     assert [p["price"] for p in batch["predictions"]] == [one["price"]] * 2
     photo = json.loads(nnserve(url, "predict", "image-tagging", "--photo", str(PHOTO)).stdout)
     assert photo["model"] == "image-tagging" and photo["tags"][0]["label"] == "cat"
+
+
+def test_explain_a_row_and_a_photo(url, tmp_path):
+    answer = json.loads(nnserve(url, "explain", "housing-price", json.dumps(HOUSE)).stdout)
+    total = sum(answer["attributions"].values())
+    assert (
+        answer["unit"] == "USD"
+        and abs(total - (answer["prediction"] - answer["baseline"])) < 1e-4 * answer["prediction"]
+    )
+    grid = json.loads(nnserve(url, "explain", "image-tagging", "--photo", str(PHOTO)).stdout)
+    assert grid["label"] == "cat" and len(grid["grid"]) == 8
+    png = tmp_path / "map.png"
+    done = nnserve(url, "explain", "image-tagging", "--photo", str(PHOTO), "--png", str(png))
+    assert done.returncode == 0, done.stderr
+    assert Image.open(png).size == Image.open(PHOTO).size
 
 
 def test_canary_promote_rollback_unload_and_load(url):

@@ -216,7 +216,8 @@ def actions(max_images: int) -> list[Action]:
         Action("predict-batch-base64", "image_tagging_batch_base64", "Tag a batch of photos sent as base64 in JSON.",
                TagsBatch, request=base64_batch(max_images)),
         Action("explain", "image_tagging_explain", f"{EXPLAIN} Multipart, one `photo`; `Accept: image/png` for the "
-               "photo with the map over it.", PhotoExplanation, form=one, verb="explain"),
+               "photo with the map over it.", PhotoExplanation, form=one, verb="explain", picture=True),
         Action("explain-base64", "image_tagging_explain_base64", f"{EXPLAIN} Base64 in JSON; `Accept: image/png` "
-               "for the photo with the map over it.", PhotoExplanation, request=Base64Photo, verb="explain"),
+               "for the photo with the map over it.", PhotoExplanation, request=Base64Photo, verb="explain",
+               picture=True),
     ]  # fmt: skip
