@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 
+import bentoml
 import httpx
 import numpy as np
 import onnxruntime as ort
@@ -73,6 +74,8 @@ def test_the_lecture_house_explained_adds_up_in_dollars(server):
     total = sum(answer["attributions"].values())
     assert total == pytest.approx(answer["prediction"] - answer["baseline"], rel=1e-4)
     assert answer["standard_errors"] and "permutations" in answer["method"]
+    with bentoml.SyncHTTPClient(server) as client:  # BentoML's own client knows the verb from /schema.json
+        assert client.housing_price_explain(**LECTURE_HOUSE)["attributions"] == answer["attributions"]
 
 
 def _fields(model: str) -> list[dict]:
