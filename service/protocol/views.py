@@ -30,6 +30,7 @@ def describe(registry: Registry, adapter: Adapter) -> dict[str, Any]:
         "device": model.device,
         "serving": served.describe() if served is not None else None,
         **({"dynamic_batching": adapter.batcher.describe()} if adapter.batcher is not None else {}),
+        **({"explanations": facts} if (facts := adapter.explanations()) is not None else {}),
         "signature": {
             "inputs": [t.model_dump() for t in model.card.inputs],
             "outputs": [t.model_dump() for t in model.card.outputs],

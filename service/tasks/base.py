@@ -136,6 +136,10 @@ class Adapter:
         """Most rows (photos) in one request, and the setting that says so."""
         return self.settings.max_batch_rows, "NNSERVE_MAX_BATCH_ROWS"
 
+    def explanations(self) -> dict[str, Any] | None:
+        """How this version explains its answers (the method and its cost), for its metadata; None: it does not."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """The task's OIP metadata parameters: how a client builds the graph's inputs."""
         card = self.model.card

@@ -74,6 +74,8 @@ def test_the_lecture_house_explained_adds_up_in_dollars(server):
     total = sum(answer["attributions"].values())
     assert total == pytest.approx(answer["prediction"] - answer["baseline"], rel=1e-4)
     assert answer["standard_errors"] and "permutations" in answer["method"]
+    meta = httpx.get(server + "/v1/models/housing-price").json()["explanations"]
+    assert meta["graph_rows"] == answer["rows_run"] and meta["routes"] == ["explain", "explain-batch"]
     with bentoml.SyncHTTPClient(server) as client:  # BentoML's own client knows the verb from /schema.json
         assert client.housing_price_explain(**LECTURE_HOUSE)["attributions"] == answer["attributions"]
 

@@ -92,7 +92,12 @@ PARTS = st.lists(
 
 
 @FUZZ
-@given(parts=PARTS, route=st.sampled_from(["/v1/image-tagging/predict", "/v1/image-tagging/predict-batch"]))
+@given(
+    parts=PARTS,
+    route=st.sampled_from(
+        ["/v1/image-tagging/predict", "/v1/image-tagging/predict-batch", "/v1/image-tagging/explain"]
+    ),
+)
 def test_multipart_bodies_of_any_shape_never_get_a_5xx(server, parts, route):
     body = b"".join(b"--fuzzboundary\r\n" + _part_bytes(*p) + b"\r\n" for p in parts) + b"--fuzzboundary--\r\n"
     r = httpx.post(server + route, content=body, headers={"content-type": "multipart/form-data; boundary=fuzzboundary"})
@@ -107,6 +112,9 @@ JSON_ROUTES = {
     "/v1/ad-click/predict-batch": {"impressions": [IMPRESSION]},
     "/v1/image-tagging/predict-base64": {"image_base64": base64.b64encode(SMALL_PHOTO).decode()},
     "/v1/image-tagging/predict-batch-base64": {"images_base64": [base64.b64encode(SMALL_PHOTO).decode()]},
+    "/v1/housing-price/explain": HOUSE,  # explanations are validated as predictions are
+    "/v1/ad-click/explain-batch": {"impressions": [IMPRESSION]},
+    "/v1/image-tagging/explain-base64": {"image_base64": base64.b64encode(SMALL_PHOTO).decode()},
 }
 
 

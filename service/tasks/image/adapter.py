@@ -137,6 +137,11 @@ class ImageClassification(Adapter):
 
         return await anyio.to_thread.run_sync(work)
 
+    def explanations(self) -> dict[str, Any] | None:
+        grid = self.settings.explain_grid
+        return {"method": f"occlusion, {grid}x{grid} cells of the model's input", "images": grid * grid + 1,
+                "routes": ["explain", "explain-base64"]}  # fmt: skip
+
     async def compute(self, inputs: tuple[list[Photo], int]) -> tuple[Any, tuple[np.ndarray, ...]]:
         """Photos -> their top-k tags, best first (k checked by `tags_wanted` first), and drift's parts."""
         photos, k = inputs

@@ -167,6 +167,14 @@ class Tabular(Adapter):
         explained = [a | {"warnings": w} for a, w in zip(answers, warnings, strict=True)]
         return {**self.served, "explanations": explained} if batch else {**self.served, **explained[0]}
 
+    def explanations(self) -> dict[str, Any] | None:
+        plan, rows = self.plan, self.settings.explain_background_rows
+        if plan is None:
+            return {"method": "none: over NNSERVE_EXPLAIN_MAX_ROWS", "routes": []}
+        method = "exact Shapley values" if plan.exact else f"Shapley values over {plan.permutations} permutations"
+        return {"method": method, "graph_rows": len(plan.masks) * rows, "background_rows": rows,
+                "background": self.background[2], "routes": ["explain", "explain-batch"]}  # fmt: skip
+
     @property
     def plan_players(self) -> int:
         return len(self.model.card.numeric) + len(self.model.card.categorical)
