@@ -9,7 +9,7 @@ INSTALL := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -
 TRAIN_STAMP := $(VENV)/.installed-train
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: serve train-env serve-gpu gpu-check gpu-prepare test test-unit models lint format clean bento container container-test loadtest overload bench soak soak-housing memory scale-curve activation-curve fuzz dashboard-png rollout swarm-test retrain-loop
+.PHONY: serve train-env serve-gpu gpu-check gpu-prepare test test-unit models lint format clean bento container container-test loadtest overload bench soak soak-housing memory scale-curve activation-curve fuzz protos dashboard-png rollout swarm-test retrain-loop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -164,7 +164,11 @@ dashboard-png: $(DEV_STAMP) $(PROMETHEUS)
 	$(BIN)/python -m loadtests.dashboard --out docs/dashboard-drift.png
 
 fuzz: $(DEV_STAMP)
-	NNSERVE_FUZZ_EXAMPLES=300 $(BIN)/pytest tests/integration/test_fuzz.py
+	NNSERVE_FUZZ_EXAMPLES=300 $(BIN)/pytest tests/integration/test_fuzz.py tests/integration/test_grpc_fuzz.py
+
+# The gRPC messages and stubs from service/protocol/rpc/proto/*.proto (a unit test checks they are current).
+protos: $(DEV_STAMP)
+	$(BIN)/python -m service.protocol.rpc.proto.generate
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check service training tests loadtests

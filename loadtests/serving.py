@@ -38,7 +38,9 @@ def bentoml_serve(
     # Each server its own BENTOML_HOME: `bentoml serve` wipes $BENTOML_HOME/prometheus_multiproc_dir at
     # start, so a second server on the same home would erase the first one's metrics.
     home = Path(tempfile.gettempdir()) / f"nnserve-bentoml-home-{port}"
-    environment = {**os.environ, "NNSERVE_MODELS_DIR": str(models_dir), "BENTOML_HOME": str(home), **env}
+    # gRPC on a port of its own (127.0.0.1), unless the caller names one: servers run side by side.
+    grpc = {"NNSERVE_GRPC_PORT": str(free_port()), "NNSERVE_GRPC_HOST": "127.0.0.1"}
+    environment = {**os.environ, **grpc, "NNSERVE_MODELS_DIR": str(models_dir), "BENTOML_HOME": str(home), **env}
     bentoml = Path(sys.executable).parent / "bentoml"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(

@@ -94,11 +94,16 @@ def main(ctx: click.Context, url: str, api_key: str | None) -> None:
 @main.command(help="Serve the models in a folder: `make serve`'s command, with its settings as options.")
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=3000, show_default=True, type=int)
+@click.option("--grpc-port", default=None, type=int,
+              help="The gRPC port (NNSERVE_GRPC_PORT, default 8001; 0: none), on --host too.")  # fmt: skip
 @click.option("--workers", default=0, show_default=True, type=int, help="Worker processes; 0: one per CPU core.")
 @click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The models directory (NNSERVE_MODELS_DIR; default: the committed models/).")  # fmt: skip
-def serve(host: str, port: int, workers: int, models_dir: Path | None) -> None:
+def serve(host: str, port: int, grpc_port: int | None, workers: int, models_dir: Path | None) -> None:
     env = {**os.environ, "NNSERVE_WORKERS": str(workers)} if workers else dict(os.environ)
+    env["NNSERVE_GRPC_HOST"] = host
+    if grpc_port is not None:
+        env["NNSERVE_GRPC_PORT"] = str(grpc_port)
     if models_dir is not None:
         if not models_dir.is_dir():
             _fail(f"--models-dir {models_dir}: no such directory", 2)

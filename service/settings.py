@@ -78,6 +78,14 @@ class Settings(BaseSettings):
         -1, ge=-1, description="How long a dynamic batch may wait to fill; -1: 2 ms on a GPU, 0 (never) on the CPU."
     )
     workers: int = Field(0, ge=0, description="Worker processes, each with its own sessions; 0: one per CPU core.")
+    grpc_port: int = Field(
+        8001,
+        ge=0,
+        le=65535,
+        description="The Open Inference Protocol over gRPC (with the health and reflection services), served by "
+        "every worker; 0: no gRPC.",
+    )
+    grpc_host: str = Field("0.0.0.0", min_length=1, description="The address gRPC listens on.")
     max_header_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest request line and headers, in bytes; larger gets 431 and a close."
     )
@@ -165,9 +173,12 @@ class Settings(BaseSettings):
     api_keys: str = Field("", description="Comma-separated API keys; empty (and no keys file): no authentication.")
     api_keys_file: Path | None = Field(None, description="A file of API keys, one per line (# comments).")
     auth_exempt_paths: str = Field(
-        "/livez,/readyz,/healthz,/metrics,/v2/health/live,/v2/health/ready,/schema.json",
+        "/livez,/readyz,/healthz,/metrics,/v2/health/live,/v2/health/ready,/schema.json,"
+        "/grpc.health.v1.Health/Check,/grpc.health.v1.Health/Watch,"
+        "/inference.GRPCInferenceService/ServerLive,/inference.GRPCInferenceService/ServerReady",
         description="Comma-separated paths that need no API key: probes, the metrics scraper, and the schema "
-        "BentoML's client is built from (so that it reports a refused call as 401).",
+        "BentoML's client is built from (so that it reports a refused call as 401); a gRPC method's path is "
+        "/<service>/<method>.",
     )
 
     @field_validator("version_policy")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,17 @@ class Drain:
         self.draining = False
         self.in_flight = 0
         self._task: asyncio.Task | None = None
+        self.closers: list[Callable[[], Awaitable[None]]] = []  # what stops before uvicorn does (the gRPC server)
+
+    def on_exit(self, close: Callable[[], Awaitable[None]]) -> None:
+        self.closers.append(close)
+
+    async def close(self) -> None:
+        for close in self.closers:
+            try:
+                await close()
+            except Exception:  # the exit goes on
+                log.exception("stopping at shutdown failed")
 
     def install(self, grace_s: float) -> None:
         """Puts our SIGTERM handler in front of uvicorn's. Call it in the worker's event loop, after
@@ -58,6 +70,7 @@ class Drain:
         deadline = loop.time() + grace_s
         while self.in_flight and loop.time() < deadline:
             await asyncio.sleep(0.05)  # polling a counter, bounded by the grace period
+        await self.close()
         if self.in_flight:
             log.warning("grace period of %g s over with %d predictions in flight: exiting", grace_s, self.in_flight)
             uvicorn_exit(sig, frame)

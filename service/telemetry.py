@@ -209,3 +209,32 @@ def current_series(text: bytes, models: set[str], versions: set[tuple[str, str]]
                     continue
         kept.append(line)
     return b"\n".join(kept)
+
+
+def prediction_totals() -> dict[tuple[str, str], dict[str, float]]:
+    """The service's prediction answers by version, every worker's: {"success": answers with status 200,
+    "fail": the others, "seconds": their latency summed}, read from the Prometheus multiprocess folder
+    (this process's own series without one). For the protocols' statistics (gRPC ModelStatistics)."""
+    import os
+
+    from prometheus_client import REGISTRY, CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    TALLY.flush()  # this worker's writes still gathered for the loop's turn
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    registry = REGISTRY
+    if folder:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, folder)
+    totals: dict[tuple[str, str], dict[str, float]] = {}
+    for metric in registry.collect():
+        if metric.name not in ("nnserve_predictions", "nnserve_prediction_seconds"):
+            continue
+        for sample in metric.samples:
+            key = (sample.labels.get("model", ""), sample.labels.get("version", ""))
+            entry = totals.setdefault(key, {"success": 0, "fail": 0, "seconds": 0.0})
+            if sample.name == "nnserve_predictions_total":
+                entry["success" if sample.labels.get("status") == "200" else "fail"] += sample.value
+            elif sample.name == "nnserve_prediction_seconds_sum":
+                entry["seconds"] += sample.value
+    return totals

@@ -126,7 +126,7 @@ def observe() -> Observe | None:
         return None
     config = BentoMLContainer.api_server_config
     access, metrics_config = config.logging.access.get(), config.metrics.get()
-    skip = [*access.get("skip_paths", []), "/livez", "/readyz"]  # BentoML's: its config's, and the probes
+    skip = [*access.get("skip_paths", []), "/livez", "/readyz", "/grpc.health.v1.Health/"]  # its config's, probes
     metrics = HttpMetrics(metrics_config["namespace"], skip) if metrics_config["enabled"] else None
     log = None
     if access["enabled"]:

@@ -53,7 +53,8 @@ class AccessLog:
         if any(self.request_fields):
             request += _fields(ctx.headers, *self.request_fields)
         address = f"{client[0]}:{client[1]}" if client else "_"
-        answer = f"status={ctx.status}" + _fields(ctx.answer_headers, *self.response_fields)
+        answer = f"status={ctx.status}" + (f",grpc_status={ctx.grpc_status}" if ctx.grpc_status else "")
+        answer += _fields(ctx.answer_headers, *self.response_fields)
         return f"{address} ({request}) ({answer}) {latency_ms:.3f}ms"
 
 

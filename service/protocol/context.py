@@ -28,6 +28,7 @@ class Context:
     answer_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # content type and length, for the log
     series: Any = None  # the request series it is counted in (service/protocol/http_metrics.py)
     query: bytes = b""  # the query string, as the ASGI scope has it
+    grpc_status: str = ""  # a gRPC call's code (its `status` is the HTTP status the same answer would have)
 
     hex_id: str = ""  # request_hex, once asked for
 

@@ -52,14 +52,16 @@ BENTOML_ROUTES = ("/metrics", "/livez", "/healthz")  # answered below the edge, 
 
 class Edge:
     def __init__(self, app: ASGIApp, settings: Settings, auth: ApiKeyAuth, worker: Callable[[], Any],
-                 observe: Callable[[], Observe | None] | None = None) -> None:  # fmt: skip
+                 observe: Callable[[], Observe | None] | None = None,
+                 admission: Admission | None = None) -> None:  # fmt: skip
         self.app = app
         self.auth = auth
         self.worker = worker  # this process's Worker (service/worker.py) once built, else None
         # The access log and request series, made when the worker starts (BentoML's configuration is read
         # then); None where BentoML's own layers write them.
         self.make_observe, self.observe = observe, None
-        self.admission = Admission(settings.max_in_flight, settings.max_queue)
+        # The process's admission, shared with its gRPC server (service/app.py), or one of its own.
+        self.admission = admission or Admission(settings.max_in_flight, settings.max_queue)
         self.max_body = settings.max_body_bytes
         self.timeout_s = settings.request_timeout_s
         self.deadlines = Deadlines(settings.request_timeout_s)

@@ -12,8 +12,6 @@ request, including protocol fields of the wrong shape, 413 past the body or batc
 from __future__ import annotations
 
 import json
-import math
-import struct
 from typing import Any
 
 import numpy as np
@@ -23,27 +21,17 @@ from service.dataplane.plane import DataPlane
 from service.errors import PayloadTooLarge, ServiceError
 from service.models.control import Control
 from service.models.registry import Registry
-from service.protocol import views
+from service.protocol import tensors, views
 from service.protocol.bodies import read_body
 from service.protocol.context import REQUEST_KEY, Context
 from service.protocol.router import Route
+from service.protocol.tensors import OIP_DTYPES, Declared, OIPError
 from service.protocol.transport import respond
 from service.runtime import LoadedModel
 from service.settings import Settings
 from service.tasks.base import Adapter
 
 EXTENSIONS = ["binary_tensor_data", "classification"]
-OIP_DTYPES = {"float32": "FP32", "float64": "FP64", "int64": "INT64", "int32": "INT32", "uint8": "UINT8",
-              "float16": "FP16", "object": "BYTES"}  # fmt: skip
-
-
-class OIPError(ServiceError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-    def body(self) -> dict[str, Any]:
-        return {"error": self.message}
 
 
 class OIP:
@@ -232,103 +220,22 @@ def _parameters(item: dict[str, Any], where: str) -> dict[str, Any]:
 def _inputs(model: LoadedModel, header: dict[str, Any], binary: bytes, limit: tuple[int, str]) -> dict[str, np.ndarray]:
     """Checks every input against the graph's signature and the batch limit, from the declared shapes
     before any array is made; returns the arrays the session takes."""
-    expected = {t.name: t for t in model.card.inputs}
-    names = [i["name"] for i in header["inputs"]]
-    if sorted(names) != sorted(expected):
-        raise OIPError(400, f"model {model.name} takes inputs {sorted(expected)}, got {names}")
-    batch_sizes = set()
-    for item in header["inputs"]:
-        spec, shape = expected[item["name"]], item.get("shape")
-        want = OIP_DTYPES[spec.dtype]
-        if item.get("datatype") != want:
-            raise OIPError(400, f"input {spec.name}: datatype must be {want}, got {_short(item.get('datatype'))}")
-        if (
-            not isinstance(shape, list)
-            or len(shape) != len(spec.shape)
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-            or any(s != "N" and d != s for d, s in zip(shape, spec.shape, strict=True))
-        ):
-            want_shape = [-1 if d == "N" else d for d in spec.shape]
-            raise OIPError(400, f"input {spec.name}: shape must be {want_shape}, -1 given as the batch's size, "
-                                f"got {_short(shape)}")  # fmt: skip
-        rows = max((d for d, s in zip(shape, spec.shape, strict=True) if s == "N"), default=1)
-        batch_sizes.add(rows)
-        if rows > limit[0]:
-            raise OIPError(413, f"input {spec.name}: a batch of {rows} is over the limit of {limit[0]} ({limit[1]})")
-        if rows == 0:
-            raise OIPError(400, f"input {spec.name}: shape {shape} holds no rows")
-    if len(batch_sizes) > 1:
-        raise OIPError(400, f"inputs {names}: batch sizes {sorted(batch_sizes)} differ; every input needs the same")
+    declared = [Declared(i["name"], i.get("datatype"), i.get("shape")) for i in header["inputs"]]
     arrays: dict[str, np.ndarray] = {}
-    offset = 0
-    for item in header["inputs"]:
-        spec, shape = expected[item["name"]], item["shape"]
-        count, dtype = math.prod(shape), np.dtype(spec.dtype)
+    offset, view = 0, memoryview(binary)
+    for item, (spec, shape) in zip(header["inputs"], tensors.checked(model, declared, limit), strict=True):
         size = (item.get("parameters") or {}).get("binary_data_size")
         if size is None:
-            array = _from_json(spec.name, item.get("data"), dtype, count)
-        elif not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            arrays[spec.name] = tensors.from_values(spec, item.get("data"), shape)
+            continue
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
             raise OIPError(400, f"input {spec.name}: binary_data_size {size!r} runs past the binary data "
                                 f"({len(binary) - offset} bytes left)")  # fmt: skip
-        elif dtype.kind == "O":
-            array = _strings(spec.name, binary[offset : offset + size], count)
-            offset += size
-        elif size != count * dtype.itemsize:
-            raise OIPError(400, f"input {spec.name}: binary_data_size {size} is not shape {shape} x "
-                                f"{dtype.itemsize} bytes = {count * dtype.itemsize}")  # fmt: skip
-        else:
-            array = np.frombuffer(binary, dtype=dtype.newbyteorder("<"), count=count, offset=offset)
-            offset += size
-        arrays[spec.name] = np.ascontiguousarray(array.reshape(shape), dtype=dtype)
+        arrays[spec.name] = tensors.from_raw(spec, view[offset : offset + size], shape, f"binary_data_size {size}")
+        offset += size
     if offset != len(binary):
         raise OIPError(400, f"{len(binary) - offset} bytes of binary data are not claimed by any input")
     return arrays
-
-
-def _strings(name: str, data: bytes, count: int) -> np.ndarray:
-    """The protocol's binary BYTES: each element a 4-byte little-endian length, then its UTF-8 bytes."""
-    values, at = [], 0
-    while at < len(data) and len(values) < count:
-        (length,) = struct.unpack_from("<I", data, at) if at + 4 <= len(data) else (len(data),)  # short: too long
-        if at + 4 + length > len(data):
-            raise OIPError(400, f"input {name}: element {len(values)}'s length runs past its binary_data_size")
-        try:
-            values.append(data[at + 4 : at + 4 + length].decode())
-        except UnicodeDecodeError:
-            raise OIPError(400, f"input {name}: element {len(values)} is not UTF-8 text") from None
-        at += 4 + length
-    if len(values) != count or at != len(data):
-        raise OIPError(400, f"input {name}: its binary_data_size does not hold exactly {count} length-prefixed strings")
-    return np.array(values, dtype=object)
-
-
-def _from_json(name: str, data: Any, dtype: np.dtype, count: int) -> np.ndarray:
-    if data is None:
-        raise OIPError(400, f"input {name}: no data (neither `data` nor parameters.binary_data_size)")
-    if dtype.kind == "O":  # BYTES as JSON: strings
-        try:
-            flat = np.asarray(data, dtype=object).ravel() if isinstance(data, list) else None
-        except ValueError:  # ragged lists
-            flat = None
-        if flat is None or flat.size != count or not all(isinstance(v, str) for v in flat):
-            raise OIPError(400, f"input {name}: BYTES data must be a (nested) list of {count} strings")
-        return flat
-    try:
-        array = np.asarray(data, dtype=np.float64 if dtype.kind == "f" else object).ravel()
-    except (ValueError, TypeError):
-        raise OIPError(400, f"input {name}: data must be a (nested) list of numbers") from None
-    if array.size != count:
-        raise OIPError(400, f"input {name}: {array.size} values do not fill its shape ({count} elements)")
-    if dtype.kind == "f":
-        if not np.all(np.isfinite(array)):
-            raise OIPError(400, f"input {name}: NaN or Infinity in data")
-        return array.astype(dtype)
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in array):
-        raise OIPError(400, f"input {name}: datatype {OIP_DTYPES[dtype.name]} needs integers")
-    info = np.iinfo(dtype)
-    if any(v < info.min or v > info.max for v in array):
-        raise OIPError(400, f"input {name}: a value does not fit {OIP_DTYPES[dtype.name]}")
-    return array.astype(dtype)
 
 
 async def _respond(
@@ -342,16 +249,11 @@ async def _respond(
         if name not in results:
             raise OIPError(400, f"model {model.name} has outputs {sorted(results)}, not {name!r}")
         value = results[name]
-        if params.get("classification") is not None:
-            value = _classify(model, value, params["classification"])
-        strings = value.dtype == object  # the classification extension's "score:index:label"
-        entry: dict[str, Any] = {"name": name, "shape": list(value.shape),
-                                 "datatype": "BYTES" if strings else OIP_DTYPES[value.dtype.name]}  # fmt: skip
+        if params.get("classification") is not None:  # "score:index:label" strings
+            value = tensors.classify(model, value, params["classification"])
+        entry: dict[str, Any] = {"name": name, "shape": list(value.shape), "datatype": tensors.datatype(value)}
         if params.get("binary_data", binary_default):
-            if strings:  # the protocol's BYTES: each string prefixed with its 4-byte length
-                data = b"".join(struct.pack("<I", len(s)) + s for s in (x.encode() for x in value.ravel()))
-            else:
-                data = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).tobytes()
+            data = tensors.to_raw(value)
             chunks.append(data)
             entry["parameters"] = {"binary_data_size": len(data)}
         else:
@@ -364,15 +266,3 @@ async def _respond(
         return
     headers = [(b"inference-header-content-length", str(len(head)).encode())]
     await respond(ctx, send, 200, head + b"".join(chunks), headers, media_type=b"application/octet-stream")
-
-
-def _classify(model: LoadedModel, scores: np.ndarray, k: Any) -> np.ndarray:
-    """Triton's classification extension: the top-k of each row as "score:index:label" strings."""
-    labels = model.card.labels
-    if not labels:
-        raise OIPError(400, f"model {model.name} has no labels: the classification extension does not apply")
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= len(labels):
-        raise OIPError(400, f"classification must be an integer from 1 to {len(labels)}, got {k!r}")
-    rows = scores.reshape(scores.shape[0], -1)
-    best = np.argsort(-rows, axis=1, kind="stable")[:, :k]
-    return np.array([[f"{rows[r, i]:f}:{i}:{labels[i]}" for i in row] for r, row in enumerate(best)], dtype=object)

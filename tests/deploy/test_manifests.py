@@ -32,6 +32,7 @@ KUSTOMIZATIONS = {
     "kubernetes/prometheus-adapter": {"ConfigMap"},
     "kserve/base": {"InferenceService"},
     "kserve/canary": {"InferenceService"},
+    "kserve/grpc": {"InferenceService"},
 }  # fmt: skip
 
 
@@ -169,6 +170,14 @@ def test_the_probes_use_our_routes_and_readiness_follows_the_drain(rendered):
     isvc = rendered["kserve/base"][0]["spec"]["predictor"]["containers"][0]
     assert isvc["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert env(isvc)["PROTOCOL"] == "v2"
+    grpc_isvc = rendered["kserve/grpc"][0]["spec"]["predictor"]["containers"][0]  # KServe's gRPC port form
+    assert grpc_isvc["ports"] == [{"name": "h2c", "containerPort": 8001, "protocol": "TCP"}]
+    assert grpc_isvc["readinessProbe"]["grpc"]["port"] == 8001  # the gRPC health service
+    service = next(o for o in rendered["kubernetes/overlays/cpu"] if o["kind"] == "Service")
+    assert {"name": "grpc", "port": 8001, "targetPort": "grpc", "appProtocol": "kubernetes.io/h2c"} in service["spec"][
+        "ports"
+    ]
+    assert {"name": "grpc", "containerPort": 8001} in container["ports"]
 
 
 @pytest.mark.parametrize("kustomization", ["kubernetes/overlays/cpu", "kubernetes/overlays/gpu"])

@@ -37,6 +37,7 @@ def url(tmp_path_factory):
     log = home / "serve.log"
     with log.open("w") as out:
         proc = subprocess.Popen([NNSERVE, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+                                 "--grpc-port", str(free_port()),
                                  "--models-dir", str(models)], env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
     address = f"http://127.0.0.1:{port}"

@@ -24,6 +24,11 @@ CURL_EXAMPLES = [
     if kind == "sh" and "localhost:3000" in command and next_kind == "json"
 ]
 PYTHON_EXAMPLES = [code for kind, code in BLOCKS if kind == "python" and "localhost:3000" in code]
+GRPC_EXAMPLES = [
+    (code, expected)
+    for (kind, code), (next_kind, expected) in zip(BLOCKS, BLOCKS[1:], strict=False)
+    if kind == "python" and "localhost:8001" in code and next_kind == "text"
+]
 ROLLOUT = [
     (command, expected)
     for (kind, command), (next_kind, expected) in zip(BLOCKS, BLOCKS[1:], strict=False)
@@ -69,6 +74,17 @@ def test_python_example_runs(server, code):
     code = code.replace("localhost:3000", server.removeprefix("http://"))
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert "cat" in out  # every Python example tags the cat photo; its other answers are checked by their tests
+
+
+@pytest.mark.parametrize(("code", "expected"), GRPC_EXAMPLES, ids=[f"grpc-{i}" for i in range(len(GRPC_EXAMPLES))])
+def test_grpc_example_prints_what_the_docs_say(server, grpc_port, code, expected):
+    code = code.replace("localhost:8001", f"127.0.0.1:{grpc_port}")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == expected.strip().splitlines()
+
+
+def test_there_is_a_grpc_example():
+    assert GRPC_EXAMPLES
 
 
 def _printed_line_matches(got: str, expected: str) -> bool:

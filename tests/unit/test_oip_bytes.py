@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import struct
 
-import numpy as np
 import pytest
 
-from service.protocol.oip import OIPError, _from_json, _strings
+from service.cards import TensorSpec
+from service.protocol.tensors import OIPError, from_values, strings
+
+ZIP = TensorSpec(name="zipcode", dtype="object", shape=["N", 1])
 
 
 def _packed(*values: bytes) -> bytes:
@@ -17,8 +19,8 @@ def _packed(*values: bytes) -> bytes:
 
 
 def test_binary_and_json_strings_are_read_as_sent():
-    assert _strings("zipcode", _packed(b"98103", "Zürich".encode(), b""), 3).tolist() == ["98103", "Zürich", ""]
-    assert _from_json("zipcode", [["98103"], ["98001"]], np.dtype(object), 2).tolist() == ["98103", "98001"]
+    assert strings("zipcode", _packed(b"98103", "Zürich".encode(), b""), 3).tolist() == ["98103", "Zürich", ""]
+    assert from_values(ZIP, [["98103"], ["98001"]], [2, 1]).ravel().tolist() == ["98103", "98001"]
 
 
 @pytest.mark.parametrize(
@@ -33,12 +35,12 @@ def test_binary_and_json_strings_are_read_as_sent():
 )
 def test_binary_strings_that_lie_are_a_400_naming_the_input(data, count, says):
     with pytest.raises(OIPError) as e:
-        _strings("zipcode", data, count)
+        strings("zipcode", data, count)
     assert e.value.status == 400 and "zipcode" in str(e.value) and says in str(e.value)
 
 
 @pytest.mark.parametrize("data", [[1, 2], ["a"], [["a"], "b", ["c", "d"]], "ab", None])
 def test_json_bytes_that_are_not_that_many_strings_are_a_400(data):
     with pytest.raises(OIPError) as e:
-        _from_json("zipcode", data, np.dtype(object), 2)
+        from_values(ZIP, data, [2, 1])
     assert e.value.status == 400 and "zipcode" in str(e.value)

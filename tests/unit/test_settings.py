@@ -27,7 +27,7 @@ BAD = {
     "payload_log_queue": "-1", "payload_log_dir_max_bytes": "1000",
     "feedback_ttl_s": "0", "feedback_keep_s": "-5", "feedback_window": "0",
     "access_log": "sometimes", "docs_ui": "on-ish", "log_format": "yaml", "api_keys": " , ",
-    "api_keys_file": "/nonexistent/keys", "auth_exempt_paths": None,
+    "api_keys_file": "/nonexistent/keys", "auth_exempt_paths": None, "grpc_port": "70000", "grpc_host": "",
 }  # fmt: skip
 
 
