@@ -358,8 +358,9 @@ def test_a_grpc_port_in_use_stops_start_up_naming_it():
     holder.listen()
     port = holder.getsockname()[1]
     try:
-        with pytest.raises(RuntimeError, match="bentoml serve exited") as failure, bentoml_serve(
-            MODELS, deadline_s=60, NNSERVE_WORKERS="1", NNSERVE_GRPC_PORT=str(port)
+        with (
+            pytest.raises(RuntimeError, match="bentoml serve exited") as failure,
+            bentoml_serve(MODELS, deadline_s=60, NNSERVE_WORKERS="1", NNSERVE_GRPC_PORT=str(port)),
         ):
             pass
         assert f"NNSERVE_GRPC_PORT={port}" in str(failure.value) and "in use" in str(failure.value)
