@@ -120,9 +120,10 @@ overload: $(DEV_STAMP)
 # nnserve against a plain Starlette app, a FastAPI app, the peers (Triton through PyTriton, LitServe, KServe, MLServer,
 # Ray Serve, TorchServe, BentoML from its docs; each in its own venv under build/peers/, built on first use) and raw
 # onnxruntime, same run; appends to loadtests/RESULTS.md. About an hour (BENCH_ARGS="--duration 5": 45 minutes).
-# Needs wrk and, for TorchServe, Java (both installed from Debian's packages when missing).
+# Needs wrk, h2load (the gRPC scenarios) and, for TorchServe, Java (installed from Debian's packages when missing).
 bench: $(DEV_STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null)
 	command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless >/dev/null)
 	$(BIN)/python -m loadtests.bench --drift-off --payload-log $(BENCH_ARGS)
 

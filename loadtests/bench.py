@@ -16,7 +16,9 @@ for --duration seconds per run.
 
 Besides the issue's five scenarios, adclick-batch256-oip-binary sends the same 256 impressions as
 binary tensors to the Open Inference Protocol route (the bulk path, no JSON per row); the reference
-apps have no such route, so it is measured against the onnxruntime ceiling only.
+apps have no such route, so it is measured against the onnxruntime ceiling only. The gRPC scenarios
+(housing-1row-grpc, adclick-batch256-grpc) send the same tensors as ModelInferRequests with h2load
+(loadtests/grpc_load.py), beside their HTTP binary twins (housing-1row-oip-binary, adclick-batch256-oip-binary).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -45,9 +48,11 @@ from PIL import Image
 
 from loadtests.cost import cost
 from loadtests.gpu_check import per_second
+from loadtests.grpc_load import INFER, answered, h2load, tabular_request
 from loadtests.payloads import SHARED, cifar_jpegs, houses, impressions
 from loadtests.peers.stacks import PEERS, Peer, serve
 from loadtests.serving import REPO, bentoml_serve, free_port, server_processes, stop, wait_until_up
+from service.protocol.rpc.proto import grpc_service_pb2 as pb
 from service.runtime import load_model
 from service.settings import Settings
 from training.contract import AD_CLICK
@@ -72,6 +77,7 @@ class Scenario:
     tagger: str = ""  # the classifier a photo scenario calls
     ceiling: float = 0.0  # raw onnxruntime in-process, same unit per second
     graph_rows: int = 0  # an explanation: the graph rows (photos) one request runs, its ceiling's batch
+    grpc: bool = False  # `body` is a ModelInferRequest, sent over gRPC by h2load (loadtests/grpc_load.py)
     results: dict[str, list[dict]] = field(default_factory=dict)
 
 
@@ -137,11 +143,26 @@ def oip_binary_batch(rows: list[dict]) -> tuple[bytes, dict[str, str]]:
     return header + numeric.tobytes() + codes.tobytes(), {"Inference-Header-Content-Length": str(len(header))}
 
 
+def oip_binary(message: bytes) -> tuple[bytes, dict[str, str]]:
+    """The HTTP form of a gRPC ModelInferRequest: the same tensors, binary (the protocol's bulk path)."""
+    request = pb.ModelInferRequest.FromString(message)
+    header = json.dumps({
+        "inputs": [{"name": i.name, "shape": list(i.shape), "datatype": i.datatype,
+                    "parameters": {"binary_data_size": len(raw)}}
+                   for i, raw in zip(request.inputs, request.raw_input_contents, strict=True)],
+        "parameters": {"binary_data_output": True},
+    }).encode()  # fmt: skip
+    return header + b"".join(request.raw_input_contents), {"Inference-Header-Content-Length": str(len(header))}
+
+
 def scenarios() -> list[Scenario]:
     house = json.dumps(houses()[0]).encode()
     impression = json.dumps(impressions()[0]).encode()
     batch = json.dumps({"impressions": impressions()[:256]}).encode()
     oip_body, oip_headers = oip_binary_batch(impressions()[:256])
+    grpc_house = tabular_request(REPO / "models" / "housing-price", houses()[:1])
+    grpc_batch = tabular_request(REPO / "models" / "ad-click", impressions()[:256])
+    oip_house, oip_house_headers = oip_binary(grpc_house)
     form = f"multipart/form-data; boundary={BOUNDARY}"
     cifar, photo = cifar_jpegs()[0][1], photo_224()
     return [
@@ -150,6 +171,12 @@ def scenarios() -> list[Scenario]:
         Scenario("adclick-batch256", "/v1/ad-click/predict-batch", 16, batch, "application/json", "rows", 256),
         Scenario("adclick-batch256-oip-binary", "/v2/models/ad-click/infer", 16, oip_body, "application/octet-stream",
                  "rows", 256, headers=oip_headers, references=False),
+        # The Open Inference Protocol over gRPC (docs/grpc.md) beside its HTTP binary form: the same tensors.
+        Scenario("housing-1row-oip-binary", "/v2/models/housing-price/infer", 16, oip_house, "application/octet-stream",
+                 "req", 1, headers=oip_house_headers, references=False),
+        Scenario("housing-1row-grpc", INFER, 16, grpc_house, "application/grpc", "req", 1, references=False, grpc=True),
+        Scenario("adclick-batch256-grpc", INFER, 16, grpc_batch, "application/grpc", "rows", 256, references=False,
+                 grpc=True),
         Scenario("tagger-cifar", "/v1/image-tagging/predict", 16, multipart(cifar), form, "images", 1, photo=cifar,
                  tagger="image-tagging"),
         Scenario("tagger-224-1000class", "/v1/image-tagging/predict", 16, multipart(photo), form, "images", 1,
@@ -185,7 +212,8 @@ def ceiling(scenario: Scenario, models_dir: Path) -> float:
             x = np.zeros([n, *shape[1:]], dtype=model.card.inputs[0].dtype)
             best = max(best, per_second(lambda x=x: model.run(x), n, 2.0))
         return best
-    model = load_model(models_dir / ("housing-price" if "housing" in scenario.route else "ad-click"))
+    housing = "housing" in scenario.route or scenario.name.startswith("housing")
+    model = load_model(models_dir / ("housing-price" if housing else "ad-click"))
     n = scenario.per_request
     inputs = [np.zeros([n, t.shape[1]], dtype=t.dtype) for t in model.card.inputs]
     return per_second(lambda: model.run(*inputs), n, 2.0)
@@ -316,14 +344,21 @@ def run_scenario(
 ) -> None:  # fmt: skip
     tagger = scenario.tagger or "image-tagging"
     with ExitStack() as stack:
-        urls = {"nnserve": stack.enter_context(bentoml_serve(models_dir))}
-        if against is not None:
-            urls[f"nnserve at {against[0]}"] = stack.enter_context(bentoml_serve(models_dir, code=against[1]))
+        grpc_targets: dict[str, str] = {}  # each nnserve's gRPC host:port
+
+        def nnserve(name: str, **options: Any) -> str:
+            port = free_port()
+            grpc_targets[name] = f"127.0.0.1:{port}"
+            return stack.enter_context(bentoml_serve(models_dir, NNSERVE_GRPC_PORT=str(port), **options))
+
+        urls = {"nnserve": nnserve("nnserve")}
+        if against is not None and not scenario.grpc:  # (a commit before gRPC would not answer it)
+            urls[f"nnserve at {against[0]}"] = nnserve(f"nnserve at {against[0]}", code=against[1])
         if drift_off:
-            urls[DRIFT_OFF] = stack.enter_context(bentoml_serve(models_dir, NNSERVE_DRIFT_WINDOW_ROWS="0"))
+            urls[DRIFT_OFF] = nnserve(DRIFT_OFF, NNSERVE_DRIFT_WINDOW_ROWS="0")
         if payload_log:
             logs = stack.enter_context(tempfile.TemporaryDirectory())
-            urls[PAYLOAD_LOG] = stack.enter_context(bentoml_serve(models_dir, NNSERVE_PAYLOAD_LOG_DIR=logs))
+            urls[PAYLOAD_LOG] = nnserve(PAYLOAD_LOG, NNSERVE_PAYLOAD_LOG_DIR=logs)
         if scenario.references:
             urls["starlette"] = stack.enter_context(uvicorn_app("starlette_app", models_dir, tagger))
             urls["fastapi"] = stack.enter_context(uvicorn_app("fastapi_app", models_dir, tagger))
@@ -337,7 +372,17 @@ def run_scenario(
                 serve(peer, models_dir, nnserve_workers(), free_port(), lambda url, f=form: post(url, f).is_success)
             )
         ours = None
+
+        def load(name: str, seconds: int) -> dict:
+            if scenario.grpc:
+                return h2load(grpc_targets[name], scenario.body, scenario.connections, seconds, scenario.per_request)
+            return wrk(urls[name], forms[name], seconds)
+
         for name, url in urls.items():  # a warm-up, and a check that every stack answers this request
+            if scenario.grpc:
+                answered(grpc_targets[name], scenario.body)  # raises unless the call is answered OK
+                load(name, 2)
+                continue
             answer = post(url, forms[name])
             answer.raise_for_status()
             if answer.headers.get("content-type", "").startswith("application/json"):
@@ -345,7 +390,7 @@ def run_scenario(
                 peer = next((p for p in peers if p.name == name), None)
                 if peer is not None and not same_answer(peer.unwrap(answer.json(), scenario), ours):
                     raise AssertionError(f"{name} answers {answer.json()}, nnserve {ours}: not the same work")
-            wrk(url, forms[name], 2)
+            load(name, 2)
         names = list(urls)
         resident = {p.name for p in peers if not p.pausable}
         paused = {name: url for name, url in urls.items() if name not in resident}
@@ -358,7 +403,7 @@ def run_scenario(
                     pause(urls[name], False)
                 time.sleep(1)  # a just-woken stack's timers and queues settle before it is measured
                 with cost(urls[name]) as spent:
-                    run = wrk(urls[name], forms[name], seconds)
+                    run = load(name, seconds)
                 if name in paused:
                     pause(urls[name], True)
                 run["cpu_s_per_1000"] = spent["cpu_s"] / max(run["requests"], 1) * 1000
@@ -402,6 +447,13 @@ def targets(done: list[Scenario]) -> list[str]:
             out.append(f"(explanation) {s.name}: {t / s.ceiling:.3f}x onnxruntime running its {s.graph_rows:,} "
                        f"graph rows in one call; {median(ours, 'cpu_s_per_1000'):.1f} CPU-s per 1,000")  # fmt: skip
             continue
+        if s.grpc:  # issue 37's bar: gRPC binary at least as fast as the same tensors over HTTP binary
+            twin = next((d for d in done if d.name == s.name.replace("-grpc", "-oip-binary")), None)
+            if twin is not None:
+                http = median(twin.results["nnserve"], "throughput")
+                out.append(f"{'MET ' if t >= http else 'MISS'} {s.name}: {t / http:.2f}x HTTP binary ({twin.name}) "
+                           f">= 1.0; {t / s.ceiling:.3f}x onnxruntime")  # fmt: skip
+                continue
         if not s.references:  # not one of the issue's scenarios: the same target as the batch one, for comparison
             out.append(f"(bulk path) {s.name}: {t / s.ceiling:.3f}x onnxruntime (scenario 3's bar: 0.5)")
             continue
