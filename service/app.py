@@ -81,6 +81,12 @@ class NNServe:
         gc.collect()
         gc.freeze()
 
+    @bentoml.on_shutdown
+    async def close(self) -> None:
+        """The gRPC server stopped with the app when it ends without a SIGTERM (an in-process app's lifespan):
+        its port is not held past the app's life."""
+        await drain.close()
+
 
 NNServe.add_asgi_middleware(
     Edge, settings=settings, auth=_auth, worker=current, observe=patches.observe, admission=_admission

@@ -37,7 +37,9 @@ class Drain:
         self.closers.append(close)
 
     async def close(self) -> None:
-        for close in self.closers:
+        """Runs each closer once: at the drain, or at the app's shutdown when there was no SIGTERM."""
+        closers, self.closers = self.closers, []
+        for close in closers:
             try:
                 await close()
             except Exception:  # the exit goes on

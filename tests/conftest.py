@@ -18,6 +18,11 @@ from loadtests.paths import (  # noqa: F401 - the paths the tests import from he
     SAMPLE_PHOTOS,
     SHARED_DATA,
 )
+from loadtests.ports import free_port
+
+# The in-process app (test_inprocess.py) serves gRPC too: on a port of the suite's own, not the default 8001
+# that a server a test starts later (or another program) may want.
+os.environ.setdefault("NNSERVE_GRPC_PORT", str(free_port()))
 
 # The container tests need a built image: `make container-test` builds one and names it here.
 collect_ignore = [] if os.environ.get("NNSERVE_IMAGE") else ["container"]

@@ -103,7 +103,9 @@ def test_a_block_that_starts_its_own_server_runs_as_printed(tmp_path, command, e
     the policy changed by calls; on a port and a demo folder of the test's own."""
     port, demo = free_port(), tmp_path / "nnserve-demo"
     script = command.replace("localhost:3000", f"127.0.0.1:{port}").replace("/tmp/nnserve-demo", str(demo))
-    env = {**os.environ, "PORT": str(port), "BENTOML_HOME": str(tmp_path / "bentoml-home")}
+    # gRPC on a port of its own too: the default (8001) may be held on a shared machine, and start-up stops then
+    env = {**os.environ, "PORT": str(port), "NNSERVE_GRPC_PORT": str(free_port()),
+           "BENTOML_HOME": str(tmp_path / "bentoml-home")}  # fmt: skip
     shell = subprocess.Popen(["bash", "-c", script], cwd=REPO, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     try:
@@ -115,6 +117,8 @@ def test_a_block_that_starts_its_own_server_runs_as_printed(tmp_path, command, e
         shutil.rmtree(REPO / folder, ignore_errors=True)
     got = out.splitlines()
     lines = expected.replace("/tmp/nnserve-demo", str(demo)).splitlines()
-    assert shell.returncode == 0 and len(got) == len(lines), (out, err[-2000:])
+    log = demo / "serve.log"
+    served = log.read_text()[-3000:] if log.exists() else "(no serve.log)"
+    assert shell.returncode == 0 and len(got) == len(lines), (out, err[-2000:], served)
     for g, e in zip(got, lines, strict=True):
         assert _printed_line_matches(g, e), (g, e)
