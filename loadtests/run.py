@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import signal
 import subprocess
 import sys
@@ -108,15 +109,19 @@ def check_slo(stats: dict[str, dict[str, str]], slo: dict) -> list[str]:
     return breaches
 
 
-def locust(locustfile: Path, url: str, users: int, spawn_rate: float, seconds: int, out: Path) -> LocustRun:
-    """Starts headless Locust (a child process) with CSV and HTML reports in `out`; bounded in time."""
+def locust(locustfile: Path | list[Path], url: str, users: int, spawn_rate: float, seconds: int, out: Path,
+           env: dict[str, str] | None = None) -> LocustRun:  # fmt: skip
+    """Starts headless Locust (a child process) with CSV and HTML reports in `out`; bounded in time. Several
+    locustfiles run their users side by side (by their weights); `env` is added to the child's environment."""
+    files = ",".join(str(f) for f in (locustfile if isinstance(locustfile, list) else [locustfile]))
     command = [
-        sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--host", url,
+        sys.executable, "-m", "locust", "-f", files, "--headless", "--host", url,
         "--users", str(users), "--spawn-rate", str(spawn_rate), "--run-time", f"{seconds}s",
         "--stop-timeout", "5", "--csv", str(out / "locust"), "--html", str(out / "report.html"), "--only-summary",
     ]  # fmt: skip
     with open(out / "locust.log", "w") as log:  # the child keeps its own copy of the descriptor
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                   env={**os.environ, **(env or {})})  # fmt: skip
     return LocustRun(process, out / "locust.log", seconds + 120)
 
 

@@ -4,7 +4,8 @@
 
 Three replicas (one worker each) behind the HAProxy front proxy, published in host mode and open to this
 host only (PROXY_ALLOW); all load goes to 127.0.0.1. Locust runs loadtests/locustfile.py (every endpoint,
-every answer checked) through each scenario:
+every answer checked) and, for a fifth of the users by weight, loadtests/locust_grpc.py (ModelInfer over gRPC through the
+proxy's gRPC port, every answer checked) through each scenario:
 
 (a) rolling update to a new image (a copy of --image with one more label: a new image id), start-first,
     health-gated: no request may fail, and every replica must end on the new image;
@@ -32,12 +33,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import httpx
 
 from loadtests.bench import RESULTS, machine
 from loadtests.run import LOCUSTFILE, locust, read_stats
 from loadtests.serving import REPO, free_port
+from service.protocol.rpc.proto import grpc_service_pb2 as pb
+from service.protocol.rpc.proto import grpc_service_pb2_grpc as pb_grpc
 
+GRPC_LOCUSTFILE = REPO / "loadtests" / "locust_grpc.py"
 STACK = "nnserve-rehearsal"
 SERVICE = f"{STACK}_nnserve"
 USERS = 8
@@ -98,8 +103,9 @@ def predictions(container: str) -> float:
 
 # --- what the rehearsal creates, and removes ---------------------------------------------------------
 @contextmanager
-def rehearsal(image: str, port: int) -> Iterator[str]:
-    """The stack deployed and ready, its proxy's URL yielded; everything created here removed after."""
+def rehearsal(image: str, port: int, grpc_port: int) -> Iterator[str]:
+    """The stack deployed and ready (HTTP and gRPC through the proxy), its proxy's URL yielded; everything
+    created here removed after."""
     version = image.rsplit(":", 1)[-1]
     proxy_image, new_image = f"nnserve-proxy:{version}-rehearsal", new_image_of(image)
     made_swarm = docker("info", "-f", "{{.Swarm.LocalNodeState}}") == "inactive"
@@ -115,7 +121,8 @@ def rehearsal(image: str, port: int) -> Iterator[str]:
             docker("build", "-q", "-t", new_image, empty)
         made_images.append(new_image)
         gateway = docker("network", "inspect", "docker_gwbridge", "-f", "{{(index .IPAM.Config 0).Gateway}}")
-        env = {"NNSERVE_IMAGE": image, "PROXY_IMAGE": proxy_image, "PROXY_PORT": str(port), "PROXY_ALLOW": gateway}
+        env = {"NNSERVE_IMAGE": image, "PROXY_IMAGE": proxy_image, "PROXY_PORT": str(port),
+               "PROXY_GRPC_PORT": str(grpc_port), "PROXY_ALLOW": gateway}  # fmt: skip
         subprocess.run(
             ["docker", "stack", "deploy", "--resolve-image", "never", "-c", "deploy/swarm/stack.yml", STACK],
             cwd=REPO, env={**os.environ, **env}, check=True, capture_output=True, text=True,
@@ -123,6 +130,7 @@ def rehearsal(image: str, port: int) -> Iterator[str]:
         url = f"http://127.0.0.1:{port}"
         wait_for("three healthy replicas", settled(3))
         wait_for("the proxy", lambda: _answers(url + "/readyz"), deadline_s=60)
+        wait_for("the proxy's gRPC", lambda: _grpc_ready(f"127.0.0.1:{grpc_port}"), deadline_s=60)
         yield url
     finally:
         _remove(made_swarm, made_images, remove_gateway=made_swarm and not had_gateway)
@@ -136,6 +144,14 @@ def _answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=5).status_code == 200
     except httpx.HTTPError:
+        return False
+
+
+def _grpc_ready(target: str) -> bool:
+    try:
+        with grpc.insecure_channel(target) as channel:
+            return pb_grpc.GRPCInferenceServiceStub(channel).ServerReady(pb.ServerReadyRequest(), timeout=5).ready
+    except grpc.RpcError:
         return False
 
 
@@ -156,20 +172,26 @@ def _remove(made_swarm: bool, images: list[str], remove_gateway: bool) -> None:
 
 
 # --- the scenarios --------------------------------------------------------------------------------------
-def under_load(url: str, out: Path, action: Callable[[], dict], warm_s: float = 6, after_s: float = 4) -> dict:
-    """Locust through the proxy; `action` runs after warm_s seconds of it; Locust stops after_s later."""
+def under_load(url: str, grpc_target: str, out: Path, action: Callable[[], dict], warm_s: float = 6, after_s: float = 4
+               ) -> dict:  # fmt: skip
+    """Locust through the proxy, HTTP and gRPC (at `grpc_target`); `action` runs after warm_s seconds of it; Locust
+    stops after_s later."""
     out.mkdir(parents=True)
     retried = proxy_retries()
-    run = locust(LOCUSTFILE, url, users=USERS, spawn_rate=USERS, seconds=600, out=out)
+    run = locust([LOCUSTFILE, GRPC_LOCUSTFILE], url, users=USERS, spawn_rate=USERS, seconds=600, out=out,
+                 env={"NNSERVE_GRPC_TARGET": grpc_target})  # fmt: skip
     try:
         time.sleep(warm_s)
         figures = action()
         time.sleep(after_s)
     finally:
         run.stop()
-    stats = read_stats(out)["Aggregated"]
+    rows = read_stats(out)
+    stats = rows["Aggregated"]
+    grpc_requests = sum(int(r["Request Count"]) for r in rows.values() if r["Type"] == "grpc")
     failures = int(stats["Failure Count"])
-    figures |= {"requests": int(stats["Request Count"]), "failed": failures, "p99_ms": stats["99%"],
+    figures |= {"requests": int(stats["Request Count"]), "grpc_requests": grpc_requests, "failed": failures,
+                "p99_ms": stats["99%"],
                 "retried_by_the_proxy": proxy_retries() - retried}  # fmt: skip
     if failures:
         figures["failures"] = (out / "locust_failures.csv").read_text().strip().splitlines()[1:6]
@@ -216,15 +238,18 @@ def main(argv: list[str] | None = None) -> int:
     args.add_argument("--record", action="store_true", help="append the figures to loadtests/RESULTS.md")
     opts = args.parse_args(argv)
     results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as tmp, rehearsal(opts.image, free_port()) as url:
-        out = Path(tmp)
-        results["a) rolling update to a new image"] = under_load(url, out / "a", lambda: rolling_update(opts.image))
-        results["b) one replica SIGKILLed"] = under_load(url, out / "b", kill_one)
+    port, grpc_port = free_port(), free_port()
+    with tempfile.TemporaryDirectory() as tmp, rehearsal(opts.image, port, grpc_port) as url:
+        out, target = Path(tmp), f"127.0.0.1:{grpc_port}"
+        update = lambda: rolling_update(opts.image)  # noqa: E731
+        results["a) rolling update to a new image"] = under_load(url, target, out / "a", update)
+        results["b) one replica SIGKILLed"] = under_load(url, target, out / "b", kill_one)
         docker("service", "scale", "--detach=false", f"{SERVICE}=1", timeout=300)  # (c) starts from one
         wait_for("one replica", settled(1))
-        results["c) scale 1 -> 3 -> 1"] = under_load(url, out / "c", scale_out_and_in)
+        results["c) scale 1 -> 3 -> 1"] = under_load(url, target, out / "c", scale_out_and_in)
     lines = [f"{name}: " + json.dumps(figures) for name, figures in results.items()]
-    passed = all(f["ok"] and f["requests"] > 0 and f["failed"] == 0 for f in results.values())
+    passed = all(f["ok"] and f["grpc_requests"] > 0 and f["requests"] > f["grpc_requests"] and f["failed"] == 0
+                 for f in results.values())  # fmt: skip
     lines.append("swarm rehearsal " + ("passed" if passed else "FAILED"))
     print("\n".join(lines))
     if opts.record:
