@@ -7,6 +7,8 @@ uvloop and httptools, and nnserve's onnxruntime threading (the cores shared out 
 
     BENCH_TUNED=1 uvicorn loadtests.reference_apps:starlette_app --workers 2 --loop uvloop --http httptools
 
+The floor (floor_app): a bare ASGI app that reads the body and runs the graph once, nothing else.
+
 The history row (bench.py --history): one process on asyncio and h11, with onnxruntime's own thread
 default, as every bench before issue 17 ran them.
 """
@@ -18,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, File, Form, UploadFile
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
@@ -127,3 +130,45 @@ for _adapter in TABULAR.values():
 @fastapi_app.post("/v1/image-tagging/predict", response_model=Tags)
 async def fastapi_tag(photo: UploadFile = File(...), top_k: int = Form(5)) -> Tags:  # noqa: B008
     return tag(await photo.read(), top_k)
+
+
+# --- the floor -------------------------------------------------------------------------------------
+FLOOR_ANSWER = b'{"floor": true}'
+_floor_inputs: dict[tuple[str, int], list[Any]] = {}
+
+
+def _floor_run(path: str, rows: int) -> None:
+    """One onnxruntime run of the model the path names (/v1/<name>/... or /v2/models/<name>/...; a photo route
+    runs the tagger), on zeros of the request's rows: the graph's work, without any of serving's own."""
+    parts = path.split("/")
+    name = parts[3] if parts[1:3] == ["v2", "models"] else parts[2]
+    model = registry.get(TAGGER if name == "image-tagging" else name).model
+    inputs = _floor_inputs.get((name, rows))
+    if inputs is None:
+        inputs = [np.zeros([rows, *t.shape[1:]], dtype=t.dtype) for t in model.card.inputs]
+        _floor_inputs[(name, rows)] = inputs
+    model.run(*inputs)
+
+
+async def floor_app(scope: dict, receive: Any, send: Any) -> None:
+    """The floor of one request's cost (bench.py's `floor` row): a bare ASGI app, under the server nnserve runs
+    (its workers, uvloop, httptools), that reads the body, runs the model once on an input of the request's
+    rows (the X-Floor-Rows header), and answers a fixed body. HTTP and the graph, nothing else: no parsing,
+    no validation, no metrics, no log. Photos are not decoded (the graph's input is ready)."""
+    if scope["type"] != "http":  # lifespan
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    if scope["method"] == "POST":
+        rows = int(dict(scope["headers"]).get(b"x-floor-rows", b"1"))
+        _floor_run(scope["path"], rows)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(FLOOR_ANSWER)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": FLOOR_ANSWER})
