@@ -16,7 +16,9 @@ after 120 s idle). All of it before any authentication. This subclass, in its pl
 - answers a request that cannot be parsed after the requests before it on the connection have been
   answered: a valid pipelined request followed by a malformed one lost its answer to the 400;
 - closes a refused connection the way nginx does (see _send_refusal), so the refusal reaches a client
-  still sending.
+  still sending;
+- writes an answer's head with its body's first bytes, in one write (OneWrite): uvicorn writes them apart,
+  two system calls and two TCP segments for every answer.
 
 The answers are nnserve's JSON errors. Installed by `install` (service/app.py), which checks that the
 uvicorn code it builds on is the code it was written for.
@@ -34,7 +36,7 @@ from typing import Any, ClassVar
 import httptools
 import uvicorn
 import uvicorn.config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 log = logging.getLogger(__name__)
 PATCHED_VERSION = "0.54.0"
@@ -48,8 +50,13 @@ SOURCES_SHA256 = {  # what the subclass overrides, as it was written when the su
     "on_headers_complete": "1ea8589acfad92d8ff9182775f337d98fc469e0fa39642a83195fca920f5ca96",
     "on_response_complete": "64e254f28e389e7614f2c828176d639174e66aa9d814a4b06624ec86ec0a5b95",
 }
+CYCLE_SHA256 = {  # how the request cycle writes (OneWrite relies on it: the head in one write, then the body)
+    "send": "abdd8601b326a8da972436918d3a954e1ef39c6bf0cd9e1c1954c2e798d0bb9c",
+    "receive": "8124ae006be71184810da91d586b97c4b3b9ae43e28984bc94f81e26d20af3e6",
+}
 
 
+SMALL_BODY = 64 * 1024  # below it, an answer's head and body are joined in one bytes object for the write
 LINGER_S, LINGER_BYTES = 2.0, 1 << 20  # after a refusal: how long, and how much, the client's rest is read
 
 
@@ -64,6 +71,46 @@ class Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
+
+
+class OneWrite:
+    """The connection's transport as uvicorn's request cycle sees it: the head of an answer (its status line
+    and headers, one write) is held and goes out with the next write, the body's, as one system call and one
+    TCP segment; on its own at the end of the answer when there is no body (the protocol flushes it), or
+    before a close. Everything written keeps its order. An interim answer (100 Continue) is not held."""
+
+    __slots__ = ("transport", "head")
+
+    def __init__(self, transport: Any) -> None:
+        self.transport, self.head = transport, b""
+
+    def write(self, data: bytes) -> None:
+        head = self.head
+        if head:
+            self.head = b""
+            if len(data) < SMALL_BODY:
+                self.transport.write(head + data)
+            else:  # a large body is not copied: one vectored write
+                self.transport.writelines((head, data))
+        elif data[:9] == b"HTTP/1.1 " and data[9:10] != b"1":
+            self.head = bytes(data)
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        if self.head:
+            head, self.head = self.head, b""
+            self.transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 class GuardedHttpTools(HttpToolsProtocol):
@@ -86,6 +133,7 @@ class GuardedHttpTools(HttpToolsProtocol):
     # --- the connection ------------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.one_write = OneWrite(transport)  # what each request's cycle writes through
         self.headers_since = self.loop.time()
         self._arm(self.limits.timeout_s)
 
@@ -187,6 +235,7 @@ class GuardedHttpTools(HttpToolsProtocol):
                     raise Refused(501, f"Transfer-Encoding {shown!r} is not supported: send chunked, or a "
                                        "Content-Length (a compressed body: Content-Encoding)")  # fmt: skip
         super().on_headers_complete()
+        self.cycle.transport = self.one_write  # the cycle just made (uvicorn makes one per request)
 
     def _too_large(self) -> Refused:
         return Refused(431, f"request headers over {self.limits.max_bytes} bytes (NNSERVE_MAX_HEADER_BYTES)")
@@ -202,6 +251,7 @@ class GuardedHttpTools(HttpToolsProtocol):
             self._send_refusal()
 
     def on_response_complete(self) -> None:
+        self.one_write.flush()  # an answer without a body: its head, before anything of the next request
         super().on_response_complete()
         if self.refused is not None and not self.pipeline and not self.transport.is_closing():
             self._unset_keepalive_if_required()
@@ -233,7 +283,8 @@ def install(limits: Limits) -> None:
     """Every uvicorn worker started after this (BentoML's, in this process) speaks HTTP/1.1 through
     GuardedHttpTools. Refuses to start on a uvicorn whose protocol is not the code this was written for."""
     found = {name: source_sha256(getattr(HttpToolsProtocol, name)) for name in SOURCES_SHA256}
-    if uvicorn.__version__ != PATCHED_VERSION or found != SOURCES_SHA256:
+    cycle = {name: source_sha256(getattr(RequestResponseCycle, name)) for name in CYCLE_SHA256}
+    if uvicorn.__version__ != PATCHED_VERSION or found != SOURCES_SHA256 or cycle != CYCLE_SHA256:
         raise RuntimeError(
             f"service/glue/http_protocol.py extends uvicorn {PATCHED_VERSION}'s httptools protocol; found uvicorn "
             f"{uvicorn.__version__} with different code: check the subclass against it, then update the hashes"
