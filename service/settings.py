@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest request body; larger gets 413.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest decoded photo (width x height); 413 beyond.")
+    fast_jpeg_decode: bool = Field(
+        False,
+        description="Decode a large JPEG at a reduced scale (libjpeg's 1/2, 1/4, 1/8) no smaller than the model's "
+        "resize: several times faster on camera photos; scores move slightly (docs/performance.md). Predictions "
+        "only: an explanation's heat map keeps the whole photo.",
+    )
     max_batch_rows: int = Field(1024, ge=1, description="Most rows in one tabular batch request.")
     max_batch_images: int = Field(64, ge=1, description="Most photos in one batch request.")
     explain_background_rows: int = Field(

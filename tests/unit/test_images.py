@@ -123,3 +123,28 @@ def test_a_photo_with_corrupt_exif_is_served_upright(fmt):
     # ImageOps.exif_transpose raised TypeError here (a 500): it writes the EXIF again, value by value
     data = encode(Image.new("RGB", (40, 20), (200, 10, 10)), fmt, exif=exif_block(6, b"bad"))
     assert decode_photo(data, 10_000, LOC).size == (20, 40)
+
+
+def test_fast_jpeg_decode_shrinks_in_the_decoder_no_smaller_than_the_resize_and_keeps_the_picture():
+    """NNSERVE_FAST_JPEG_DECODE: a large JPEG comes out of the decoder at a reduced scale whose shorter side
+    is still at least the model's resize; EXIF rotation still applies; other formats and small JPEGs as before."""
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 255, 1600, dtype=np.float32)
+    pixels = (ramp[None, :, None] * 0.6 + ramp[:1200, None, None] * 0.4 + rng.normal(0, 4, (1200, 1600, 3))).clip(
+        0, 255
+    )
+    photo = Image.fromarray(pixels.astype(np.uint8))
+    data = encode(photo, "JPEG")
+    full, fast = decode_photo(data, 10**8, LOC), decode_photo(data, 10**8, LOC, shorter=256)
+    assert full.size == (1600, 1200) and fast.size == (400, 300)  # 1/4: 1/8 would be 150 px, under 256
+    assert decode_photo(data, 10**8, LOC, shorter=32).size == (200, 150)  # 1/8, the smallest libjpeg makes
+    x, y = to_input(full, IMAGENET), to_input(fast, IMAGENET)
+    assert x.shape == y.shape and np.abs(x - y).mean() < 0.02  # 0.0044 measured; mean |x| 0.51
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned: stored landscape, shown portrait
+    turned = io.BytesIO()
+    photo.save(turned, "JPEG", exif=exif)
+    assert decode_photo(turned.getvalue(), 10**8, LOC, shorter=256).size == (300, 400)
+    assert decode_photo(encode(photo, "PNG"), 10**8, LOC, shorter=256).size == (1600, 1200)  # JPEG only
+    small = encode(photo.resize((400, 300)), "JPEG")
+    assert decode_photo(small, 10**8, LOC, shorter=256).size == (400, 300)  # under twice the resize: whole

@@ -17,7 +17,7 @@ BAD = {
     "management": "maybe", "providers": "gpu", "device_id": "-1", "cuda_options": "{not json",
     "tensorrt_cache_dir": None, "provider_fallback": "cpu", "threads": "two", "tabular_batch_max": "-1",
     "dynamic_batch_max": "lots", "dynamic_batch_wait_ms": "-2", "workers": "-3", "max_body_bytes": "1000",
-    "max_header_bytes": "512", "max_headers": "2", "header_timeout_s": "never",
+    "max_header_bytes": "512", "max_headers": "2", "header_timeout_s": "never", "fast_jpeg_decode": "faster",
     "max_image_pixels": "0", "max_batch_rows": "0", "max_batch_images": "1.5", "max_in_flight": "-1",
     "explain_background_rows": "1000", "explain_max_rows": "10", "explain_permutations": "1", "explain_max_batch": "0",
     "explain_grid": "64",

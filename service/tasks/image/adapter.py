@@ -147,9 +147,10 @@ class ImageClassification(Adapter):
         photos, k = inputs
         card, max_pixels = self.model.card, self.settings.max_image_pixels
         assert card.image is not None
+        shorter = card.image.resize_shorter if self.settings.fast_jpeg_decode else 0
 
         def prepare() -> tuple[np.ndarray]:
-            rows = [to_input(decode_photo(data, max_pixels, loc), card.image) for data, loc in photos]
+            rows = [to_input(decode_photo(data, max_pixels, loc, shorter), card.image) for data, loc in photos]
             return (np.concatenate(rows),)
 
         _, scores = await self.run(prepare, heavy=sum(len(data) for data, _ in photos) > INLINE_PHOTO_BYTES)
