@@ -108,6 +108,8 @@ class Batcher:
 
     @staticmethod
     def _batch(taken: list[tuple[Inputs, asyncio.Future]]) -> Inputs:
+        if len(taken) == 1:  # a request alone: its own arrays (concatenating one array copies it)
+            return taken[0][0]
         return tuple(np.concatenate(arrays) for arrays in zip(*(inputs for inputs, _ in taken), strict=True))
 
     @staticmethod
