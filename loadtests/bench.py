@@ -563,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
             dirs["imagenet"] = imagenet_models_dir(Path(tmp))
         for s in chosen:
             stacks = ((len(STACKS) + 2 * args.history) if s.references else 1) + args.drift_off + args.payload_log
-            stacks += against is not None
+            stacks += against is not None and not s.grpc  # (a gRPC scenario runs no older commit)
             stacks += not s.grpc  # the floor
             stacks += sum(s.name in p.scenarios for p in peers)
             print(f"{s.name}: {args.rounds} rounds x {stacks} stacks x {args.duration} s, {s.connections} connections")
