@@ -106,7 +106,7 @@ class LoadedModel:
     def __post_init__(self) -> None:
         # On the CPU a run goes straight to onnxruntime's C++ session: InferenceSession.run checks the feed's
         # names and OrtValues (ours are the card's inputs, numpy arrays, checked before) and retries on the CPU
-        # when a GPU provider fails, which a CPU session never needs. 3 us of a one-row housing run's 20.
+        # when a GPU provider fails, which a CPU session never needs: about 2 us of a one-row housing run's 20.
         outputs = self.fetch or [self.session.get_outputs()[0].name]
         direct = getattr(self.session, "_sess", None) if self.provider == "CPUExecutionProvider" else None
         self._run = (lambda feed: direct.run(outputs, feed, None)) if direct is not None else (
