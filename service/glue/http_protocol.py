@@ -234,8 +234,10 @@ class GuardedHttpTools(HttpToolsProtocol):
                     shown = value.decode("latin-1")[:100]
                     raise Refused(501, f"Transfer-Encoding {shown!r} is not supported: send chunked, or a "
                                        "Content-Length (a compressed body: Content-Encoding)")  # fmt: skip
+        made = self.cycle
         super().on_headers_complete()
-        self.cycle.transport = self.one_write  # the cycle just made (uvicorn makes one per request)
+        if self.cycle is not made:  # the cycle just made (none for a WebSocket upgrade): it writes through OneWrite
+            self.cycle.transport = self.one_write
 
     def _too_large(self) -> Refused:
         return Refused(431, f"request headers over {self.limits.max_bytes} bytes (NNSERVE_MAX_HEADER_BYTES)")
