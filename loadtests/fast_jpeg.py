@@ -10,6 +10,7 @@ the model's inputs are, and for the CIFAR tagger (the one with meaningful scores
 
 from __future__ import annotations
 
+import argparse
 import io
 import tempfile
 import time
@@ -62,7 +63,8 @@ def compare(model: LoadedModel, data: bytes, scored: bool) -> str:
     return line
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         imagenet = imagenet_models_dir(Path(tmp))
         for folder in [MODELS / "image-tagging", next(p for p in imagenet.iterdir() if (p / "card.json").exists())]:
