@@ -482,7 +482,6 @@ def targets(done: list[Scenario]) -> list[str]:
             if s.connections == 16:
                 checks += [(t >= 10_000, f"{t:,.0f} req/s >= 10,000 at 16 connections"),
                            (p99 <= 5, f"p99 {p99:.1f} ms <= 5 at 16 connections (issue 39)")]  # fmt: skip
-
         elif s.unit == "rows":
             checks = [(t >= 0.25 * s.ceiling, f"{t / s.ceiling:.3f}x onnxruntime >= 0.25")]
         else:

@@ -4,8 +4,8 @@
 
 Three replicas (one worker each) behind the HAProxy front proxy, published in host mode and open to this
 host only (PROXY_ALLOW); all load goes to 127.0.0.1. Locust runs loadtests/locustfile.py (every endpoint,
-every answer checked) and, for a fifth of the users by weight, loadtests/locust_grpc.py (ModelInfer over gRPC through the
-proxy's gRPC port, every answer checked) through each scenario:
+every answer checked) and, for a fifth of the users by weight, loadtests/locust_grpc.py (ModelInfer over
+gRPC through the proxy's gRPC port, every answer checked) through each scenario:
 
 (a) rolling update to a new image (a copy of --image with one more label: a new image id), start-first,
     health-gated: no request may fail, and every replica must end on the new image;
