@@ -80,15 +80,15 @@ container: $(SERVE_STAMP)
 container-test: $(DEV_STAMP) container
 	NNSERVE_IMAGE=$(IMAGE) PATH="/usr/bin:$$PATH" $(BIN)/pytest tests/container
 
-# The image on a live Docker Swarm (deploy/swarm) under Locust load: a rolling update, a SIGKILLed replica,
-# scaling 1 -> 3 -> 1, no failed request (loadtests/swarm.py; about 2 minutes). It removes what it made:
-# the stack, the swarm if it made one, the proxy and update images. RECORD=1 appends to loadtests/RESULTS.md.
 # One worker's CPU under a bench scenario's load, as py-spy's flame graph (loadtests/profile.py);
 # SCENARIO (default housing-1row), OUT (default reports/profile-<scenario>.svg). docs/performance.md keeps one.
 profile: $(DEV_STAMP)
 	$(BIN)/pip install -q py-spy==0.4.2
 	$(BIN)/python -m loadtests.profile --scenario $(or $(SCENARIO),housing-1row) $(if $(OUT),--out $(OUT))
 
+# The image on a live Docker Swarm (deploy/swarm) under Locust load: a rolling update, a SIGKILLed replica,
+# scaling 1 -> 3 -> 1, no failed request (loadtests/swarm.py; about 2 minutes). It removes what it made:
+# the stack, the swarm if it made one, the proxy and update images. RECORD=1 appends to loadtests/RESULTS.md.
 swarm-test: $(DEV_STAMP) container
 	PATH="/usr/bin:$$PATH" $(BIN)/python -m loadtests.swarm --image $(IMAGE) $(if $(RECORD),--record)
 
