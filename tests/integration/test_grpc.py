@@ -288,6 +288,39 @@ def test_cancelled_calls_and_a_thousand_streams_leave_it_ready(target, server):
     assert idle in metrics_containing(server, idle)  # every call, cancelled ones included, left the count
 
 
+def test_compressed_requests_deadlines_and_what_is_not_grpc(client, target, server):
+    """The transport (service/protocol/rpc/http2.py) with real clients: gzip and deflate requests answered as
+    plain ones, the client's deadline ends a call DEADLINE_EXCEEDED, and HTTP/1 or broken HTTP/2 on the port
+    closes only that connection."""
+    name, arrays, datatypes, output = _cases()[0]
+    plain = client.infer(name, _inputs(tgrpc, arrays, datatypes)).as_numpy(output)
+    for algorithm in ("gzip", "deflate"):
+        packed = client.infer(name, _inputs(tgrpc, arrays, datatypes), compression_algorithm=algorithm)
+        np.testing.assert_array_equal(packed.as_numpy(output), plain)
+    photos = pb.ModelInferRequest(model_name="image-tagging")
+    photos.inputs.add(name="image", datatype="UINT8", shape=[64, 32, 32, 3])
+    photos.raw_input_contents.append(bytes(64 * 32 * 32 * 3))
+    with grpc.insecure_channel(target) as channel:
+        with pytest.raises(grpc.RpcError) as late:
+            pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(photos, timeout=0.001)
+        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    host, port = target.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as http1:
+        http1.sendall(b"POST /inference.GRPCInferenceService/ModelInfer HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert http1.recv(200).startswith(b"HTTP/1.1 400")
+    with socket.create_connection((host, int(port)), timeout=10) as broken:
+        broken.sendall(
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+            + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+            + b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x"
+        )  # SETTINGS, then DATA on stream 0
+        answer = b""
+        while chunk := broken.recv(4096):
+            answer += chunk
+        assert b"DATA on stream 0" in answer  # GOAWAY's debug data, then the close
+    assert client.is_server_ready() and httpx.get(server + "/readyz").status_code == 200
+
+
 KEY = "grpc-secret"
 
 

@@ -1,2 +1,2 @@
 """The Open Inference Protocol over gRPC, a second protocol on the one data plane: the gRPC edge (edge.py), the
-inference service (inference.py), the health service (health.py), and the server each worker runs (server.py)."""
+inference service (inference.py), the health service (health.py), and the server each worker runs (server.py) on its own HTTP/2 (http2.py)."""
