@@ -5,10 +5,13 @@ grpcio's client, hostile calls) is tests/integration/test_grpc.py's."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 
 import pytest
 from hpack import Decoder, Encoder
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.protocol.rpc import http2
 from service.protocol.rpc.http2 import (
@@ -75,7 +78,7 @@ class Calls:
         self.events.append(("disconnected",))
 
     def opened(self, conn, stream):
-        self.events.append(("opened", stream.id, dict(stream.headers)[b":path"]))
+        self.events.append(("opened", stream.id, dict(stream.headers).get(b":path")))
 
     def refuse_headers(self, conn, stream):
         self.events.append(("refuse_headers", stream.id))
@@ -277,3 +280,33 @@ def test_headers_past_the_limit_are_refused_before_the_call_opens():
     conn, _, calls, encoder = _connect()
     conn.data_received(frame(HEADERS, END_HEADERS, 1, encoder.encode([*GRPC, ("x-big", "v" * 5000)])))
     assert calls.events == [("refuse_headers", 1)]
+
+
+frames = st.lists(
+    st.tuples(
+        st.integers(0, 10), st.integers(0, 255), st.sampled_from([0, 1, 2, 3, 5, 2**31 - 1]), st.binary(max_size=40)
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(sequence=frames, valid_headers=st.booleans())
+def test_any_frames_are_answered_by_the_protocol_never_by_a_fault_of_ours(sequence, valid_headers):
+    """Frames of any type, flags, stream and payload (after a valid start, with or without a real call
+    open): each is read or refused with GOAWAY; none reaches the catch-all for our own faults."""
+    faults = []
+    handler = logging.Handler()
+    handler.emit = faults.append
+    http2.log.addHandler(handler)
+    try:
+        conn, transport, calls, encoder = _connect()
+        if valid_headers:
+            conn.data_received(frame(HEADERS, END_HEADERS, 1, encoder.encode(GRPC)))
+        for kind, flags, stream_id, payload in sequence:
+            conn.data_received(frame(kind, flags, stream_id, payload))
+            if transport.closed:
+                break
+    finally:
+        http2.log.removeHandler(handler)
+    assert not faults, faults[0].getMessage()

@@ -2,11 +2,10 @@
 answers back as frames. Only what gRPC uses of HTTP/2: no server push, no priorities (read and ignored),
 answers never compressed.
 
-Why not grpcio's server: it spends about 300 us of CPU per unary call of its own on this 2-core machine
-(a bare servicer returning fixed bytes: 5,700 calls/s over 2 processes under h2load; its sync server 7,300),
-more than nnserve's whole HTTP prediction; this connection, with the same load and a fixed answer, about
-16 us (61,000 calls/s). The price is owning the protocol's edge cases, which the grpc tests cover against
-grpcio's own client and tritonclient (docs/grpc.md, "The transport").
+Why not grpcio's server: it spends about 300 us of CPU per unary call of its own on this 2-core machine,
+more than nnserve's whole HTTP prediction; this connection about 58 us for the same bare call
+(loadtests/grpc_transport.py). The price is owning the protocol's edge cases: tests/unit/test_http2.py
+reads them frame by frame, the grpc integration tests with grpcio's client, tritonclient and a fuzzer.
 
 Limits, each answered as the protocol says and none able to take the worker down:
 - memory: a message beyond the largest (NNSERVE_MAX_BODY_BYTES) is refused RESOURCE_EXHAUSTED from its

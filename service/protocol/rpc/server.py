@@ -94,7 +94,7 @@ class Call:
                 if key[:1] == b":" or key in RESERVED:
                     continue
                 if key.endswith(b"-bin"):
-                    pairs.append((key.decode("latin-1"), base64.b64decode(value + b"==")))
+                    pairs.append((key.decode("latin-1"), _unbase64(value)))
                 else:
                     pairs.append((key.decode("latin-1"), value.decode("latin-1")))
             self._metadata = tuple(pairs)
@@ -411,6 +411,15 @@ def _reader(message: Any) -> Callable[[bytes], Any]:
             return Malformed(message.DESCRIPTOR.name, str(e))
 
     return read
+
+
+def _unbase64(value: bytes) -> bytes:
+    """A binary header's value (base64, padded or not); as sent when it is not base64 (the servicers that
+    read metadata read text keys only)."""
+    try:
+        return base64.b64decode(value + b"=" * (-len(value) % 4))
+    except ValueError:
+        return value
 
 
 def _timeout(value: bytes) -> float | None:
