@@ -18,7 +18,10 @@ Besides the issue's five scenarios, adclick-batch256-oip-binary sends the same 2
 binary tensors to the Open Inference Protocol route (the bulk path, no JSON per row); the reference
 apps have no such route, so it is measured against the onnxruntime ceiling only. The gRPC scenarios
 (housing-1row-grpc, adclick-batch256-grpc) send the same tensors as ModelInferRequests with h2load
-(loadtests/grpc_load.py), beside their HTTP binary twins (housing-1row-oip-binary, adclick-batch256-oip-binary).
+(loadtests/grpc_load.py), beside their HTTP binary twins (housing-1row-oip-binary, adclick-batch256-oip-binary),
+and to the peers with a gRPC endpoint, Triton (PyTriton) and KServe, each serving the graph on the same
+tensors as `<model>-tensors` (loadtests/peers/common.py:GraphModel); every stack's answer is checked equal
+to nnserve's before the load.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import psutil
@@ -310,6 +314,22 @@ def post(url: str, scenario: Scenario) -> httpx.Response:
     return httpx.post(url + scenario.route, content=scenario.body, headers=headers, timeout=30)
 
 
+def calls(target: str, body: bytes) -> bool:
+    """Whether a gRPC endpoint answers the call OK (a peer's, while it starts)."""
+    try:
+        answered(target, body)
+    except grpc.RpcError:
+        return False
+    return True
+
+
+def _grpc_outputs(answer: pb.ModelInferResponse) -> np.ndarray:
+    """A ModelInferResponse's first output as float32 values (raw or typed)."""
+    if answer.raw_output_contents:
+        return np.frombuffer(answer.raw_output_contents[0], "<f4")
+    return np.array(answer.outputs[0].contents.fp32_contents, np.float32)
+
+
 def same_answer(peer: object, ours: object) -> bool:
     """A peer's JSON answer is nnserve's: the same fields, numbers equal to float32 precision."""
     if isinstance(ours, dict):
@@ -374,6 +394,12 @@ def run_scenario(
             forms[FLOOR] = replace(scenario, headers={**scenario.headers, "X-Floor-Rows": rows})
         for peer in (p for p in peers if scenario.name in p.scenarios):
             forms[peer.name] = form = peer.form(scenario)
+            if scenario.grpc:  # its gRPC endpoint, up once it answers the scenario's call
+                port = free_port()
+                grpc_targets[peer.name] = target = f"127.0.0.1:{port}"
+                up = lambda url, t=target, f=form: calls(t, f.body)  # noqa: E731
+                urls[peer.name] = stack.enter_context(serve(peer, models_dir, nnserve_workers(), free_port(), up, port))
+                continue
             urls[peer.name] = stack.enter_context(
                 serve(peer, models_dir, nnserve_workers(), free_port(), lambda url, f=form: post(url, f).is_success)
             )
@@ -381,12 +407,17 @@ def run_scenario(
 
         def load(name: str, seconds: int) -> dict:
             if scenario.grpc:
-                return h2load(grpc_targets[name], scenario.body, scenario.connections, seconds, scenario.per_request)
+                body = forms[name].body
+                return h2load(grpc_targets[name], body, scenario.connections, seconds, scenario.per_request)
             return wrk(urls[name], forms[name], seconds)
 
         for name, url in urls.items():  # a warm-up, and a check that every stack answers this request
             if scenario.grpc:
-                answered(grpc_targets[name], scenario.body)  # raises unless the call is answered OK
+                answer = answered(grpc_targets[name], forms[name].body)  # raises unless the call is answered OK
+                got = _grpc_outputs(answer)
+                ours = got if ours is None else ours
+                if not np.allclose(got, ours, rtol=1e-6, atol=1e-7):
+                    raise AssertionError(f"{name} answers {got[:4]}, nnserve {ours[:4]}: not the same work")
                 load(name, 2)
                 continue
             answer = post(url, forms[name])
@@ -459,6 +490,9 @@ def targets(done: list[Scenario]) -> list[str]:
             continue
         if s.grpc:  # issue 37's bar: gRPC binary at least as fast as the same tensors over HTTP binary
             twin = next((d for d in done if d.name == s.name.replace("-grpc", "-oip-binary")), None)
+            for peer in (p for p in PEERS if p.name in s.results):  # ... and ahead of every peer's gRPC
+                theirs = median(s.results[peer.name], "throughput")
+                out.append(f"{'MET ' if t > theirs else 'MISS'} {s.name}: {t / theirs:.2f}x {peer.name}'s gRPC > 1.0")
             if twin is not None:
                 http = median(twin.results["nnserve"], "throughput")
                 out.append(f"{'MET ' if t >= http else 'MISS'} {s.name}: {t / http:.2f}x HTTP binary ({twin.name}) "

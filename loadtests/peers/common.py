@@ -67,6 +67,23 @@ class TabularModel:
         return [row.__dict__ for row in getattr(valid, self.types.batch_field)]
 
 
+class GraphModel:
+    """A tabular model's graph on the tensors it takes (what the gRPC scenarios send: nnserve's own encoding,
+    numeric FP32 and categorical INT64, as tritonclient would send them to Triton serving the ONNX file),
+    served by a peer's gRPC endpoint as `<name>-tensors`."""
+
+    def __init__(self, name: str) -> None:
+        self.model = load_model(MODELS / name, THREADS)
+        card = self.model.card
+        self.name = f"{name}-tensors"
+        self.inputs = [(spec.name, spec.dtype, tuple(d for d in spec.shape if isinstance(d, int)))
+                       for spec in card.inputs]  # fmt: skip
+        self.output = card.graph.output if card.graph is not None else card.outputs[0].name
+
+    def run(self, *arrays: Any) -> Any:
+        return self.model.run(*arrays)
+
+
 class ImageModel:
     """A classifier as nnserve serves it: photo bytes -> its top-k tags, best first. A photo that is not
     one raises nnserve's own client errors (service.errors.ServiceError)."""
@@ -108,8 +125,11 @@ def v2_outputs(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def command_line() -> argparse.Namespace:
-    """Every peer script's flags: --port (the bench finds a stack's processes by it) and --workers."""
+    """Every peer script's flags: --port (the bench finds a stack's processes by it), --workers, and the
+    gRPC port for the peers that serve the gRPC scenarios."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, required=True)
+    parser.add_argument("--grpc-port", type=int, default=int(os.environ.get("BENCH_GRPC_PORT", "0")),
+                        help="the gRPC scenarios' port (BENCH_GRPC_PORT; 0: any free one, or none)")  # fmt: skip
     return parser.parse_known_args()[0]  # (KServe parses the same command line for flags of its own)

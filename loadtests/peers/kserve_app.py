@@ -16,7 +16,7 @@ import binascii
 from typing import Any
 
 import kserve
-from common import TABULAR, TAGGER, ImageModel, TabularModel, command_line, v2_outputs  # noqa: I001 - the folder
+from common import TABULAR, TAGGER, GraphModel, ImageModel, TabularModel, command_line, v2_outputs  # noqa: I001
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from pydantic import ValidationError
@@ -70,6 +70,29 @@ class Tagger(Served):
         return {"predictions": [self.served.tag(photo) for photo in photos]}
 
 
+class Tensors(Served):
+    """The gRPC scenarios' model, `<name>-tensors`: the graph's own tensors in, its output out, by KServe's
+    gRPC endpoint (its V2 GRPCInferenceService)."""
+
+    def __init__(self, name: str) -> None:
+        self.table = name
+        super().__init__(f"{name}-tensors")
+
+    def load_served(self) -> GraphModel:
+        return GraphModel(self.table)
+
+    def predict(self, payload: InferRequest, headers: dict | None = None) -> InferResponse:
+        given = {i.name: i.as_numpy() for i in payload.inputs}
+        try:
+            arrays = [given[name] for name, _, _ in self.served.inputs]
+        except KeyError as e:
+            raise InvalidInput(f"no input {e}") from None
+        answer = self.served.run(*arrays)
+        output = InferOutput(name=self.served.output, shape=list(answer.shape), datatype="FP32")
+        output.set_data_from_numpy(answer, binary_data=True)
+        return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=[output])
+
+
 def v2_rows(request: InferRequest) -> list[dict]:
     """A v2 request's columns -> rows (BYTES as text)."""
     columns = {i.name: [v.decode() if isinstance(v, bytes) else v for v in i.as_numpy().reshape(-1).tolist()]
@@ -84,6 +107,7 @@ def v2_response(name: str, answers: list[dict]) -> InferResponse:
 
 if __name__ == "__main__":
     args = command_line()
-    kserve.ModelServer(http_port=args.port, workers=args.workers, enable_grpc=False).start(
-        [Tabular(name) for name in TABULAR] + ([Tagger(TAGGER)] if TAGGER else [])
+    grpc = {"grpc_port": args.grpc_port, "enable_grpc": True} if args.grpc_port else {"enable_grpc": False}
+    kserve.ModelServer(http_port=args.port, workers=args.workers, **grpc).start(
+        [Tabular(name) for name in TABULAR] + [Tensors(name) for name in TABULAR] + ([Tagger(TAGGER)] if TAGGER else [])
     )

@@ -19,7 +19,7 @@ import json
 import sys
 
 import numpy as np
-from common import TABULAR, TAGGER, ImageModel, TabularModel, columns, command_line, free_port  # noqa: I001 - its folder
+from common import TABULAR, TAGGER, GraphModel, ImageModel, TabularModel, columns, command_line, free_port  # noqa: I001
 from pydantic import ValidationError
 from pytriton.decorators import batch
 from pytriton.exceptions import PyTritonBadParameterError
@@ -64,10 +64,28 @@ def tagger_function():
     return infer
 
 
-def serve(port: int, workers: int) -> None:
+def tensor_function(served: GraphModel):
+    """The gRPC scenarios' model: the graph's own tensors in, its output out (Triton's gRPC endpoint)."""
+
+    @batch
+    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+        return {served.output: served.run(*(inputs[name] for name, _, _ in served.inputs))}
+
+    return infer
+
+
+def serve(port: int, workers: int, grpc_port: int) -> None:
     config = TritonConfig(http_address="127.0.0.1", http_port=port, grpc_address="127.0.0.1",
-                          grpc_port=free_port(), metrics_port=free_port(), log_verbose=0)  # fmt: skip
+                          grpc_port=grpc_port or free_port(), metrics_port=free_port(), log_verbose=0)  # fmt: skip
     with Triton(config=config) as triton:
+        for name in TABULAR:
+            graphs = [GraphModel(name) for _ in range(workers)]  # one model instance per core
+            triton.bind(
+                model_name=graphs[0].name, infer_func=[tensor_function(g) for g in graphs],
+                inputs=[Tensor(name=n, dtype=np.dtype(d).type, shape=shape) for n, d, shape in graphs[0].inputs],
+                outputs=[Tensor(name=graphs[0].output, dtype=np.float32, shape=(-1,))],
+                config=ModelConfig(max_batch_size=1024, batcher=DynamicBatcher(max_queue_delay_microseconds=1000)),
+            )  # fmt: skip
         for name in TABULAR:
             functions = [infer_function(name) for _ in range(workers)]  # one model instance per core
             inputs = [Tensor(name=k, dtype=DTYPES[kind], shape=(1,)) for k, kind in columns(name).items()]
@@ -91,7 +109,7 @@ if __name__ == "__main__":
     args = command_line()
     for attempt in range(3):
         try:
-            serve(args.port, args.workers)
+            serve(args.port, args.workers, args.grpc_port)
             break
         except InferenceServerException as e:
             # PyTriton 0.7.0's model instances race at load: a second instance may ask the first for its

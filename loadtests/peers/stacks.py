@@ -27,6 +27,7 @@ import psutil
 
 from loadtests.peers.common import columns
 from loadtests.serving import wait_until_up
+from service.protocol.rpc.proto import grpc_service_pb2 as pb
 
 REPO = Path(__file__).resolve().parents[2]
 VENVS = REPO / "build" / "peers"
@@ -114,6 +115,8 @@ def v2_tensors(scenario: Any) -> Any:
     """The V2 form Triton takes: a table as one [rows, 1] tensor per column, of the column's datatype
     in the model's request type; a photo as a [1, 1] BYTES tensor sent binary (Triton's binary
     tensor extension, what its clients send). POST /v2/models/<name>/infer."""
+    if scenario.grpc:
+        return grpc_tensors(scenario)
     if scenario.photo:
         data = len(scenario.photo).to_bytes(4, "little") + scenario.photo  # a BYTES element: length, bytes
         header = json.dumps({"inputs": [{"name": "photo", "shape": [1, 1], "datatype": "BYTES",
@@ -130,7 +133,15 @@ def v2_tensors(scenario: Any) -> Any:
 def kserve_v2(scenario: Any) -> Any:
     """KServe's v2 protocol: a table as Triton takes it; a photo as base64 text in a BYTES tensor, since
     KServe 0.21 reads binary BYTES tensors as UTF-8 text (InferRequest.from_bytes) and a JPEG is not."""
-    return v2_columns(scenario) if scenario.photo else v2_tensors(scenario)
+    return v2_columns(scenario) if scenario.photo else v2_tensors(scenario)  # (v2_tensors: gRPC's too)
+
+
+def grpc_tensors(scenario: Any) -> Any:
+    """A gRPC scenario's ModelInferRequest (the graph's tensors, raw) to the peer's `<name>-tensors` model
+    (loadtests/peers/common.py:GraphModel): the same bytes but the model's name."""
+    request = pb.ModelInferRequest.FromString(scenario.body)
+    request.model_name += "-tensors"
+    return replace(scenario, body=request.SerializeToString())
 
 
 def v2_request(scenario: Any, model: str, body: dict) -> Any:
@@ -160,6 +171,7 @@ def torchserve(scenario: Any) -> Any:
 
 
 ALL = ("housing-1row", "adclick-1row", "adclick-batch256", "tagger-cifar", "tagger-224-1000class")
+GRPC = ("housing-1row-grpc", "adclick-batch256-grpc")  # the peers with a gRPC endpoint: Triton's and KServe's
 
 PEERS = (
     Peer(
@@ -187,7 +199,7 @@ PEERS = (
     Peer(
         "KServe (v2 protocol)", "kserve", ("kserve==0.21.0",),
         script("kserve_app"),
-        ALL, kserve_v2, v2_answer,
+        ALL + GRPC, kserve_v2, v2_answer,
     ),
     Peer(
         # uvloop 0.23 breaks MLServer 1.7.1's inference workers (no current event loop): its last good one
@@ -196,10 +208,12 @@ PEERS = (
         ALL, v2_columns, v2_answer,
     ),
     Peer(
-        # nvidia-pytriton 0.7.0 requires numpy < 2; its stub links the system's libpython3.11
-        "Triton (PyTriton, V2 tensors)", "pytriton", ("nvidia-pytriton==0.7.0", "numpy==1.26.4"),
+        # nvidia-pytriton 0.7.0 requires numpy < 2; its stub links the system's libpython3.11; nnserve's
+        # tasks (common.py's models) import anyio, which the other peers' frameworks bring
+        "Triton (PyTriton, V2 tensors)", "pytriton", ("nvidia-pytriton==0.7.0", "numpy==1.26.4",
+                                                      f"anyio=={version('anyio')}"),
         script("pytriton_app"),
-        ALL, v2_tensors, v2_answer, python="/usr/bin/python3.11",
+        ALL + GRPC, v2_tensors, v2_answer, python="/usr/bin/python3.11",
         # stopped and resumed, tritonserver aborts (boost::interprocess::lock_exception: its Python backend
         # talks to its stubs under timed locks); idle it uses 0.4% of a core (measured), so it stays up
         pausable=False,
@@ -231,10 +245,13 @@ def venv(peer: Peer) -> Path:
 
 
 @contextmanager
-def serve(peer: Peer, models_dir: Path, workers: int, port: int, probe: Callable[[str], bool]) -> Iterator[str]:
-    """The peer started on `port` with `workers` worker processes; yields its URL once `probe` passes."""
+def serve(peer: Peer, models_dir: Path, workers: int, port: int, probe: Callable[[str], bool],
+          grpc_port: int = 0) -> Iterator[str]:  # fmt: skip
+    """The peer started on `port` (and its gRPC endpoint on `grpc_port`, when given) with `workers` worker
+    processes; yields its URL once `probe` passes."""
     env = {**os.environ, "NNSERVE_MODELS_DIR": str(models_dir), "BENCH_WORKERS": str(workers),
-           "BENCH_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}  # fmt: skip
+           "BENCH_THREADS": str(max(1, (os.cpu_count() or 1) // workers)),
+           "BENCH_GRPC_PORT": str(grpc_port)}  # fmt: skip
     bin_dir = venv(peer)
     log_name = re.sub(r"[^a-z0-9]+", "-", peer.name.lower()).strip("-")  # two peers may share a venv
     log = open(VENVS / f"{log_name}.log", "w")  # noqa: SIM115 - the child keeps writing to it

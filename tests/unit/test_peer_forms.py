@@ -8,7 +8,8 @@ import json
 from dataclasses import replace
 
 from loadtests.bench import scenarios
-from loadtests.peers.stacks import base64_json, kserve_answer, kserve_v1, torchserve, v2_answer, v2_tensors
+from loadtests.peers.stacks import base64_json, kserve_answer, kserve_v1, kserve_v2, torchserve, v2_answer, v2_tensors
+from service.protocol.rpc.proto import grpc_service_pb2 as pb
 
 SCENARIOS = {s.name: s for s in scenarios()}
 
@@ -63,3 +64,12 @@ def test_a_photo_goes_as_the_file_to_torchserve_and_as_base64_json_where_multipa
     assert base64.b64decode(json.loads(sent.body)["image_base64"]) == photo.photo
     table = SCENARIOS["housing-1row"]
     assert base64_json(table) == table and torchserve(table) == replace(table, route="/predictions/housing-price")
+
+
+def test_a_grpc_scenario_goes_to_the_peers_tensors_model_with_the_same_tensors():
+    ours = SCENARIOS["adclick-batch256-grpc"]
+    for form in (v2_tensors, kserve_v2):  # Triton's, KServe's
+        sent = pb.ModelInferRequest.FromString(form(ours).body)
+        original = pb.ModelInferRequest.FromString(ours.body)
+        assert sent.model_name == "ad-click-tensors" and original.model_name == "ad-click"
+        assert sent.raw_input_contents == original.raw_input_contents and sent.inputs == original.inputs

@@ -15,7 +15,8 @@ Limits, each answered as the protocol says and none able to take the worker down
 - headers: decoded size capped (HPACK bombs), the block across CONTINUATION frames capped;
 - a peer that breaks the protocol gets GOAWAY with the error's code and the connection closes; any
   exception in here closes only that connection (INTERNAL_ERROR), logged;
-- a connection that does not finish its handshake within NNSERVE_HEADER_TIMEOUT_S is closed.
+- a connection that does not finish its handshake within NNSERVE_HEADER_TIMEOUT_S is closed; one whose
+  client does not read its answers is not read from (no new calls) until it does.
 """
 
 from __future__ import annotations
@@ -164,6 +165,13 @@ class Connection(asyncio.Protocol):
             self.calls.reset(self, stream)
         self.streams.clear()
         self.calls.disconnected(self)
+
+    def pause_writing(self) -> None:
+        """The client is not reading its answers: nothing more is read from it (no new calls) until it has."""
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.transport.resume_reading()
 
     def goaway(self, code: int = NO_ERROR, message: str = "") -> None:
         """No new streams: those open finish (the server's drain), or none after an error."""

@@ -186,6 +186,8 @@ class GrpcServer:
         connections close (a call still open ends UNAVAILABLE at its client)."""
         if self.listener is not None:
             self.listener.close()
+        elif self.sock is not None:  # stopped before it started
+            self.sock.close()
         for conn in list(self.connections):
             conn.goaway()
         if self.active:
