@@ -22,6 +22,7 @@ import grpc
 import uvloop
 
 from loadtests.grpc_load import framed
+from loadtests.paths import REPO
 from loadtests.ports import free_port
 from service.protocol.rpc.http2 import Connection
 from service.protocol.rpc.server import OK_TRAILERS
@@ -63,8 +64,8 @@ async def own_server(port: int) -> None:
 
 def measure(kind: str, seconds: int) -> dict:
     port = free_port()
-    servers = [subprocess.Popen([sys.executable, "-m", "loadtests.grpc_transport", "--serve", kind, str(port)])
-               for _ in range(2)]  # fmt: skip
+    serve = [sys.executable, "-m", "loadtests.grpc_transport", "--serve", kind, str(port)]
+    servers = [subprocess.Popen(serve, cwd=REPO) for _ in range(2)]
     try:
         time.sleep(3)
         before = sum(_cpu(p.pid) for p in servers)
