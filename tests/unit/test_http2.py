@@ -232,6 +232,8 @@ def test_streams_past_the_limit_are_refused_and_a_reset_is_passed_on():
         ("a push from the client", frame(http2.PUSH_PROMISE, END_HEADERS, 1, b"\x00\x00\x00\x02"),
          http2.PROTOCOL_ERROR),
         ("DATA on a stream never opened", frame(DATA, 0, 9, b"x"), http2.PROTOCOL_ERROR),
+        ("a header block over twice the header limit", frame(HEADERS, END_HEADERS, 1, b"\x82" * 9000),
+         http2.ENHANCE_YOUR_CALM),
     ],
 )  # fmt: skip
 def test_a_broken_protocol_gets_goaway_with_its_code_and_the_connection_closes(what, data, code):

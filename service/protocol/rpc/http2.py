@@ -347,6 +347,8 @@ class Connection(asyncio.Protocol):
         if start > end:
             raise Fault(PROTOCOL_ERROR, "HEADERS padding longer than the frame")
         block = payload[start:end]
+        if len(block) > 2 * self.max_header_bytes:  # (decoding one costs CPU before its size is known)
+            raise Fault(ENHANCE_YOUR_CALM, f"a header block over {2 * self.max_header_bytes} bytes")
         if flags & END_HEADERS:
             self._header_block(stream_id, flags, block)
         else:
