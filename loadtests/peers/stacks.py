@@ -219,9 +219,11 @@ PEERS = (
         pausable=False,
     ),
     Peer(
-        # its model workers import torch (the CPU wheel on disk; an unpinned one pulls gigabytes) and yaml
+        # its model workers import torch (the CPU wheel on disk; an unpinned one pulls gigabytes) and yaml;
+        # anyio for nnserve's tasks, as PyTriton's
         "TorchServe", "torchserve",
-        ("torchserve==0.12.0", "torch-model-archiver==0.12.0", "torch==2.13.0", "pyyaml==6.0.4"),
+        ("torchserve==0.12.0", "torch-model-archiver==0.12.0", "torch==2.13.0", "pyyaml==6.0.4",
+         f"anyio=={version('anyio')}"),
         script("torchserve_app"),
         ALL, torchserve,
     ),
