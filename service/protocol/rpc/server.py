@@ -238,7 +238,7 @@ class GrpcServer:
                 return
         if method.kind == BIDI:
             call.queue = asyncio.Queue()
-            self._start(call, self._bidi(call))
+            self._start(call, self._streamed(call, self._requests(call)))
 
     def refuse_headers(self, conn: Connection, stream: Stream) -> None:
         conn.finish(stream, trailers(Code.RESOURCE_EXHAUSTED, f"the metadata is larger than {self.max_header_bytes} "
@@ -275,7 +275,7 @@ class GrpcServer:
         elif call.method.kind == UNARY:
             self._start(call, self._unary(call))
         else:
-            self._start(call, self._server_stream(call))
+            self._start(call, self._streamed(call, call.method.parse(call.request)))
 
     def truncated(self, conn: Connection, stream: Stream) -> None:
         self._refuse(conn, stream, Code.INVALID_ARGUMENT, "the call ended inside a message (its prefix promised more)")
@@ -342,21 +342,12 @@ class GrpcServer:
         finally:
             self._ended(call)
 
-    async def _server_stream(self, call: Call) -> None:
+    async def _streamed(self, call: Call, requests: Any) -> None:
+        """A call answered by a stream of messages: server streaming (`requests` the one request) or
+        bidirectional (`requests` an iterator over the client's messages)."""
         method, stream = call.method, call.stream
         try:
-            async for reply in method.handler(method.parse(call.request), call):
-                call.conn.send(stream, method.serialize(reply))
-            call.conn.finish(stream, trailers(Code.OK, "", call.trailing))
-        except BaseException as e:  # noqa: BLE001
-            self._failed(call, e)
-        finally:
-            self._ended(call)
-
-    async def _bidi(self, call: Call) -> None:
-        method, stream = call.method, call.stream
-        try:
-            async for reply in method.handler(self._requests(call), call):
+            async for reply in method.handler(requests, call):
                 call.conn.send(stream, method.serialize(reply))
             call.conn.finish(stream, trailers(Code.OK, "", call.trailing))
         except BaseException as e:  # noqa: BLE001
