@@ -210,7 +210,8 @@ class Adapter:
 
     async def run(self, prepare: Callable[[], Inputs], heavy: bool | None = None) -> tuple[Inputs, np.ndarray]:
         """The inputs `prepare` makes, and the model's (first) output for them. The one place that decides
-        how they reach the model: the batcher, shared with concurrent requests (GPU photos, table rows);
+        how they reach the model: the batcher, shared with concurrent requests (GPU photos, table rows;
+        small CPU photos, in the event loop, where the batcher is inline: heavy work never goes there);
         else heavy work in one thread hop (decoding and running together); else inline in the event
         loop, where the work takes less than a thread hop costs. `heavy` overrides the task's default
         for one request (a small photo is light).
@@ -221,9 +222,16 @@ class Adapter:
         340-520 ms (p50 82-97); with the turn 155-176 ms, as before the data plane (128-192), for
         the same throughput (bench A/B, alternating runs)."""
         heavy = self.heavy if heavy is None else heavy
-        if self.batcher is not None:
+        batcher = self.batcher
+        if batcher is not None and batcher.inline:  # light work only: heavy work keeps its thread, unbatched
+            if not heavy:
+                if self.heavy:  # one turn of the loop first (the docstring)
+                    await asyncio.sleep(0)
+                inputs = prepare()
+                return inputs, await batcher(*inputs)
+        elif batcher is not None:
             inputs = await anyio.to_thread.run_sync(prepare) if heavy else prepare()
-            return inputs, await self.batcher(*inputs)
+            return inputs, await batcher(*inputs)
         if heavy:
             return await anyio.to_thread.run_sync(self._prepare_and_run, prepare)
         if self.heavy:  # one turn of the loop first (the docstring)

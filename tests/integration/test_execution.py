@@ -44,7 +44,7 @@ def test_dynamic_batching_gives_each_request_its_own_answer():
         (SAMPLE_PHOTOS / name).read_bytes() for name in ("chelsea.png", "rocket.jpg", "coffee.png", "astronaut.png")
     ]
     with (
-        bentoml_serve(MODELS, NNSERVE_WORKERS="1") as plain,
+        bentoml_serve(MODELS, NNSERVE_WORKERS="1", NNSERVE_DYNAMIC_BATCH_MAX="1") as plain,
         bentoml_serve(MODELS, NNSERVE_WORKERS="1", NNSERVE_DYNAMIC_BATCH_MAX="8") as batched,
     ):
         assert "dynamic_batching" not in httpx.get(plain + "/v1/models/image-tagging").json()

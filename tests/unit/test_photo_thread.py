@@ -1,13 +1,15 @@
 """Where a photo is decoded: a small one inline in the event loop (a thread hop costs more than its
 work), a large one in a worker thread (it must not hold up the worker's other requests). Either way
-the tags are the same."""
+the tags are the same. Small photos waiting together share one run on the CPU."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 
 import anyio.to_thread
 import pytest
+from PIL import Image
 
 import service.tasks.image.adapter as image
 from service.models.registry import Registry
@@ -59,3 +61,53 @@ def test_an_inline_photo_waits_one_turn_of_the_loop_so_what_came_before_it_runs_
 
     tags, _ = asyncio.run(main())
     assert order == ["waiting before", "photo started"] and len(tags[0]) == 3
+
+
+def _small_photos(n: int) -> list[bytes]:
+    """n different small photos (crops of the sample, a few KB of PNG each): the inline kind."""
+    with Image.open(PHOTO) as full:
+        photos = []
+        for i in range(n):
+            out = io.BytesIO()
+            full.convert("RGB").crop((10 * i, 0, 10 * i + 96, 96)).save(out, "PNG")
+            photos.append(out.getvalue())
+    assert all(len(p) <= image.INLINE_PHOTO_BYTES for p in photos)
+    return photos
+
+
+def test_small_photos_that_queue_together_share_one_run_on_the_cpu_and_a_large_one_runs_alone(tagger, monkeypatch):
+    """The CPU's default batcher (ImageClassification.make_batcher): light photos waiting in the same turn
+    of the loop run as one batch, each request getting its own tags; a large photo keeps its thread,
+    unbatched."""
+    assert tagger.batcher is not None and tagger.batcher.inline and tagger.batcher.max_rows == image.CPU_PHOTO_BATCH
+    photos = _small_photos(5)
+    alone = [asyncio.run(tagger.compute(([(p, ["photo"])], 3)))[0] for p in photos]
+    batches = []
+    real = tagger.batcher.run
+    monkeypatch.setattr(tagger.batcher, "run", lambda *arrays: batches.append(len(arrays[0])) or real(*arrays))
+
+    async def together():
+        return await asyncio.gather(*(tagger.compute(([(p, ["photo"])], 3)) for p in photos))
+
+    shared = [tags for tags, _ in asyncio.run(together())]
+    assert batches == [5]
+    for mine, own in zip(shared, alone, strict=True):
+        assert [t["label"] for t in mine[0]] == [t["label"] for t in own[0]]
+        assert [t["score"] for t in mine[0]] == pytest.approx([t["score"] for t in own[0]], abs=1e-5)
+
+    asyncio.run(tagger.compute(([(PHOTO.read_bytes(), ["photo"])], 3)))  # 240 KB: its thread, not the batcher
+    assert batches == [5]
+
+
+def test_with_batching_off_photos_run_one_by_one(monkeypatch):
+    tagger = Registry(Settings(models_dir=REPO / "models", dynamic_batch_max=1)).get("image-tagging")
+    assert tagger.batcher is None
+    runs = []
+    real = tagger.model.run
+    monkeypatch.setattr(tagger.model, "run", lambda *arrays: runs.append(len(arrays[0])) or real(*arrays))
+
+    async def together():
+        return await asyncio.gather(*(tagger.compute(([(p, ["photo"])], 3)) for p in _small_photos(3)))
+
+    asyncio.run(together())
+    assert runs == [1, 1, 1]
