@@ -73,7 +73,7 @@ class Settings(BaseSettings):
         0,
         ge=0,
         description="Most photos in one run of an image model (dynamic batching); 0: 32 on a GPU, on the CPU 8 "
-        "small photos inline where batching pays (measured at load); 1: off.",
+        "small photos in the event loop; 1: off.",
     )
     dynamic_batch_wait_ms: float = Field(
         -1, ge=-1, description="How long a dynamic batch may wait to fill; -1: 2 ms on a GPU, 0 (never) on the CPU."

@@ -62,13 +62,14 @@ class ImageClassification(Adapter):
 
     def make_batcher(self) -> Batcher | None:
         """A GPU gets batches of up to 32 photos, a 2 ms wait to fill them, and batches padded to a few
-        sizes, warmed up now. On the CPU (by default) small photos that queued while the worker was busy
-        share one run in the event loop, never waiting for more, when batching pays for this model on
-        this machine: measured now (`cpu_batching_pays`). For the CIFAR tagger it does (4 photos in one
-        run cost 0.84-0.91x of a lone run each; make bench: 639 vs 594 photos/s); for a 224 px ImageNet
-        CNN it does not (0.98-1.06x; 285 vs 303 photos/s batched), and photos run one by one, as do
-        large photos (in their thread) always. NNSERVE_DYNAMIC_BATCH_MAX (and _WAIT_MS) set: that batcher,
-        in a thread, for every photo, on the CPU as on a GPU; NNSERVE_DYNAMIC_BATCH_MAX=1: none."""
+        sizes, warmed up now. On the CPU, by default, small photos (the inline ones) that queued while
+        the worker was busy share one run in the event loop, never waiting for more: no thread hop, and
+        under load the batches form by themselves. Measured (make bench, 5 alternating rounds, against
+        one photo a run): CIFAR tagger 584 -> 675 photos/s, 3.32 -> 2.88 CPU-s per 1,000, p99 38 -> 31 ms
+        (a run of 4 costs a photo 0.84-0.91x of a lone run); 224 px ImageNet CNN 300 -> 301 photos/s, the
+        same CPU (0.98-1.06x: nothing gained, nothing lost). Large photos keep their thread, unbatched.
+        NNSERVE_DYNAMIC_BATCH_MAX (and _WAIT_MS) set: that batcher, in a thread, for every photo, on the
+        CPU as on a GPU; NNSERVE_DYNAMIC_BATCH_MAX=1: none."""
         gpu, settings = self.model.on_gpu, self.settings
         wait_ms = settings.dynamic_batch_wait_ms if settings.dynamic_batch_wait_ms >= 0 else (2.0 if gpu else 0.0)
         if not gpu and not settings.dynamic_batch_max and not wait_ms:
