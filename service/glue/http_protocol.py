@@ -44,7 +44,6 @@ import httptools
 import uvicorn
 import uvicorn.config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
-from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from service.protocol.transport import ANSWER
 
@@ -288,9 +287,8 @@ class GuardedHttpTools(HttpToolsProtocol):
             raise RuntimeError("an answer after the response started")
         cycle.response_started, cycle.waiting_for_100_continue = True, False
         if cycle.access_log:
-            scope = cycle.scope
-            self.access_logger.info('%s - "%s %s HTTP/%s" %d', get_client_addr(scope), scope["method"],
-                                    get_path_with_query_string(scope), scope["http_version"], status)  # fmt: skip
+            self.access_logger.info('%s - "%s %s HTTP/%s" %d', self.client and self.client[0], cycle.scope["method"],
+                                    cycle.scope["path"], cycle.scope["http_version"], status)  # fmt: skip
         head, closing = [STATUS_LINE[status]], False
         for name, value in (*cycle.default_headers, *headers):
             if name == b"connection" and b"close" in value.lower():

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 from typing import Any
 
 import pytest
@@ -181,17 +180,3 @@ async def test_pipelined_requests_are_answered_in_order(connect):
     await settle()
     assert taken == [("edge", True), ("app", False), ("edge", True)]
     assert transport.writes == [ANSWERED] * 3
-
-
-@run
-async def test_uvicorns_own_access_line_when_on_is_the_same_both_ways(connect, caplog):
-    caplog.set_level(logging.INFO, logger="uvicorn.access")
-    lines = []
-    for edge in (True, False):
-        caplog.clear()
-        protocol, transport, taken = connect(edge=edge)
-        protocol.data_received(request(path="/v1/housing-price/predict?top=1"))
-        await settle()
-        assert taken[0][1] == edge
-        lines.append([r.getMessage() for r in caplog.records if r.name == "uvicorn.access"])
-    assert lines[0] == lines[1] and len(lines[0]) == 1 and "/v1/housing-price/predict?top=1" in lines[0][0]
