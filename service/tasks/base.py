@@ -223,21 +223,15 @@ class Adapter:
         the same throughput (bench A/B, alternating runs)."""
         heavy = self.heavy if heavy is None else heavy
         batcher = self.batcher
-        if batcher is not None and batcher.inline:  # light work only: heavy work keeps its thread, unbatched
-            if not heavy:
-                if self.heavy:  # one turn of the loop first (the docstring)
-                    await asyncio.sleep(0)
-                inputs = prepare()
-                return inputs, await batcher(*inputs)
-        elif batcher is not None:
+        if batcher is not None and not batcher.inline:  # a batcher in a thread takes every request
             inputs = await anyio.to_thread.run_sync(prepare) if heavy else prepare()
             return inputs, await batcher(*inputs)
-        if heavy:
+        if heavy:  # an inline batcher takes light work only: heavy work keeps its thread, unbatched
             return await anyio.to_thread.run_sync(self._prepare_and_run, prepare)
         if self.heavy:  # one turn of the loop first (the docstring)
             await asyncio.sleep(0)
         inputs = prepare()
-        return inputs, self.model.run(*inputs)
+        return inputs, await batcher(*inputs) if batcher is not None else self.model.run(*inputs)
 
     def _prepare_and_run(self, prepare: Callable[[], Inputs]) -> tuple[Inputs, np.ndarray]:
         inputs = prepare()
