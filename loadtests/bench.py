@@ -7,7 +7,8 @@ the plain Starlette app and the FastAPI app of loadtests/reference_apps.py (same
 onnxruntime call) on equal terms with nnserve: its worker count, uvloop and httptools, its onnxruntime
 threading; with --history also the one-process asyncio + h11 apps every bench before issue 17 used,
 labelled as such; with --against REF also nnserve as it was at the git commit REF (a worktree of
-it, same models, same settings): what a change gained or lost, in the same run. One after the other;
+it serving its own committed models, same settings): what a change (code or a re-exported model)
+gained or lost, in the same run. One after the other;
 raw onnxruntime in-process is the ceiling. The ratios are against the tuned references. Each run
 also measures what the stack's server processes cost (loadtests/cost.py): CPU-seconds per 1,000
 requests and peak resident memory. The table shows medians over the rounds and ratios, and is
@@ -367,14 +368,16 @@ def run_scenario(
     with ExitStack() as stack:
         grpc_targets: dict[str, str] = {}  # each nnserve's gRPC host:port
 
-        def nnserve(name: str, **options: Any) -> str:
+        def nnserve(name: str, served: Path = models_dir, **options: Any) -> str:
             port = free_port()
             grpc_targets[name] = f"127.0.0.1:{port}"
-            return stack.enter_context(bentoml_serve(models_dir, NNSERVE_GRPC_PORT=str(port), **options))
+            return stack.enter_context(bentoml_serve(served, NNSERVE_GRPC_PORT=str(port), **options))
 
         urls = {"nnserve": nnserve("nnserve")}
         if against is not None and not scenario.grpc:  # (a commit before gRPC would not answer it)
-            urls[f"nnserve at {against[0]}"] = nnserve(f"nnserve at {against[0]}", code=against[1])
+            # the commit's own committed models too: a change may be a re-exported model (the references serve ours)
+            served = against[1] / "models" if models_dir == REPO / "models" else models_dir
+            urls[f"nnserve at {against[0]}"] = nnserve(f"nnserve at {against[0]}", served, code=against[1])
         if drift_off:
             urls[DRIFT_OFF] = nnserve(DRIFT_OFF, NNSERVE_DRIFT_WINDOW_ROWS="0")
         if payload_log:
