@@ -24,25 +24,48 @@ class CodeLookup(nn.Module):
 
 
 class StackedLookup(nn.Module):
-    """Every column's CodeLookup and embedding as one lookup, for export: the rows the codes pick out
-    of each column's matrix, side by side, [N, sum of widths].
+    """Every column's CodeLookup as one, for export: codes [N, C] -> rows [N, C] of a row space stacking
+    each column's rows (its lookup's 0..max) one column after the other.
 
-    Column by column, a code costs onnxruntime a dozen nodes (bounds, clamp, two gathers), ~3 us each
-    at one row: 9 columns were ~100 of the ad-click graph's ~110 nodes. Stacked, all columns take the
-    same ten nodes whatever their number. `rows[c]` gives column c's matrix row for each code in
-    [low, low + len(rows[c]) - 1) and, last, the row of a code outside that range; the matrices are
-    padded to one width in one table, and the padding is sliced out after."""
+    Column by column, a code costs onnxruntime a dozen nodes (bounds, clamp, gathers), ~0.7 us each at
+    one row: 9 columns were ~100 of the ad-click graph's ~116 working nodes. Stacked, every column goes
+    through the same handful. The tables are stored once, as before (a click log's are its largest part)."""
 
-    def __init__(self, lows: list[int], rows: list[torch.Tensor], matrices: list[torch.Tensor]) -> None:
+    def __init__(self, lookups: list[CodeLookup]) -> None:
         super().__init__()
+        rows = [int(lk.table.max()) + 1 for lk in lookups]
+        first_row = [0, *torch.tensor(rows).cumsum(0).tolist()[:-1]]
+        first_pos = [0, *torch.tensor([len(lk.table) + 1 for lk in lookups]).cumsum(0).tolist()[:-1]]
+        self.rows = rows  # each column's row count, for StackedMatrices
+        self.register_buffer("low", torch.tensor([lk.low for lk in lookups], dtype=torch.long))
+        self.register_buffer("size", torch.tensor([len(lk.table) for lk in lookups], dtype=torch.long))
+        self.register_buffer("start", torch.tensor(first_pos, dtype=torch.long))
+        # each column's table, then the row of a code outside its range (the lookup's row 0), shifted to its rows
+        self.register_buffer("table", torch.cat([torch.cat([lk.table, lk.table.new_zeros(1)]) + first_row[c]
+                                                 for c, lk in enumerate(lookups)]))  # fmt: skip
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        pos = codes - self.low
+        inside = (pos >= 0) & (pos < self.size)
+        return self.table[torch.where(inside, pos, self.size) + self.start]
+
+
+class StackedMatrices(nn.Module):
+    """Each column's matrix (an embedding's weight) in one table: StackedLookup's rows [N, C] -> the rows
+    they pick, side by side, [N, sum of widths]. `maps[c]`, when given, first maps column c's lookup row
+    to its matrix's row (a click net's deep embeddings keep rows for frequent codes only)."""
+
+    def __init__(self, lookup: StackedLookup, matrices: list[torch.Tensor], maps: list[torch.Tensor] | None = None):
+        super().__init__()
+        sizes = [len(m) for m in maps] if maps is not None else [m.shape[0] for m in matrices]
+        if sizes != lookup.rows:
+            raise ValueError(f"the matrices' rows {sizes} are not the lookups' {lookup.rows}")
         width = max(m.shape[1] for m in matrices)
-        first_row = [0, *torch.tensor([m.shape[0] for m in matrices]).cumsum(0).tolist()]
-        first_pos = [0, *torch.tensor([len(r) for r in rows]).cumsum(0).tolist()]
-        self.register_buffer("low", torch.tensor(lows, dtype=torch.long))
-        self.register_buffer("size", torch.tensor([len(r) - 1 for r in rows], dtype=torch.long))
-        self.register_buffer("start", torch.tensor(first_pos[:-1], dtype=torch.long))
-        self.register_buffer("rows", torch.cat([r.long() + first_row[c] for c, r in enumerate(rows)]))
-        self.register_buffer("weight", torch.cat([nn.functional.pad(m, (0, width - m.shape[1])) for m in matrices]))
+        first = [0, *torch.tensor([m.shape[0] for m in matrices]).cumsum(0).tolist()[:-1]]
+        self.register_buffer(
+            "weight", torch.cat([nn.functional.pad(m.detach(), (0, width - m.shape[1])) for m in matrices])
+        )
+        self.register_buffer("map", torch.cat([m.long() + first[c] for c, m in enumerate(maps)]) if maps else None)
         # The padding goes by slicing out the runs of real columns: a gather along the columns (index_select)
         # costs onnxruntime ~7 ns an element, which made a batch of 1,000 rows twice as slow as before.
         self.spans: list[tuple[int, int]] = []
@@ -52,37 +75,26 @@ class StackedLookup(nn.Module):
                 a = self.spans.pop()[0]
             self.spans.append((a, b))
 
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        pos = codes - self.low
-        inside = (pos >= 0) & (pos < self.size)
-        picked = self.weight[self.rows[torch.where(inside, pos, self.size) + self.start]]  # [N, C, width]
-        flat = picked.flatten(1)
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        flat = self.weight[rows if self.map is None else self.map[rows]].flatten(1)  # [N, C * width]
         if self.spans == [(0, flat.shape[1])]:  # no padding
             return flat
         return torch.cat([flat[:, a:b] for a, b in self.spans], dim=1)
 
 
-def stacked(lookups: list[CodeLookup], matrices: list[torch.Tensor], maps: list[torch.Tensor] | None = None):
-    """A StackedLookup equal to `matrices[c][maps[c][lookups[c](code)]]` column by column (maps:
-    identity when None); an outside code takes each lookup's row 0."""
-    rows = []
-    for c, lookup in enumerate(lookups):
-        row = torch.cat([lookup.table, lookup.table.new_zeros(1)])
-        rows.append(row if maps is None else maps[c][row])
-    return StackedLookup([lk.low for lk in lookups], rows, [m.detach() for m in matrices])
-
-
 class Stacked(nn.Module):
-    """A tabular net as exported: its forward with its code columns through StackedLookups. The net is
-    shared, not copied (a click log's tables can be large)."""
+    """A tabular net as exported: its code columns through one StackedLookup, and the matrices it feeds
+    (StackedMatrices) handed to the net's forward. The net is shared, not copied."""
 
-    def __init__(self, net: nn.Module, *stacks: StackedLookup) -> None:
+    def __init__(self, net: nn.Module, lookup: StackedLookup, *matrices: StackedMatrices) -> None:
         super().__init__()
         self.net = net
-        self.stacks = nn.ModuleList(stacks)
+        self.lookup = lookup
+        self.matrices = nn.ModuleList(matrices)
 
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        return self.net(numeric, categorical, *self.stacks)
+        rows = self.lookup(categorical)
+        return self.net(numeric, categorical, *[m(rows) for m in self.matrices])
 
 
 class TabularNet(nn.Module):
@@ -158,16 +170,21 @@ class TabularNet(nn.Module):
     def exported(self) -> nn.Module:
         """What ONNX export traces: the categorical columns through one StackedLookup, the same answers
         (tests/training/test_stacked_lookup.py) from a graph that no longer grows with each column."""
-        return Stacked(self.eval(), stacked(list(self.lookups), [e.weight for e in self.embeddings]))
+        if not len(self.lookups):
+            return self.eval()
+        lookup = StackedLookup(list(self.lookups))
+        return Stacked(self.eval(), lookup, StackedMatrices(lookup, [e.weight for e in self.embeddings]))
 
-    def raw(self, numeric: torch.Tensor, categorical: torch.Tensor, codes: StackedLookup | None = None) -> torch.Tensor:
+    def raw(
+        self, numeric: torch.Tensor, categorical: torch.Tensor, embedded: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The pre-activation output: standardised log price, or the click logit (what training fits).
-        `codes`: the columns' lookups and embeddings stacked in one (exported)."""
+        `embedded`: the columns' embeddings, side by side, already looked up (exported())."""
         numeric = torch.where(self.log_mask, torch.log1p(numeric.clamp_min(0)), numeric)
         scaled = (numeric - self.num_mean) / self.num_std
         parts = [scaled if self.trend is None else scaled.index_select(1, self.mlp_columns)]
-        if codes is not None:
-            parts.append(codes(categorical))
+        if embedded is not None:
+            parts.append(embedded)
         else:
             for i, (lookup, emb) in enumerate(zip(self.lookups, self.embeddings, strict=True)):
                 parts.append(emb(lookup(categorical[:, i])))
@@ -179,9 +196,9 @@ class TabularNet(nn.Module):
         return out if self.trend is None else out + self.trend(scaled.index_select(1, self.trend_columns))
 
     def forward(
-        self, numeric: torch.Tensor, categorical: torch.Tensor, codes: StackedLookup | None = None
+        self, numeric: torch.Tensor, categorical: torch.Tensor, embedded: torch.Tensor | None = None
     ) -> torch.Tensor:
-        y = self.raw(numeric, categorical, codes)
+        y = self.raw(numeric, categorical, embedded)
         if self.output == "log_dollars":
             return torch.exp(y * self.target_scale + self.target_shift)
         if self.output == "linear":
@@ -314,28 +331,29 @@ class ClickNet(nn.Module):
                 nn.init.zeros_(p)
 
     def exported(self) -> nn.Module:
-        """What ONNX export traces: the code columns through one StackedLookup (and one more for the wide
-        part's weights), the same answers from a graph that no longer grows with each column."""
+        """What ONNX export traces: the code columns through one StackedLookup, whose rows pick the deep
+        embeddings and the wide weights from one table each: the same answers from a graph that no
+        longer grows with each column."""
         if not len(self.lookups):
             return self.eval()
-        lookups = list(self.lookups)
-        maps = [getattr(self, f"deep_rows_{j}") for j in range(len(lookups))] if self.deep_maps else None
-        stacks = [stacked(lookups, [e.weight for e in self.embeddings], maps)]
+        lookup = StackedLookup(list(self.lookups))
+        maps = [getattr(self, f"deep_rows_{j}") for j in range(len(self.lookups))] if self.deep_maps else None
+        matrices = [StackedMatrices(lookup, [e.weight for e in self.embeddings], maps)]
         if self.wide:
-            stacks.append(stacked(lookups, [e.weight for e in self.wide_codes]))
-        return Stacked(self.eval(), *stacks)
+            matrices.append(StackedMatrices(lookup, [e.weight for e in self.wide_codes]))
+        return Stacked(self.eval(), lookup, *matrices)
 
     def wide_parameters(self) -> list[nn.Parameter]:
         numbers = [] if self.wide_numbers is None else list(self.wide_numbers.parameters())
         return [*self.wide_codes.parameters(), *self.wide_bins.parameters(), *numbers]
 
-    def raw(self, numeric: torch.Tensor, categorical: torch.Tensor, codes: StackedLookup | None = None,
-            wide_codes: StackedLookup | None = None) -> torch.Tensor:  # fmt: skip
-        """The click logit (what training fits). `codes`, `wide_codes`: the columns' lookups and
-        embeddings (deep, wide) stacked in one each (exported)."""
-        if codes is not None:
-            parts = [codes(categorical)]
-            wide = [wide_codes(categorical)] if wide_codes is not None else []
+    def raw(self, numeric: torch.Tensor, categorical: torch.Tensor, embedded: torch.Tensor | None = None,
+            wide_weights: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """The click logit (what training fits). `embedded`, `wide_weights`: the columns' deep embeddings
+        and wide weights, side by side, already looked up (exported())."""
+        if embedded is not None:
+            parts = [embedded]
+            wide = [wide_weights] if wide_weights is not None else []
         else:
             rows = [lookup(column) for lookup, column in zip(self.lookups, categorical.unbind(1), strict=True)]
             deep = [getattr(self, f"deep_rows_{j}")[r] for j, r in enumerate(rows)] if self.deep_maps else rows
@@ -367,9 +385,9 @@ class ClickNet(nn.Module):
         # Without numbers, a sum over no columns (0) keeps the graph's numeric [N, 0] input, which the service sends.
         return logit if len(self.num_mean) else logit + numeric.sum(dim=1, keepdim=True)
 
-    def forward(self, numeric: torch.Tensor, categorical: torch.Tensor, codes: StackedLookup | None = None,
-                wide_codes: StackedLookup | None = None) -> torch.Tensor:  # fmt: skip
-        return torch.sigmoid(self.raw(numeric, categorical, codes, wide_codes))
+    def forward(self, numeric: torch.Tensor, categorical: torch.Tensor, embedded: torch.Tensor | None = None,
+                wide_weights: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        return torch.sigmoid(self.raw(numeric, categorical, embedded, wide_weights))
 
 
 class Logits(nn.Module):
