@@ -51,15 +51,17 @@ class StackedLookup(nn.Module):
 
 
 class StackedMatrices(nn.Module):
-    """Each column's matrix (an embedding's weight) in one table: StackedLookup's rows [N, C] -> the rows
+    """Each column's matrix (an embedding's weight) in one table: the rows [N, C] of a StackedLookup (or
+    StackedBins) -> the rows
     they pick, side by side, [N, sum of widths]. `maps[c]`, when given, first maps column c's lookup row
     to its matrix's row (a click net's deep embeddings keep rows for frequent codes only)."""
 
-    def __init__(self, lookup: StackedLookup, matrices: list[torch.Tensor], maps: list[torch.Tensor] | None = None):
+    def __init__(self, source: StackedLookup | StackedBins, matrices: list[torch.Tensor],
+                 maps: list[torch.Tensor] | None = None) -> None:  # fmt: skip
         super().__init__()
         sizes = [len(m) for m in maps] if maps is not None else [m.shape[0] for m in matrices]
-        if sizes != lookup.rows:
-            raise ValueError(f"the matrices' rows {sizes} are not the lookups' {lookup.rows}")
+        if sizes != source.rows:
+            raise ValueError(f"the matrices' rows {sizes} are not the lookups' {source.rows}")
         width = max(m.shape[1] for m in matrices)
         first = [0, *torch.tensor([m.shape[0] for m in matrices]).cumsum(0).tolist()[:-1]]
         self.register_buffer(
@@ -82,19 +84,40 @@ class StackedMatrices(nn.Module):
         return torch.cat([flat[:, a:b] for a, b in self.spans], dim=1)
 
 
-class Stacked(nn.Module):
-    """A tabular net as exported: its code columns through one StackedLookup, and the matrices it feeds
-    (StackedMatrices) handed to the net's forward. The net is shared, not copied."""
+class StackedBins(nn.Module):
+    """Every numeric column's quantile bin at once, for export: numbers [N, F] -> rows [N, F] of a row
+    space stacking each column's bins (the count of its edges below the value), as StackedLookup does
+    for codes. Edges padded with +inf, which no value is above: the counts are the columns' own."""
 
-    def __init__(self, net: nn.Module, lookup: StackedLookup, *matrices: StackedMatrices) -> None:
+    def __init__(self, edges: list[torch.Tensor]) -> None:
         super().__init__()
-        self.net = net
-        self.lookup = lookup
-        self.matrices = nn.ModuleList(matrices)
+        self.rows = [len(e) + 1 for e in edges]
+        most = max(len(e) for e in edges)
+        padded = [torch.cat([e.float(), torch.full((most - len(e),), float("inf"))]) for e in edges]
+        self.register_buffer("edges", torch.stack(padded))  # [F, most]
+        self.register_buffer("start", torch.tensor([0, *torch.tensor(self.rows).cumsum(0).tolist()[:-1]]))
+
+    def forward(self, numeric: torch.Tensor) -> torch.Tensor:
+        return (numeric.unsqueeze(2) > self.edges).sum(dim=2) + self.start
+
+
+class Stacked(nn.Module):
+    """A tabular net as exported: its code columns through one StackedLookup, its numbers' bins through
+    one StackedBins, and the matrices they feed (StackedMatrices, named as the net's `raw` takes them:
+    "codes", "wide_codes" from the codes; "bins", "wide_bins" from the bins) handed to the net's forward
+    already looked up. The net is shared, not copied."""
+
+    def __init__(self, net: nn.Module, codes: StackedLookup | None, bins: StackedBins | None,
+                 matrices: dict[str, StackedMatrices]) -> None:  # fmt: skip
+        super().__init__()
+        self.net, self.codes, self.bins = net, codes, bins
+        self.matrices = nn.ModuleDict(matrices)
 
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        rows = self.lookup(categorical)
-        return self.net(numeric, categorical, *[m(rows) for m in self.matrices])
+        rows = self.codes(categorical) if self.codes is not None else None
+        bins = self.bins(numeric) if self.bins is not None else None
+        looked = {name: m(rows if name.endswith("codes") else bins) for name, m in self.matrices.items()}
+        return self.net(numeric, categorical, looked)
 
 
 class TabularNet(nn.Module):
@@ -172,19 +195,19 @@ class TabularNet(nn.Module):
         (tests/training/test_stacked_lookup.py) from a graph that no longer grows with each column."""
         if not len(self.lookups):
             return self.eval()
-        lookup = StackedLookup(list(self.lookups))
-        return Stacked(self.eval(), lookup, StackedMatrices(lookup, [e.weight for e in self.embeddings]))
+        codes = StackedLookup(list(self.lookups))
+        return Stacked(self.eval(), codes, None, {"codes": StackedMatrices(codes, [e.weight for e in self.embeddings])})
 
     def raw(
-        self, numeric: torch.Tensor, categorical: torch.Tensor, embedded: torch.Tensor | None = None
+        self, numeric: torch.Tensor, categorical: torch.Tensor, looked: dict[str, torch.Tensor] | None = None
     ) -> torch.Tensor:
         """The pre-activation output: standardised log price, or the click logit (what training fits).
-        `embedded`: the columns' embeddings, side by side, already looked up (exported())."""
+        `looked`: the columns' embeddings, side by side, already looked up ("codes": exported())."""
         numeric = torch.where(self.log_mask, torch.log1p(numeric.clamp_min(0)), numeric)
         scaled = (numeric - self.num_mean) / self.num_std
         parts = [scaled if self.trend is None else scaled.index_select(1, self.mlp_columns)]
-        if embedded is not None:
-            parts.append(embedded)
+        if looked is not None:
+            parts.append(looked["codes"])
         else:
             for i, (lookup, emb) in enumerate(zip(self.lookups, self.embeddings, strict=True)):
                 parts.append(emb(lookup(categorical[:, i])))
@@ -196,9 +219,9 @@ class TabularNet(nn.Module):
         return out if self.trend is None else out + self.trend(scaled.index_select(1, self.trend_columns))
 
     def forward(
-        self, numeric: torch.Tensor, categorical: torch.Tensor, embedded: torch.Tensor | None = None
+        self, numeric: torch.Tensor, categorical: torch.Tensor, looked: dict[str, torch.Tensor] | None = None
     ) -> torch.Tensor:
-        y = self.raw(numeric, categorical, embedded)
+        y = self.raw(numeric, categorical, looked)
         if self.output == "log_dollars":
             return torch.exp(y * self.target_scale + self.target_shift)
         if self.output == "linear":
@@ -334,26 +357,33 @@ class ClickNet(nn.Module):
         """What ONNX export traces: the code columns through one StackedLookup, whose rows pick the deep
         embeddings and the wide weights from one table each: the same answers from a graph that no
         longer grows with each column."""
-        if not len(self.lookups):
-            return self.eval()
-        lookup = StackedLookup(list(self.lookups))
-        maps = [getattr(self, f"deep_rows_{j}") for j in range(len(self.lookups))] if self.deep_maps else None
-        matrices = [StackedMatrices(lookup, [e.weight for e in self.embeddings], maps)]
-        if self.wide:
-            matrices.append(StackedMatrices(lookup, [e.weight for e in self.wide_codes]))
-        return Stacked(self.eval(), lookup, *matrices)
+        matrices: dict[str, StackedMatrices] = {}
+        codes = StackedLookup(list(self.lookups)) if len(self.lookups) else None
+        if codes is not None:
+            maps = [getattr(self, f"deep_rows_{j}") for j in range(len(self.lookups))] if self.deep_maps else None
+            matrices["codes"] = StackedMatrices(codes, [e.weight for e in self.embeddings], maps)
+            if self.wide:
+                matrices["wide_codes"] = StackedMatrices(codes, [e.weight for e in self.wide_codes])
+        bins = StackedBins([getattr(self, f"bin_edges_{j}") for j in range(len(self.bins))]) if len(self.bins) else None
+        if bins is not None:
+            matrices["bins"] = StackedMatrices(bins, [e.weight for e in self.bins])
+            if self.wide:
+                matrices["wide_bins"] = StackedMatrices(bins, [e.weight for e in self.wide_bins])
+        return Stacked(self.eval(), codes, bins, matrices)
 
     def wide_parameters(self) -> list[nn.Parameter]:
         numbers = [] if self.wide_numbers is None else list(self.wide_numbers.parameters())
         return [*self.wide_codes.parameters(), *self.wide_bins.parameters(), *numbers]
 
-    def raw(self, numeric: torch.Tensor, categorical: torch.Tensor, embedded: torch.Tensor | None = None,
-            wide_weights: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-        """The click logit (what training fits). `embedded`, `wide_weights`: the columns' deep embeddings
-        and wide weights, side by side, already looked up (exported())."""
-        if embedded is not None:
-            parts = [embedded]
-            wide = [wide_weights] if wide_weights is not None else []
+    def raw(self, numeric: torch.Tensor, categorical: torch.Tensor,
+            looked: dict[str, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
+        """The click logit (what training fits). `looked`: the code columns' deep embeddings and wide
+        weights, and the numbers' bins' ("codes", "wide_codes", "bins", "wide_bins"), each side by side,
+        already looked up (exported())."""
+        looked = looked or {}
+        if "codes" in looked:
+            parts = [looked["codes"]]
+            wide = [looked["wide_codes"]] if self.wide else []
         else:
             rows = [lookup(column) for lookup, column in zip(self.lookups, categorical.unbind(1), strict=True)]
             deep = [getattr(self, f"deep_rows_{j}")[r] for j, r in enumerate(rows)] if self.deep_maps else rows
@@ -362,11 +392,15 @@ class ClickNet(nn.Module):
         if len(self.num_mean):  # a log with numbers (ONNX cannot take the empty arithmetic of one without)
             # bin = edges below the raw value (Greater + ReduceSum): before the log, whose last bit
             # onnxruntime and torch may round apart, moving a value that sits on an edge
-            for j, emb in enumerate(self.bins):
-                b = (numeric[:, j : j + 1] > getattr(self, f"bin_edges_{j}")).sum(dim=1)
-                parts.append(emb(b))
-                if self.wide:
-                    wide.append(self.wide_bins[j](b))
+            if "bins" in looked:
+                parts.append(looked["bins"])
+                wide += [looked["wide_bins"]] if self.wide else []
+            else:
+                for j, emb in enumerate(self.bins):
+                    b = (numeric[:, j : j + 1] > getattr(self, f"bin_edges_{j}")).sum(dim=1)
+                    parts.append(emb(b))
+                    if self.wide:
+                        wide.append(self.wide_bins[j](b))
             numeric = torch.where(self.log_mask, torch.log1p(numeric.clamp_min(0)), numeric)
             scaled = (numeric - self.num_mean) / self.num_std
             parts.insert(0, scaled)
@@ -385,9 +419,9 @@ class ClickNet(nn.Module):
         # Without numbers, a sum over no columns (0) keeps the graph's numeric [N, 0] input, which the service sends.
         return logit if len(self.num_mean) else logit + numeric.sum(dim=1, keepdim=True)
 
-    def forward(self, numeric: torch.Tensor, categorical: torch.Tensor, embedded: torch.Tensor | None = None,
-                wide_weights: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-        return torch.sigmoid(self.raw(numeric, categorical, embedded, wide_weights))
+    def forward(self, numeric: torch.Tensor, categorical: torch.Tensor,
+                looked: dict[str, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
+        return torch.sigmoid(self.raw(numeric, categorical, looked))
 
 
 class Logits(nn.Module):

@@ -56,7 +56,9 @@ def _click(columns, wide: bool) -> ClickNet:
 
 def _inputs(net, columns, n=400) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(2)
-    return {"numeric": torch.randn(n, len(net.num_mean), generator=g) * 3, "categorical": _codes(columns, n, g)}
+    numeric = torch.randn(n, len(net.num_mean), generator=g) * 3
+    numeric[:5] = torch.tensor([-1.0, 0.0, 0.5, 1.0, 2.0]).unsqueeze(1)  # on the bins' edges: not above them
+    return {"numeric": numeric, "categorical": _codes(columns, n, g)}
 
 
 def _onnx(module, inputs, tmp_path) -> tuple[np.ndarray, int]:
