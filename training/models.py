@@ -52,9 +52,9 @@ class StackedLookup(nn.Module):
 
 class StackedMatrices(nn.Module):
     """Each column's matrix (an embedding's weight) in one table: the rows [N, C] of a StackedLookup (or
-    StackedBins) -> the rows
-    they pick, side by side, [N, sum of widths]. `maps[c]`, when given, first maps column c's lookup row
-    to its matrix's row (a click net's deep embeddings keep rows for frequent codes only)."""
+    StackedBins) -> the matrix rows they pick, side by side, [N, sum of widths]. `maps[c]`, when given,
+    first maps column c's lookup row to its matrix's row (a click net's deep embeddings keep rows for
+    frequent codes only)."""
 
     def __init__(self, source: StackedLookup | StackedBins, matrices: list[torch.Tensor],
                  maps: list[torch.Tensor] | None = None) -> None:  # fmt: skip
@@ -355,8 +355,8 @@ class ClickNet(nn.Module):
 
     def exported(self) -> nn.Module:
         """What ONNX export traces: the code columns through one StackedLookup, whose rows pick the deep
-        embeddings and the wide weights from one table each: the same answers from a graph that no
-        longer grows with each column."""
+        embeddings and the wide weights from one table each, and the numbers' bins through one
+        StackedBins likewise: the same answers from a graph that no longer grows with each column."""
         matrices: dict[str, StackedMatrices] = {}
         codes = StackedLookup(list(self.lookups)) if len(self.lookups) else None
         if codes is not None:
