@@ -1,5 +1,6 @@
-"""The tabular nets' export form: every code column in one StackedLookup answers as the columns one by one
-did (in torch and in onnxruntime), and the graph no longer grows by a dozen nodes per column."""
+"""The tabular nets' export form: every code column in one StackedLookup (and a click net's numbers binned in
+one StackedBins) answers as the columns one by one did (in torch and in onnxruntime), in a file no larger,
+and the graph no longer grows by a dozen nodes per column."""
 
 from __future__ import annotations
 
