@@ -3,6 +3,8 @@ them and does its own preprocessing, so the ONNX graph is all the service needs.
 
 from __future__ import annotations
 
+from itertools import accumulate
+
 import torch
 from torch import nn
 
@@ -23,6 +25,11 @@ class CodeLookup(nn.Module):
         return torch.where(inside, self.table[pos.clamp(0, self.table.shape[0] - 1)], torch.zeros_like(pos))
 
 
+def _starts(counts: list[int]) -> list[int]:
+    """Where each of several blocks of these sizes starts, laid end to end."""
+    return [0, *accumulate(counts)][: len(counts)]
+
+
 class StackedLookup(nn.Module):
     """Every column's CodeLookup as one, for export: codes [N, C] -> rows [N, C] of a row space stacking
     each column's rows (its lookup's 0..max) one column after the other.
@@ -34,8 +41,7 @@ class StackedLookup(nn.Module):
     def __init__(self, lookups: list[CodeLookup]) -> None:
         super().__init__()
         rows = [int(lk.table.max()) + 1 for lk in lookups]
-        first_row = [0, *torch.tensor(rows).cumsum(0).tolist()[:-1]]
-        first_pos = [0, *torch.tensor([len(lk.table) + 1 for lk in lookups]).cumsum(0).tolist()[:-1]]
+        first_row, first_pos = _starts(rows), _starts([len(lk.table) + 1 for lk in lookups])
         self.rows = rows  # each column's row count, for StackedMatrices
         self.register_buffer("low", torch.tensor([lk.low for lk in lookups], dtype=torch.long))
         self.register_buffer("size", torch.tensor([len(lk.table) for lk in lookups], dtype=torch.long))
@@ -63,7 +69,7 @@ class StackedMatrices(nn.Module):
         if sizes != source.rows:
             raise ValueError(f"the matrices' rows {sizes} are not the lookups' {source.rows}")
         width = max(m.shape[1] for m in matrices)
-        first = [0, *torch.tensor([m.shape[0] for m in matrices]).cumsum(0).tolist()[:-1]]
+        first = _starts([m.shape[0] for m in matrices])
         self.register_buffer(
             "weight", torch.cat([nn.functional.pad(m.detach(), (0, width - m.shape[1])) for m in matrices])
         )
@@ -95,7 +101,7 @@ class StackedBins(nn.Module):
         most = max(len(e) for e in edges)
         padded = [torch.cat([e.float(), torch.full((most - len(e),), float("inf"))]) for e in edges]
         self.register_buffer("edges", torch.stack(padded))  # [F, most]
-        self.register_buffer("start", torch.tensor([0, *torch.tensor(self.rows).cumsum(0).tolist()[:-1]]))
+        self.register_buffer("start", torch.tensor(_starts(self.rows)))
 
     def forward(self, numeric: torch.Tensor) -> torch.Tensor:
         return (numeric.unsqueeze(2) > self.edges).sum(dim=2) + self.start
