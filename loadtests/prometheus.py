@@ -34,7 +34,22 @@ def start_prometheus(target: str, tmp_path: Path) -> tuple[subprocess.Popen, str
          f"--web.listen-address=127.0.0.1:{port}"],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    return proc, f"http://127.0.0.1:{port}"
+    api = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            tail = (tmp_path / "prometheus.log").read_text()[-2000:]
+            raise RuntimeError(f"prometheus exited ({proc.returncode}): {tail}")
+        return httpx.get(api + "/-/ready").status_code == 200
+
+    # Until its storage is open Prometheus answers its API with a plain-text 503 ("Service Unavailable"):
+    # a query sent then reads no JSON. Seen when two test processes shared the cores; /-/ready says when.
+    try:
+        poll("Prometheus ready", ready)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, api
 
 
 def poll(what: str, check, deadline_s: float = 60):

@@ -46,13 +46,22 @@ def _git_status() -> str | None:
     return out.stdout if out.returncode == 0 else None  # None: not a git checkout (an unpacked copy)
 
 
+def _controller(config: pytest.Config) -> bool:
+    """Not one of pytest-xdist's workers: only the process that starts before them and ends after them sees
+    the whole run's effect (a worker ending early would see the other's files mid-test)."""
+    return not hasattr(config, "workerinput")
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
-    session.config.stash[_STATUS] = _git_status()
+    if _controller(session.config):
+        session.config.stash[_STATUS] = _git_status()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A test run must leave the checkout as it found it: no file written into the tree, no tracked
     file changed. A run that does fails, naming what it changed."""
+    if not _controller(session.config):
+        return
     before, after = session.config.stash.get(_STATUS, None), _git_status()
     if before is None or after is None or before == after:
         return
