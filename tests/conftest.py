@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,3 +74,44 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "the test run changed the checkout (git status): " + "; ".join(changed or after.splitlines()), red=True
     )
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# --- tests that run alone under pytest-xdist ----------------------------------------------------------
+# A test marked `alone` generates load (Locust) and judges what the run answered: with the other test
+# process training a network on the same two cores, Locust once got a CPU share that sent 8 requests in
+# 10 s, and "no request completed". Every test holds a lock on a file of the run's: a shared one, or an
+# exclusive one for an `alone` test, which so waits for the test running beside it and keeps the next one
+# waiting. A second file is the turnstile a test passes through first: once an `alone` test waits at it,
+# no new test takes a shared lock ahead of it.
+
+
+LOCKS = "NNSERVE_TEST_LOCKS"  # the folder of the two lock files, made by the controlling process
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _controller(config) and config.getoption("numprocesses", None):  # before it starts its workers
+        os.environ[LOCKS] = tempfile.mkdtemp(prefix="nnserve-test-locks-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _controller(config) and LOCKS in os.environ:
+        shutil.rmtree(os.environ.pop(LOCKS), ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _cores(request: pytest.FixtureRequest) -> Iterator[None]:
+    locks = os.environ.get(LOCKS)
+    if locks is None or _controller(request.config):  # one process: every test runs alone
+        yield
+        return
+    alone = request.node.get_closest_marker("alone") is not None
+    with open(f"{locks}/turnstile", "a") as turnstile, open(f"{locks}/cores", "a") as cores:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(cores, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(cores, fcntl.LOCK_UN)

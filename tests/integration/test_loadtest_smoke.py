@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from loadtests.run import main
+
+pytestmark = pytest.mark.alone  # Locust's load: no other test beside it (tests/conftest.py)
 
 
 def test_a_15_second_loadtest_has_no_failures(server, tmp_path, capsys):

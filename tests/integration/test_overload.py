@@ -3,7 +3,11 @@ only (statuses, refusals, recovery): its latency, throughput and memory figures 
 
 from __future__ import annotations
 
+import pytest
+
 from loadtests.overload import REFUSED, main
+
+pytestmark = pytest.mark.alone  # Locust's load: no other test beside it (tests/conftest.py)
 
 
 def test_4x_capacity_gets_only_200_or_503_and_the_service_recovers(tmp_path, capsys):

@@ -9,10 +9,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from loadtests.run import main as locust
 from loadtests.serving import bentoml_serve
 from tests.conftest import MODELS
+
+pytestmark = pytest.mark.alone  # Locust's load: no other test beside it (tests/conftest.py)
 
 
 def _counter(metrics: str, name: str, **labels: str) -> float:

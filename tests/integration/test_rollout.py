@@ -4,7 +4,11 @@ answer must come from version 1 or 2 (loadtests/rollout.py checks both and says 
 
 from __future__ import annotations
 
+import pytest
+
 from loadtests.rollout import main
+
+pytestmark = pytest.mark.alone  # Locust's load: no other test beside it (tests/conftest.py)
 
 
 def test_a_rollout_under_locust_load_fails_no_request(capsys):
