@@ -86,16 +86,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 LOCKS = "NNSERVE_TEST_LOCKS"  # the folder of the two lock files, made by the controlling process
+_MADE = pytest.StashKey[str]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     if _controller(config) and config.getoption("numprocesses", None):  # before it starts its workers
-        os.environ[LOCKS] = tempfile.mkdtemp(prefix="nnserve-test-locks-")
+        os.environ[LOCKS] = config.stash[_MADE] = tempfile.mkdtemp(prefix="nnserve-test-locks-")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _controller(config) and LOCKS in os.environ:
-        shutil.rmtree(os.environ.pop(LOCKS), ignore_errors=True)
+    made = config.stash.get(_MADE, None)  # only the folder this process made
+    if made is not None:
+        os.environ.pop(LOCKS, None)
+        shutil.rmtree(made, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
