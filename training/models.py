@@ -65,6 +65,7 @@ class StackedMatrices(nn.Module):
     def __init__(self, source: StackedLookup | StackedBins, matrices: list[torch.Tensor],
                  maps: list[torch.Tensor] | None = None) -> None:  # fmt: skip
         super().__init__()
+        self.reads = "codes" if isinstance(source, StackedLookup) else "bins"  # which rows it is given (Stacked)
         sizes = [len(m) for m in maps] if maps is not None else [m.shape[0] for m in matrices]
         if sizes != source.rows:
             raise ValueError(f"the matrices' rows {sizes} are not the lookups' {source.rows}")
@@ -109,9 +110,9 @@ class StackedBins(nn.Module):
 
 class Stacked(nn.Module):
     """A tabular net as exported: its code columns through one StackedLookup, its numbers' bins through
-    one StackedBins, and the matrices they feed (StackedMatrices, named as the net's `raw` takes them:
-    "codes", "wide_codes" from the codes; "bins", "wide_bins" from the bins) handed to the net's forward
-    already looked up. The net is shared, not copied."""
+    one StackedBins, and the matrices they feed (StackedMatrices, each given the rows it was built on,
+    named as the net's `raw` takes them: "codes", "wide_codes", "bins", "wide_bins") handed to the net's
+    forward already looked up. The net is shared, not copied."""
 
     def __init__(self, net: nn.Module, codes: StackedLookup | None, bins: StackedBins | None,
                  matrices: dict[str, StackedMatrices]) -> None:  # fmt: skip
@@ -120,9 +121,9 @@ class Stacked(nn.Module):
         self.matrices = nn.ModuleDict(matrices)
 
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        rows = self.codes(categorical) if self.codes is not None else None
-        bins = self.bins(numeric) if self.bins is not None else None
-        looked = {name: m(rows if name.endswith("codes") else bins) for name, m in self.matrices.items()}
+        rows = {"codes": self.codes(categorical) if self.codes is not None else None,
+                "bins": self.bins(numeric) if self.bins is not None else None}  # fmt: skip
+        looked = {name: m(rows[m.reads]) for name, m in self.matrices.items()}
         return self.net(numeric, categorical, looked)
 
 
