@@ -52,7 +52,7 @@ $(PROMETHEUS):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
 
 # The suite in TEST_WORKERS processes (default 2, this machine's cores; 0: one process, no xdist), each
-# taking whole test files, so a file's servers and fixtures stay in one process: 8.2-8.9 min here, against
+# taking whole test files, so a file's servers and fixtures stay in one process: 8.2-9.7 min here, against
 # 12.3-13.2 in one (docs/development.md, Tests).
 TEST_WORKERS ?= 2
 test: $(DEV_STAMP) $(PROMETHEUS)
