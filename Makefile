@@ -9,7 +9,7 @@ INSTALL := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -
 TRAIN_STAMP := $(VENV)/.installed-train
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: profile serve train-env serve-gpu gpu-check gpu-prepare test test-unit models lint format clean bento container container-test loadtest overload bench soak soak-housing memory scale-curve activation-curve fuzz protos dashboard-png rollout swarm-test retrain-loop
+.PHONY: profile serve train-env serve-gpu gpu-check gpu-prepare test test-unit models lint format clean bento container container-test loadtest overload bench soak soak-housing memory scale-curve activation-curve fuzz protos dashboard-png instructions rollout swarm-test retrain-loop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -89,6 +89,13 @@ container-test: $(DEV_STAMP) container
 profile: $(DEV_STAMP)
 	$(BIN)/pip install -q py-spy==0.4.2
 	$(BIN)/python -m loadtests.profile --scenario $(or $(SCENARIO),housing-1row) $(if $(OUT),--out $(OUT))
+
+# What one request costs a worker in instructions, counted by valgrind's callgrind (loadtests/instructions.py):
+# nnserve, the floor and the bare server in one process over in-memory connections, free of this machine's
+# timing noise, to measure a change of a few microseconds. SCENARIO (default housing-1row); about 2 minutes.
+instructions: $(DEV_STAMP)
+	@command -v valgrind >/dev/null || { echo "make instructions needs valgrind (apt-get install valgrind)"; exit 1; }
+	$(BIN)/python -m loadtests.instructions --scenario $(or $(SCENARIO),housing-1row)
 
 # The image on a live Docker Swarm (deploy/swarm) under Locust load: a rolling update, a SIGKILLed replica,
 # scaling 1 -> 3 -> 1, no failed request (loadtests/swarm.py; about 2 minutes). It removes what it made:
