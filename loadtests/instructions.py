@@ -176,7 +176,8 @@ async def child(stack: str, control: Path, requests: int, connections: int) -> N
     tasks = worker.start()
     if stack == "nnserve":  # BentoML's app, its one middleware the edge (service/app.py), its access log and series
         edge = Middleware(Edge, settings=settings, auth=auth(settings), worker=lambda: worker,  # type: ignore[arg-type]
-                          observe=patches.observe, admission=worker.admission)  # fmt: skip
+                          observe=patches.observe, admission=worker.admission,
+                          on_start=http_protocol.answer_directly)  # fmt: skip
         app: Any = Starlette(middleware=[edge])
     else:
         import loadtests.reference_apps as reference

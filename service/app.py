@@ -50,6 +50,13 @@ def current() -> Worker | None:
     return _worker
 
 
+def edge_started(edge: Edge) -> None:
+    """With none of BentoML's request layers above the edge (they return with tracing), the HTTP protocol
+    hands the edge's own requests to it directly (service/glue/http_protocol.py)."""
+    if not patches.tracing_configured():
+        http_protocol.answer_directly(edge)
+
+
 def stop_server() -> None:
     """Stops the whole `bentoml serve` from a worker that cannot start: BentoML's arbiter, this worker's parent,
     would only start it again and again while the HTTP port accepts requests no worker answers."""
@@ -89,5 +96,6 @@ class NNServe:
 
 
 NNServe.add_asgi_middleware(
-    Edge, settings=settings, auth=_auth, worker=current, observe=patches.observe, admission=_admission
-)
+    Edge, settings=settings, auth=_auth, worker=current, observe=patches.observe, admission=_admission,
+    on_start=edge_started,
+)  # fmt: skip

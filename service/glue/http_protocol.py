@@ -18,7 +18,13 @@ after 120 s idle). All of it before any authentication. This subclass, in its pl
 - closes a refused connection the way nginx does (see _send_refusal), so the refusal reaches a client
   still sending;
 - writes an answer's head with its body's first bytes, in one write (OneWrite): uvicorn writes them apart,
-  two system calls and two TCP segments for every answer.
+  two system calls and two TCP segments for every answer;
+- hands the edge's own requests (/v1 and /v2) to the edge itself, once the app says the edge is alone
+  (`answer_directly`: no BentoML request layer above it), skipping the three ASGI layers in between
+  (uvicorn's proxy headers, Starlette's app and its error handler: no work of theirs is lost, see
+  `direct`), and offers those requests a whole answer in one step, the `nnserve.answer` extension in
+  their scope (`_answer`): the answer's bytes built once and written once, without two ASGI messages and
+  uvicorn's per-header checks.
 
 The answers are nnserve's JSON errors. Installed by `install` (service/app.py), which checks that the
 uvicorn code it builds on is the code it was written for.
@@ -31,12 +37,15 @@ import inspect
 import json
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import httptools
 import uvicorn
 import uvicorn.config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+
+from service.protocol.transport import ANSWER
 
 log = logging.getLogger(__name__)
 PATCHED_VERSION = "0.54.0"
@@ -49,6 +58,7 @@ SOURCES_SHA256 = {  # what the subclass overrides, as it was written when the su
     "on_header": "65d62c044f61fdbd354dcb3401aa590789259bfbdbc1c07512150ec924258cd6",
     "on_headers_complete": "1ea8589acfad92d8ff9182775f337d98fc469e0fa39642a83195fca920f5ca96",
     "on_response_complete": "64e254f28e389e7614f2c828176d639174e66aa9d814a4b06624ec86ec0a5b95",
+    "_start_asgi_task": "9c08c2571ae9b0380320a24c20c3af18d165f168c21bc3aaf14754a5b0fc2b8a",
 }
 CYCLE_SHA256 = {  # how the request cycle writes (OneWrite relies on it: the head in one write, then the body)
     "send": "abdd8601b326a8da972436918d3a954e1ef39c6bf0cd9e1c1954c2e798d0bb9c",
@@ -56,6 +66,7 @@ CYCLE_SHA256 = {  # how the request cycle writes (OneWrite relies on it: the hea
 }
 
 
+DIRECT = (b"/v1/", b"/v2/")  # raw paths the edge answers itself, never passing them to BentoML's app below it
 SMALL_BODY = 64 * 1024  # below it, an answer's head and body are joined in one bytes object for the write
 LINGER_S, LINGER_BYTES = 2.0, 1 << 20  # after a refusal: how long, and how much, the client's rest is read
 
@@ -115,6 +126,7 @@ class OneWrite:
 
 class GuardedHttpTools(HttpToolsProtocol):
     limits: ClassVar[Limits] = Limits()
+    edge: ClassVar[Any] = None  # the app the edge's own requests go to directly (answer_directly), if any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -129,6 +141,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.headers_since = 0.0  # loop time the current request's headers (or the connection) began
         self.refused: Refused | None = None  # answered (or to answer) with this, then closed
         self.drained = 0  # bytes read and dropped after a refusal
+        self.forwarded = False  # the current request names a proxy's client (X-Forwarded-*)
 
     # --- the connection ------------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
@@ -207,6 +220,7 @@ class GuardedHttpTools(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.in_headers, self.header_bytes, self.header_count, self.raw_bytes = True, 0, 0, 0
+        self.forwarded = False
         self.headers_since = self.loop.time()
         self._arm(self.limits.timeout_s)
 
@@ -223,6 +237,8 @@ class GuardedHttpTools(HttpToolsProtocol):
             raise self._too_large()
         if self.header_count > self.limits.max_headers:
             raise Refused(431, f"more than {self.limits.max_headers} request headers (NNSERVE_MAX_HEADERS)")
+        if name[:12].lower() == b"x-forwarded-":
+            self.forwarded = True
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -234,10 +250,65 @@ class GuardedHttpTools(HttpToolsProtocol):
                     shown = value.decode("latin-1")[:100]
                     raise Refused(501, f"Transfer-Encoding {shown!r} is not supported: send chunked, or a "
                                        "Content-Length (a compressed body: Content-Encoding)")  # fmt: skip
+        if self.direct():
+            self.scope["extensions"] = {ANSWER: None}  # the request's own answer, once its cycle is made
         made = self.cycle
         super().on_headers_complete()
         if self.cycle is not made:  # the cycle just made (none for a WebSocket upgrade): it writes through OneWrite
             self.cycle.transport = self.one_write
+
+    # --- the edge's own requests ---------------------------------------------------------------------------
+    def direct(self) -> bool:
+        """Whether this request goes straight to the edge. The layers skipped do nothing for it: Starlette's
+        app only notes itself in the scope, its error handler answers 500 for an exception the edge's
+        own handler has already answered (uvicorn's cycle still answers 500 for one that escapes), and the
+        proxy headers are read only from a trusted proxy's X-Forwarded-* headers: such a request takes the
+        long way. A path in absolute form (http://host/v1/...) takes it too."""
+        return self.edge is not None and not self.forwarded and self.url.startswith(DIRECT)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        extensions = cycle.scope.get("extensions")
+        if extensions is not None and ANSWER in extensions:
+            extensions[ANSWER] = partial(self._answer, cycle)
+            app = self.edge
+        super()._start_asgi_task(cycle, app)
+
+    async def _answer(self, cycle: RequestResponseCycle, status: int, headers: list[tuple[bytes, bytes]],
+                      body: bytes) -> None:  # fmt: skip
+        """The whole answer, as uvicorn's cycle would send it in two messages (RequestResponseCycle.send):
+        the same flow control, default headers, Connection handling, HEAD without a body, and completion.
+        The headers are the edge's own (lower-case names, values it made), so uvicorn's per-header
+        checks for a name or value that would break the head are not repeated here."""
+        if cycle.flow.write_paused and not cycle.disconnected:
+            await cycle.flow.drain()
+        if cycle.disconnected:
+            return
+        if cycle.response_started:
+            raise RuntimeError("an answer after the response started")
+        cycle.response_started, cycle.waiting_for_100_continue = True, False
+        if cycle.access_log:
+            self.access_logger.info('%s - "%s %s HTTP/%s" %d', self.client and self.client[0], cycle.scope["method"],
+                                    cycle.scope["path"], cycle.scope["http_version"], status)  # fmt: skip
+        head, closing = [STATUS_LINE[status]], False
+        for name, value in (*cycle.default_headers, *headers):
+            if name == b"connection" and b"close" in value.lower():
+                cycle.keep_alive, closing = False, True
+            head += (name, b": ", value, b"\r\n")
+        if not cycle.keep_alive and not closing:
+            head.append(b"connection: close\r\n")
+        head.append(b"\r\n")
+        if cycle.scope["method"] == "HEAD":
+            body = b""
+        if len(body) < SMALL_BODY:
+            head.append(body)
+            self.transport.write(b"".join(head))
+        else:  # a large body is not copied: one vectored write
+            self.transport.writelines((b"".join(head), body))
+        cycle.response_complete = True
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            self.one_write.close()
+        cycle.on_response()
 
     def _too_large(self) -> Refused:
         return Refused(431, f"request headers over {self.limits.max_bytes} bytes (NNSERVE_MAX_HEADER_BYTES)")
@@ -292,5 +363,12 @@ def install(limits: Limits) -> None:
             f"{uvicorn.__version__} with different code: check the subclass against it, then update the hashes"
         )
     GuardedHttpTools.limits = limits
+    GuardedHttpTools.edge = None
     path = f"{__name__}:GuardedHttpTools"
     uvicorn.config.HTTP_PROTOCOLS.update({"auto": path, "httptools": path})
+
+
+def answer_directly(edge: Any) -> None:
+    """From now on, this process's HTTP connections hand the edge's own requests (/v1, /v2) to `edge`
+    (an ASGI app): the app says so once no BentoML request layer stands above the edge."""
+    GuardedHttpTools.edge = edge

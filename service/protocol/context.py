@@ -29,6 +29,7 @@ class Context:
     series: Any = None  # the request series it is counted in (service/protocol/http_metrics.py)
     query: bytes = b""  # the query string, as the ASGI scope has it
     grpc_status: str = ""  # a gRPC call's code (its `status` is the HTTP status the same answer would have)
+    answer: Any = None  # the server's whole-answer call (the scope's "nnserve.answer" extension), where offered
 
     hex_id: str = ""  # request_hex, once asked for
 

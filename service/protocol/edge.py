@@ -39,7 +39,7 @@ from service.protocol.context import Context
 from service.protocol.deadlines import Deadlines
 from service.protocol.observe import Observe
 from service.protocol.router import UNMATCHED, Handler
-from service.protocol.transport import REQUEST_ID, respond, respond_error, respond_json
+from service.protocol.transport import ANSWER, REQUEST_ID, respond, respond_error, respond_json
 from service.settings import Settings
 from service.shutdown import drain
 from service.telemetry import count_disconnect, count_in_flight, current_series
@@ -52,9 +52,10 @@ BENTOML_ROUTES = ("/metrics", "/livez", "/healthz")  # answered below the edge, 
 
 class Edge:
     def __init__(self, app: ASGIApp, settings: Settings, auth: ApiKeyAuth, worker: Callable[[], Any],
-                 observe: Callable[[], Observe | None] | None = None,
-                 admission: Admission | None = None) -> None:  # fmt: skip
+                 observe: Callable[[], Observe | None] | None = None, admission: Admission | None = None,
+                 on_start: Callable[[Any], None] | None = None) -> None:  # fmt: skip
         self.app = app
+        self.on_start = on_start  # told of the edge when the worker starts (the server may then call it directly)
         self.auth = auth
         self.worker = worker  # this process's Worker (service/worker.py) once built, else None
         # The access log and request series, made when the worker starts (BentoML's configuration is read
@@ -78,10 +79,16 @@ class Edge:
                 return
             if self.make_observe is not None:  # lifespan: the worker starts
                 self.observe, self.make_observe = self.make_observe(), None
+            if self.on_start is not None:
+                self.on_start(self)
+                self.on_start = None
             await self.app(scope, receive, send)
             return
         ctx = Context(random.getrandbits(64), scope["method"], scope["path"], scope["headers"], time.perf_counter())
         ctx.query = scope.get("query_string", b"")
+        extensions = scope.get("extensions")
+        if extensions:
+            ctx.answer = extensions.get(ANSWER)
         trace_context.request_id = ctx.request_id  # for every log line written about this request
         answering = self.resolve(ctx, scope, receive, send)  # the route, and so the request's label, first
         observe = self.observe

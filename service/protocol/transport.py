@@ -13,19 +13,24 @@ from service.protocol.context import Context
 
 JSON_TYPE = b"application/json"
 REQUEST_ID = b"x-bentoml-request-id"  # as BentoML's own routes name it
+ANSWER = "nnserve.answer"  # a scope extension: await it with (status, headers, body) for the whole answer
 
 
 async def respond(
     ctx: Context, send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = (),
     media_type: bytes | None = JSON_TYPE,
 ) -> None:  # fmt: skip
-    """The answer, whole: its status, content type (none for an empty body), length, the request id."""
+    """The answer, whole: its status, content type (none for an empty body), length, the request id. In one
+    call where the server offers one (service/glue/http_protocol.py), else as ASGI's two messages."""
     head = [(b"content-length", str(len(body)).encode())]
     if media_type is not None:
         head.insert(0, (b"content-type", media_type))
     ctx.status, ctx.answer_headers = status, head
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*head, *headers, (REQUEST_ID, ctx.request_hex.encode())]})  # fmt: skip
+    headers = [*head, *headers, (REQUEST_ID, ctx.request_hex.encode())]
+    if ctx.answer is not None:
+        await ctx.answer(status, headers, body)
+        return
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 

@@ -1,0 +1,182 @@
+"""The HTTP protocol's direct path (service/glue/http_protocol.py): the edge's own requests go to the edge,
+answered in one write, byte for byte what uvicorn's two-message path writes; every other request, and any
+request with a proxy's X-Forwarded-* headers, goes the long way through the server's app."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+import pytest
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from service.glue.http_protocol import GuardedHttpTools, Limits
+from service.protocol.context import Context
+from service.protocol.transport import ANSWER, respond
+
+
+class Transport:
+    """What uvicorn's protocol asks of a socket's transport; every write kept apart."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = self.eof = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def writelines(self, parts: Any) -> None:
+        self.writes.append(b"".join(parts))
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 3000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+
+class App:
+    """Answers every request with the same JSON through `respond`, as the edge's handlers do, and notes
+    which app took it and whether it was offered the whole-answer extension."""
+
+    def __init__(self, name: str, taken: list[tuple[str, bool]]) -> None:
+        self.name, self.taken = name, taken
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        ctx = Context(7, scope["method"], scope["path"], scope["headers"], 0.0)
+        ctx.answer = (scope.get("extensions") or {}).get(ANSWER)
+        self.taken.append((self.name, ctx.answer is not None))
+        while (await receive()).get("more_body"):
+            pass
+        await respond(ctx, send, 200, b'{"price":1.0}', [(b"x-extra", b"yes")])
+
+
+@pytest.fixture
+def connect():
+    """A connection to a protocol whose server app is "app", with "edge" registered for direct requests
+    (or none); returns the transport and the list of (app, offered the extension) per request."""
+    made = []
+
+    def _connect(edge: bool = True) -> tuple[GuardedHttpTools, Transport, list[tuple[str, bool]]]:
+        taken: list[tuple[str, bool]] = []
+        config = Config(app=App("app", taken), http="httptools", log_config=None)
+        config.load()
+        GuardedHttpTools.limits = Limits()
+        GuardedHttpTools.edge = App("edge", taken) if edge else None
+        protocol = GuardedHttpTools(config=config, server_state=ServerState(), app_state={})
+        transport = Transport()
+        protocol.connection_made(transport)
+        made.append(protocol)
+        return protocol, transport, taken
+
+    yield _connect
+    GuardedHttpTools.edge = None
+    for protocol in made:
+        protocol.connection_lost(None)
+
+
+def run(test: Any) -> Any:
+    """An async test run in an event loop of its own (the protocol takes the loop it is made in)."""
+
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return wrapper
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def request(method: str = "POST", path: str = "/v1/housing-price/predict", extra: bytes = b"",
+            version: bytes = b"1.1") -> bytes:  # fmt: skip
+    body = b'{"a":1}' if method == "POST" else b""
+    return (f"{method} {path} HTTP/".encode() + version + b"\r\nHost: t\r\n" + extra
+            + b"Content-Length: %d\r\n\r\n" % len(body) + body)  # fmt: skip
+
+
+ANSWERED = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 13\r\nx-extra: yes\r\n"
+            b"x-bentoml-request-id: 0000000000000007\r\n\r\n{\"price\":1.0}")  # fmt: skip
+
+
+@run
+async def test_the_edges_requests_go_to_the_edge_answered_in_one_write(connect):
+    protocol, transport, taken = connect()
+    protocol.data_received(request())
+    await settle()
+    protocol.data_received(request(path="/v2/models/housing-price/infer"))  # kept alive: the next one too
+    await settle()
+    assert taken == [("edge", True), ("edge", True)]
+    assert transport.writes == [ANSWERED, ANSWERED] and not transport.closed
+
+
+@pytest.mark.parametrize(
+    ("path", "extra"),
+    [("/metrics", b""), ("/readyz", b""), ("/v2", b""), ("http://t/v1/housing-price/predict", b""),
+     ("/v1/housing-price/predict", b"X-Forwarded-For: 10.0.0.1\r\n"),
+     ("/v1/housing-price/predict", b"x-forwarded-proto: https\r\n")],
+    ids=["bentoml-route", "page", "v2-root", "absolute-form", "forwarded-for", "forwarded-proto"],
+)  # fmt: skip
+@run
+async def test_other_requests_take_the_long_way(connect, path, extra):
+    protocol, transport, taken = connect()
+    protocol.data_received(request(path=path, extra=extra))
+    await settle()
+    assert taken == [("app", False)]
+    assert transport.writes == [ANSWERED]  # the head held and written with the body (OneWrite)
+
+
+@run
+async def test_without_an_edge_every_request_takes_the_long_way(connect):
+    protocol, transport, taken = connect(edge=False)
+    protocol.data_received(request())
+    await settle()
+    assert taken == [("app", False)] and transport.writes == [ANSWERED]
+
+
+@pytest.mark.parametrize(
+    ("method", "extra", "version"),
+    [("POST", b"", b"1.1"), ("HEAD", b"", b"1.1"), ("POST", b"Connection: close\r\n", b"1.1"),
+     ("POST", b"", b"1.0"), ("GET", b"", b"1.0")],
+    ids=["keep-alive", "head", "client-closes", "http-1.0", "get-1.0"],
+)  # fmt: skip
+@run
+async def test_the_direct_answer_is_byte_for_byte_the_long_ways(connect, method, extra, version):
+    """The same answer both ways: the same bytes, the connection left the same (closed or not)."""
+    results = []
+    for edge in (True, False):
+        protocol, transport, taken = connect(edge=edge)
+        protocol.data_received(request(method, extra=extra, version=version))
+        await settle()
+        results.append((b"".join(transport.writes), transport.closed, taken[0][1]))
+    (direct, direct_closed, offered), (long, long_closed, _) = results
+    assert offered and direct == long and direct_closed == long_closed
+    if method == "HEAD":
+        assert direct.endswith(b"\r\n\r\n") and b"content-length: 13" in direct
+    if extra or version == b"1.0":
+        assert direct_closed and b"connection: close\r\n" in direct
+
+
+@run
+async def test_pipelined_requests_are_answered_in_order(connect):
+    protocol, transport, taken = connect()
+    protocol.data_received(request() + request(path="/metrics") + request())
+    await settle()
+    assert taken == [("edge", True), ("app", False), ("edge", True)]
+    assert transport.writes == [ANSWERED] * 3
