@@ -69,6 +69,12 @@ class TabularEncoder:
         ]
         # Open IDs the service hashes (service/hashing.py): column -> (salt, buckets)
         self.hashed = {j: (f.hashing.salt, f.hashing.buckets) for j, f in enumerate(card.categorical) if f.hashing}
+        # The few-row way's forms of the same: plain Python, read without numpy's per-element cost.
+        self.numeric_names = [(f.name, f.date) for f in card.numeric]
+        self.categorical_names = [f.name for f in card.categorical]
+        self.low_list, self.high_list = self.low.tolist(), self.high.tolist()
+        self.seen_bytes = self.seen.tobytes()  # one byte a code: column j's code c is at first_code[j] + c
+        self.first_code = (self.offsets - self.minimum).tolist()
 
     def encode(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[dict[str, Any]]]]:
         """Validated rows (field -> value) -> numeric [N, F] (float32, or the dtype given), codes [N, C] int64,
@@ -76,25 +82,25 @@ class TabularEncoder:
         return self._few(rows) if len(rows) <= SMALL else self._many(rows)
 
     def _few(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[dict[str, Any]]]]:
-        numeric = np.empty((len(rows), len(self.numeric)), dtype=self.dtype)
-        codes = np.empty((len(rows), len(self.categorical)), dtype=np.int64)
+        # Python lists and one array each: writing a numpy array element by element costs more than the rest.
+        numbers = [decimal_year(row[name]) if date else row[name] for row in rows for name, date in self.numeric_names]
+        numeric = np.array(numbers, dtype=self.dtype).reshape(len(rows), len(self.numeric))
+        hashed, index = self.hashed, self.closed
+        codes = [  # a hashed open ID's bucket, a closed set's index, or the code itself
+            bucket(row[name], *hashed[j]) if j in hashed else index[j][str(row[name])] if index[j] else row[name]
+            for row in rows
+            for j, name in enumerate(self.categorical_names)
+        ]
         warnings: list[list[dict[str, Any]]] = []
-        low, high, dates, hashed = self.low.tolist(), self.high.tolist(), self.dates, self.hashed
-        for r, row in enumerate(rows):
-            found = []
-            for j, (name, _) in enumerate(self.numeric):
-                value = row[name]
-                numeric[r, j] = decimal_year(value) if dates[j] else value
-                if not low[j] <= numeric[r, j] <= high[j]:  # as the model sees it, in float32
-                    found.append(self._outside(row, j))
-            for j, (name, _) in enumerate(self.categorical):
-                index, value = self.closed[j], row[name]
-                code = bucket(value, *hashed[j]) if j in hashed else value if index is None else index[str(value)]
-                codes[r, j] = code
-                if not self.seen[self.offsets[j] + code - self.minimum[j]]:
+        low, high, seen, first = self.low_list, self.high_list, self.seen_bytes, self.first_code
+        width = len(self.categorical)
+        for r, (row, values) in enumerate(zip(rows, numeric.tolist(), strict=True)):  # as the model sees them
+            found = [self._outside(row, j) for j, value in enumerate(values) if not low[j] <= value <= high[j]]
+            for j, code in enumerate(codes[r * width : (r + 1) * width]):
+                if not seen[first[j] + code]:
                     found.append(self._unseen(row, j))
             warnings.append(found)
-        return numeric, codes, warnings
+        return numeric, np.array(codes, dtype=np.int64).reshape(len(rows), width), warnings
 
     def _many(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[dict[str, Any]]]]:
         table = _table(rows, [name for name, _ in self.numeric])
