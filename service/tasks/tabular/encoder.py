@@ -73,7 +73,9 @@ class TabularEncoder:
         self.numeric_names = [(f.name, f.date) for f in card.numeric]
         self.categorical_names = [f.name for f in card.categorical]
         self.low_list, self.high_list = self.low.tolist(), self.high.tolist()
-        self.seen_bytes = self.seen.tobytes()  # one byte a code: column j's code c is at first_code[j] + c
+        # Column j's code c is at first_code[j] + c. A view, not a copy: the table's untouched pages (an ID
+        # column's range may be billions) are never made, where a copy would make them all.
+        self.seen_view = memoryview(self.seen)
         self.first_code = (self.offsets - self.minimum).tolist()
 
     def encode(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[dict[str, Any]]]]:
@@ -92,7 +94,7 @@ class TabularEncoder:
             for j, name in enumerate(self.categorical_names)
         ]
         warnings: list[list[dict[str, Any]]] = []
-        low, high, seen, first = self.low_list, self.high_list, self.seen_bytes, self.first_code
+        low, high, seen, first = self.low_list, self.high_list, self.seen_view, self.first_code
         width = len(self.categorical)
         for r, (row, values) in enumerate(zip(rows, numeric.tolist(), strict=True)):  # as the model sees them
             found = [self._outside(row, j) for j, value in enumerate(values) if not low[j] <= value <= high[j]]
