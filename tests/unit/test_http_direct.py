@@ -180,3 +180,64 @@ async def test_pipelined_requests_are_answered_in_order(connect):
     await settle()
     assert taken == [("edge", True), ("app", False), ("edge", True)]
     assert transport.writes == [ANSWERED] * 3
+
+
+class Scopes:
+    """An ASGI app that keeps the scope of every request and answers it."""
+
+    def __init__(self) -> None:
+        self.scopes: list[dict[str, Any]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.scopes.append({k: v for k, v in scope.items() if k != "extensions"})
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+
+TARGETS = ["/v1/housing-price/predict", "/v1/a%20b/predict?x=1&y=%2F", "/v2/models/m/infer#frag", "/readyz?",
+           "//v1/double", "/v1/a;b/predict", "http://host:3000/v1/x/predict?q=1", "/v1/%7Eme/predict"]  # fmt: skip
+
+
+@pytest.mark.parametrize("root_path", ["", "/api"])
+@run
+async def test_the_protocols_own_callbacks_make_uvicorns_scope(root_path):
+    """GuardedHttpTools runs uvicorn's parser callbacks as its own (one call each): every request's scope is
+    the one uvicorn's protocol makes, whichever way the request goes, for paths, queries, escapes, fragments,
+    absolute form, HTTP/1.0 and Expect: 100-continue."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    requests = [request("POST", target) for target in TARGETS]
+    requests += [request("GET", "/v1/models", version=b"1.0"), request(extra=b"Expect: 100-continue\r\n"),
+                 request(extra=b"X-Forwarded-For: 10.0.0.1\r\nUser-Agent: T\r\n")]  # fmt: skip
+    seen = []
+    for protocol_class, edge in ((HttpToolsProtocol, False), (GuardedHttpTools, False), (GuardedHttpTools, True)):
+        app = Scopes()
+        config = Config(app=app, http="httptools", log_config=None, root_path=root_path)
+        config.load()
+        GuardedHttpTools.limits, GuardedHttpTools.edge = Limits(), app if edge else None
+        for data in requests:
+            protocol = protocol_class(config=config, server_state=ServerState(), app_state={"k": 1})
+            protocol.connection_made(Transport())  # type: ignore[arg-type]
+            protocol.data_received(data)
+            await settle()
+            protocol.connection_lost(None)
+        seen.append(app.scopes)
+    GuardedHttpTools.edge = None
+    assert len(seen[0]) == len(requests)
+    assert seen[1] == seen[0] and seen[2] == seen[0]
+
+
+@run
+async def test_an_idle_kept_alive_connection_is_closed_after_the_keep_alive_timeout(connect):
+    """uvicorn's keep-alive timeout, kept by the connection's one timer: not while requests keep coming,
+    and after the timeout once nothing has come since the last answer."""
+    protocol, transport, taken = connect()
+    protocol.timeout_keep_alive = 0.3
+    for _ in range(4):  # each within the timeout of the answer before it
+        protocol.data_received(request())
+        await asyncio.sleep(0.15)
+        assert not transport.closed
+    await asyncio.sleep(0.4)
+    assert transport.closed and len(taken) == 4 and transport.writes == [ANSWERED] * 4
