@@ -32,6 +32,7 @@ class Context:
     answer: Any = None  # the server's whole-answer call (the scope's "nnserve.answer" extension), where offered
 
     hex_id: str = ""  # request_hex, once asked for
+    by_name: dict[bytes, bytes] | None = None  # the headers by lower-case name (the first of each), once asked for
 
     @property
     def request_hex(self) -> str:
@@ -41,10 +42,13 @@ class Context:
         return self.hex_id
 
     def header(self, name: bytes) -> str:
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value.decode("latin-1")
-        return ""
+        """The first value of the header `name` (lower case), "" without one. A request asks for four or five:
+        the headers are looked through once."""
+        by_name = self.by_name
+        if by_name is None:
+            by_name = self.by_name = {key.lower(): value for key, value in reversed(self.headers)}
+        value = by_name.get(name)
+        return "" if value is None else value.decode("latin-1")
 
     def answered_by(self, model: str, version: str) -> None:
         self.model, self.version = model, version

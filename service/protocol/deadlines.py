@@ -39,7 +39,7 @@ class Deadlines:
         loop = asyncio.get_running_loop()
         if loop is not self.loop:  # (a test's second event loop: the first one's timer is gone with it)
             self.loop, self.waiting, self.timer = loop, {}, None
-        deadline = Deadline(asyncio.current_task(), loop.time() + self.timeout_s)  # type: ignore[arg-type]
+        deadline = Deadline(asyncio.current_task(loop), loop.time() + self.timeout_s)  # type: ignore[arg-type]
         self.waiting[deadline] = None
         if self.timer is None:
             self.timer = loop.call_at(deadline.when, self._fire)

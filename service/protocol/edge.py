@@ -138,7 +138,8 @@ class Edge:
         if self.admission.full():
             await respond_error(ctx, send, 503, self.admission.refusal(), [(b"retry-after", b"1")])
             return
-        await self.admission.acquire()
+        if not self.admission.take():
+            await self.admission.acquire()
         drain.in_flight += 1
         count_in_flight(1)
         try:

@@ -117,7 +117,8 @@ class RpcEdge:
             raise Refused(Code.UNAVAILABLE, "shutting down: retry on a new connection", 503)
         if self.admission.full():
             raise Refused(Code.RESOURCE_EXHAUSTED, self.admission.refusal(), 503)
-        await self.admission.acquire()
+        if not self.admission.take():
+            await self.admission.acquire()
         drain.in_flight += 1
         count_in_flight(1)
         try:
