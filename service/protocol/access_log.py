@@ -37,6 +37,7 @@ class AccessLog:
     def __init__(self, request_fields: tuple[bool, bool], response_fields: tuple[bool, bool],
                  skip_paths: Sequence[str]) -> None:  # fmt: skip
         self.request_fields = request_fields  # (content type, content length)
+        self.any_request_field = any(request_fields)
         self.response_fields = response_fields
         self.skip_paths = tuple(skip_paths)
         self.lines = Lines()
@@ -50,7 +51,7 @@ class AccessLog:
     def line(self, ctx: Context, scope: Scope, latency_ms: float) -> str:
         client = scope.get("client")
         request = f"scheme={scope['scheme']},method={ctx.method},path={_printable(ctx.path)}"
-        if any(self.request_fields):
+        if self.any_request_field:
             request += _fields(ctx.headers, *self.request_fields)
         address = f"{client[0]}:{client[1]}" if client else "_"
         answer = f"status={ctx.status}" + (f",grpc_status={ctx.grpc_status}" if ctx.grpc_status else "")
@@ -59,20 +60,19 @@ class AccessLog:
 
 
 def _fields(headers: list[tuple[bytes, bytes]], content_type: bool, content_length: bool) -> str:
-    kind = length = b""
-    for name, value in headers:  # the last of each, as the dict of them BentoML reads keeps
-        if name == b"content-type":
-            kind = value
-        elif name == b"content-length":
-            length = value
-    text = f",type={_text(kind)}" if content_type else ""
-    return text + (f",length={_text(length)}" if content_length else "")
+    found = dict(headers)  # the last of each, as the dict of them BentoML reads keeps
+    text = f",type={_text(found.get(b'content-type', b''))}" if content_type else ""
+    return text + (f",length={_text(found.get(b'content-length', b''))}" if content_length else "")
 
 
+# A line's texts repeat from one request to the next (a route's path, its content types and lengths): each is
+# made printable once. The caches are bounded: a client inventing paths costs what it did before, no memory.
+@lru_cache(maxsize=1024)
 def _text(value: bytes) -> str:
     return _printable(value.decode("utf-8", "replace"))
 
 
+@lru_cache(maxsize=1024)
 def _printable(text: str) -> str:
     """A client's text as it can go in a log line: a newline in a path or header (%0A) would otherwise
     start a forged line; BentoML's middleware writes it as it comes (and fails on a header that is not
@@ -104,8 +104,12 @@ class Lines:
             for _, message, _ in pending:
                 logging.getLogger(LOGGER).info(message)
             return
-        as_json = isinstance(handler.formatter, JsonFormatter)
-        text = "".join(_formatted(created, message, request_id, as_json) for created, message, request_id in pending)
+        if isinstance(handler.formatter, JsonFormatter):
+            text = "".join(json_line(created, "INFO", LOGGER, message, request_id) + "\n"
+                           for created, message, request_id in pending)  # fmt: skip
+        else:  # BentoML's TRACED_LOG_FORMAT, without a trace
+            component = _component_name()
+            text = "".join(f"{_stamp(int(created))} [INFO] [{component}] {message}\n" for created, message, _ in pending)
         with handler.lock:  # type: ignore[union-attr] - other lines of the worker go through the same stream
             handler.stream.write(text)
             handler.flush()
@@ -121,12 +125,6 @@ def _handler() -> logging.StreamHandler | None:
                 return handler
         logger = logger.parent if logger.propagate else None  # type: ignore[assignment]
     return None
-
-
-def _formatted(created: float, message: str, request_id: Any, as_json: bool) -> str:
-    if as_json:
-        return json_line(created, "INFO", LOGGER, message, request_id) + "\n"
-    return f"{_stamp(int(created))} [INFO] [{_component_name()}] {message}\n"  # BentoML's TRACED_LOG_FORMAT, no trace
 
 
 @lru_cache(maxsize=4)
