@@ -87,3 +87,42 @@ def test_the_seen_table_costs_only_the_pages_it_touches():
     encoder.encode(rows)
     assert encoder.seen.nbytes > 1 << 30, "the card no longer has a huge ID range: this test checks nothing"
     assert _resident_bytes() - before < 256 << 20
+
+
+def test_an_integer_field_is_checked_in_pydantics_core_as_the_python_validator_checked_it():
+    """types.integer (a core schema, no Python call) against Integer with ge and le (a Python before-validator),
+    the oracle, each as a request model's field: the same value or the same errors, in JSON and in Python, for
+    whole floats, fractions, the 2**53 edge, strings, booleans, NaN, null, containers and bounds; the same
+    JSON schema."""
+    import json
+
+    from pydantic import Field, ValidationError, create_model
+
+    from service.tasks.tabular.types import REQUEST_CONFIG, WHOLE, Integer, integer
+
+    def outcome(model, value, as_json):
+        try:
+            got = model.model_validate_json(value) if as_json else model.model_validate(value)
+            return "ok", got.x, type(got.x)
+        except ValidationError as e:
+            return "error", [(x["type"], x["msg"], x["loc"]) for x in e.errors(include_url=False)]
+
+    texts = ["0", "7", "-7", "7.0", "-0.0", "7.5", "1e3", "1e300", "-1e300", '"7"', "true", "false", "null", "[7]",
+             '{"a": 7}', str(WHOLE), f"{WHOLE}.0", f"{WHOLE + 2}", f"{float(WHOLE * 2)}", f"-{WHOLE}.0", "NaN",
+             "Infinity", "2147483647", "2147483648.0"]  # fmt: skip
+    checked = 0
+    for low, high in ((0, 10), (-5, 5), (100, 20_000), (0, 2**31 - 1), (-WHOLE, WHOLE), (0, 2**63)):
+        kind, checks = integer(low, high)
+        ours = create_model("Ours", __config__=REQUEST_CONFIG, x=(kind, Field(..., **checks, description="d")))
+        oracle = create_model("Oracle", __config__=REQUEST_CONFIG, x=(Integer, Field(..., ge=low, le=high,
+                                                                                    description="d")))  # fmt: skip
+        for text in texts:
+            assert outcome(ours, f'{{"x": {text}}}', True) == outcome(oracle, f'{{"x": {text}}}', True), (low, high, text)
+            try:
+                value = json.loads(text)
+            except ValueError:
+                continue
+            assert outcome(ours, {"x": value}, False) == outcome(oracle, {"x": value}, False), (low, high, text)
+            checked += 1
+        assert ours.model_json_schema()["properties"] == oracle.model_json_schema()["properties"]
+    assert checked > 100

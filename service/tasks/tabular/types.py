@@ -14,7 +14,9 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema, create_model
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, GetPydanticSchema, PlainValidator, WithJsonSchema,
+                      create_model)  # fmt: skip
+from pydantic_core import core_schema as cs
 
 from service.cards import ApiCard, CategoricalCard, ModelCard, NumericCard
 from service.tasks.base import Served
@@ -34,14 +36,36 @@ def _iso(value: Any) -> Any:
 IsoDate = Annotated[dt.date, BeforeValidator(_iso), Field(strict=False)]
 
 
+WHOLE = 2**53  # up to here floats still count by ones
+
+
 def _integral(value: Any) -> Any:
-    return int(value) if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53 else value
+    return int(value) if isinstance(value, float) and value.is_integer() and abs(value) <= WHOLE else value
 
 
 # JSON does not tell 1800 from 1800.0 (a client's float column, pandas' ints beside a NaN): a whole
 # number is an integer however it is written (up to 2**53, where floats still count by ones); 1800.5,
 # "1800" and true are not.
 Integer = Annotated[int, BeforeValidator(_integral)]
+
+
+def integer(low: int, high: int) -> tuple[Any, dict[str, int]]:
+    """A field's type for an integer from low to high, and what its Field takes besides. Checked by
+    pydantic's core alone: the same answers and errors as Integer with ge and le, without the Python call
+    per field (Integer's cost a housing row's validation 38,700 instructions, where none at all would cost
+    25,500; this costs 33,300). An integer, else a float that is whole and within 2**53, made one;
+    anything else "Input should be a valid integer"; then the bounds. Bounds beyond 2**53 keep Integer."""
+    if max(abs(low), abs(high)) > WHOLE:
+        return Integer, {"ge": low, "le": high}
+    whole = cs.union_schema(
+        [cs.int_schema(strict=True),
+         cs.chain_schema([cs.float_schema(strict=True, allow_inf_nan=False, ge=-WHOLE, le=WHOLE),
+                          cs.int_schema(strict=False)])],
+        mode="left_to_right", custom_error_type="int_type",  # pydantic's own message
+    )  # fmt: skip
+    schema = cs.chain_schema([whole, cs.int_schema(strict=True, ge=low, le=high)])
+    json_schema = {"type": "integer", "minimum": low, "maximum": high}
+    return Annotated[int, GetPydanticSchema(lambda _type, _handler: schema), WithJsonSchema(json_schema)], {}
 
 
 def _boolean(value: Any) -> Any:
@@ -102,9 +126,10 @@ def _numeric_field(f: NumericCard) -> tuple[Any, Any]:
     text = f"{f.description} Unit: {f.unit}. Allowed: {lo:g} to {hi:g}."
     default = ... if f.default is None else kind(f.default)
     sample = kind(f.example if f.example is not None else (f.observed[0] + f.observed[1]) / 2)
-    return Integer if f.integer else float, Field(
-        default, ge=bounds[0], le=bounds[1], description=text, examples=[sample]
-    )
+    if f.integer:
+        kind, checks = integer(*bounds)
+        return kind, Field(default, **checks, description=text, examples=[sample])
+    return float, Field(default, ge=bounds[0], le=bounds[1], description=text, examples=[sample])
 
 
 def _categorical_field(f: CategoricalCard) -> tuple[Any, Any]:
@@ -118,7 +143,8 @@ def _categorical_field(f: CategoricalCard) -> tuple[Any, Any]:
     lo, hi = f.allowed
     sample = f.example if f.example is not None else (f.vocabulary[0] if f.vocabulary else lo)
     text = f"{f.description} Integer from {lo} to {hi}."
-    return Integer, Field(default, ge=lo, le=hi, description=text, examples=[sample])
+    kind, checks = integer(lo, hi)
+    return kind, Field(default, **checks, description=text, examples=[sample])
 
 
 class LogOdds(BaseModel):
