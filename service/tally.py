@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import hashlib
-import inspect
 import logging
 import struct
 import time
 from asyncio import get_running_loop
 from bisect import bisect_left
 from typing import Any
+
+from service.pinned import source_sha256
 
 log = logging.getLogger(__name__)
 
@@ -88,33 +88,25 @@ class Tally:
         if not (adds or observed or stamped):
             return
         self.adds, self.observed, self.stamped = {}, {}, set()
-        mmap = MMAP.get()
-        if mmap is None:  # each write through prometheus_client
-            for child, amount in adds.items():
-                if amount:  # an in-flight gauge that went up and down again is left as it is
-                    child.inc(amount)
-            for child, values in observed.items():
-                observe_all(child, values)
-            for child in stamped:
-                child.set_to_current_time()
-            return
-        writes: list[tuple[Any, float]] = []  # (a multiprocess value, what to add to it)
+        mmap = MMAP.get()  # None: each write goes through prometheus_client
+        writes: list[tuple[Any, float]] = []  # (a multiprocess value, what to add to it), for MmapWrites
+        sets: list[Any] = []  # multiprocess values to set to the time, for MmapWrites
         for child, amount in adds.items():
-            if amount:
-                if mmap.owns(child, amount):
-                    writes.append((child._value, amount))
-                else:
-                    child.inc(amount)
+            if not amount:  # an in-flight gauge that went up and down again is left as it is
+                continue
+            if mmap is not None and mmap.owns(child, amount):
+                writes.append((child._value, amount))
+            else:
+                child.inc(amount)
         for child, values in observed.items():
-            observe_all(child, values, writes if mmap.owns(child) else None)
-        now = time.time() if stamped else 0.0
-        sets = []
+            observe_all(child, values, writes if mmap is not None and mmap.owns(child) else None)
         for child in stamped:
-            if mmap.owns(child):
+            if mmap is not None and mmap.owns(child):
                 sets.append(child._value)
             else:
                 child.set_to_current_time()
-        mmap.write(writes, sets, now)
+        if mmap is not None:
+            mmap.write(writes, sets)
 
 
 def observe_all(child: Any, values: list[float], writes: list[tuple[Any, float]] | None = None) -> None:
@@ -168,9 +160,10 @@ class MmapWrites:
             return False
         return amount >= 0 or child._type == "gauge"
 
-    def write(self, writes: list[tuple[Any, float]], sets: list[Any], now: float) -> None:
+    def write(self, writes: list[tuple[Any, float]], sets: list[Any]) -> None:
         if not (writes or sets):
             return
+        now = time.time()
         if self.pid["value"] != self.process_identifier():  # forked: prometheus_client resets its files first
             for value, amount in writes:
                 value.inc(amount)
@@ -231,10 +224,11 @@ def _mmap_writes() -> MmapWrites | None:
         value_class = values.ValueClass
         if not getattr(value_class, "_multiprocess", False):
             return None
-        found = {"MmapedValue.inc": _sha256(value_class.inc), "MmapedValue.set": _sha256(value_class.set),
-                 "MmapedValue.__check_for_pid_change": _sha256(value_class._MmapedValue__check_for_pid_change),
-                 "MmapedDict.write_value": _sha256(mmap_dict.MmapedDict.write_value),
-                 "_pack_two_doubles": _sha256(mmap_dict._pack_two_doubles)}  # fmt: skip
+        pinned = {"MmapedValue.inc": value_class.inc, "MmapedValue.set": value_class.set,
+                  "MmapedValue.__check_for_pid_change": value_class._MmapedValue__check_for_pid_change,
+                  "MmapedDict.write_value": mmap_dict.MmapedDict.write_value,
+                  "_pack_two_doubles": mmap_dict._pack_two_doubles}  # fmt: skip
+        found = {name: source_sha256(function) for name, function in pinned.items()}
         if found != SOURCES_SHA256:
             log.warning("prometheus_client's multiprocess values are not the code service/tally.py was written "
                         "for: each metric write goes through prometheus_client (%s)", found)  # fmt: skip
@@ -243,10 +237,6 @@ def _mmap_writes() -> MmapWrites | None:
     except Exception:  # noqa: BLE001 - a library's internals not as expected: the general way, never a failure
         log.warning("service/tally.py: prometheus_client's internals not as expected", exc_info=True)
         return None
-
-
-def _sha256(function: Any) -> str:
-    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
 
 
 MMAP = _Mmap()

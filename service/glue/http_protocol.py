@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import hashlib
-import inspect
 import json
 import logging
 import urllib.parse
@@ -52,6 +50,7 @@ import uvicorn.config
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
+from service.pinned import source_sha256
 from service.protocol.transport import ANSWER
 
 log = logging.getLogger(__name__)
@@ -449,10 +448,6 @@ class GuardedHttpTools(HttpToolsProtocol):
             self.transport.write_eof()
         self.flow.resume_reading()
         self.loop.call_later(LINGER_S, self.transport.close)
-
-
-def source_sha256(function: Any) -> str:
-    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
 
 
 def install(limits: Limits) -> None:

@@ -27,8 +27,6 @@ method, stops start-up with a message instead of being patched blindly.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import inspect
 from typing import Any
 
 import bentoml
@@ -39,6 +37,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
+from service.pinned import source_sha256
 from service.protocol.access_log import AccessLog
 from service.protocol.http_metrics import HttpMetrics
 from service.protocol.observe import Observe
@@ -78,10 +77,6 @@ async def _call(self: TimeoutMiddleware, scope: Any, receive: Any, send: Any) ->
         await fut
     finally:
         timer.cancel()
-
-
-def source_sha256(function: Any) -> str:
-    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
 
 
 def _check(what: str, version: str, original: Any, sha256: str) -> None:
