@@ -109,7 +109,9 @@ class Lines:
                            for created, message, request_id in pending)  # fmt: skip
         else:  # BentoML's TRACED_LOG_FORMAT, without a trace
             component = _component_name()
-            text = "".join(f"{_stamp(int(created))} [INFO] [{component}] {message}\n" for created, message, _ in pending)
+            text = "".join(
+                f"{_stamp(int(created))} [INFO] [{component}] {message}\n" for created, message, _ in pending
+            )
         with handler.lock:  # type: ignore[union-attr] - other lines of the worker go through the same stream
             handler.stream.write(text)
             handler.flush()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import array
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import lru_cache
 from operator import itemgetter, le
 from typing import Any
@@ -172,15 +172,12 @@ def _seen_range(observed: tuple[float, float], date: bool) -> str:
 
 
 def _table(rows: list[dict[str, Any]], names: list[str]) -> list[tuple[Any, ...]]:
-    """The rows' values of `names`, one tuple per row: itemgetter walks the names in C."""
-    if not names:
-        return [() for _ in rows]
-    get = itemgetter(*names)
-    return [get(row) for row in rows] if len(names) > 1 else [(get(row),) for row in rows]
+    """The rows' values of `names`, one tuple per row."""
+    return list(map(_reader(names), rows))
 
 
-def _reader(names: list[str]) -> Callable[[dict[str, Any]], Sequence[Any]]:
-    """A row's values of these fields, in their order, read in C."""
+def _reader(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A row's values of these fields, in their order, as a tuple: itemgetter walks the names in C."""
     if len(names) > 1:
         return itemgetter(*names)
-    return (lambda row: [row[names[0]]]) if names else (lambda row: [])
+    return (lambda row: (row[names[0]],)) if names else (lambda row: ())

@@ -14,8 +14,16 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, GetPydanticSchema, PlainValidator, WithJsonSchema,
-                      create_model)  # fmt: skip
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetPydanticSchema,
+    PlainValidator,
+    WithJsonSchema,
+    create_model,  # fmt: skip
+)
 from pydantic_core import core_schema as cs
 
 from service.cards import ApiCard, CategoricalCard, ModelCard, NumericCard
@@ -127,8 +135,8 @@ def _numeric_field(f: NumericCard) -> tuple[Any, Any]:
     default = ... if f.default is None else kind(f.default)
     sample = kind(f.example if f.example is not None else (f.observed[0] + f.observed[1]) / 2)
     if f.integer:
-        kind, checks = integer(*bounds)
-        return kind, Field(default, **checks, description=text, examples=[sample])
+        typed, checks = integer(*bounds)
+        return typed, Field(default, **checks, description=text, examples=[sample])
     return float, Field(default, ge=bounds[0], le=bounds[1], description=text, examples=[sample])
 
 
@@ -143,8 +151,8 @@ def _categorical_field(f: CategoricalCard) -> tuple[Any, Any]:
     lo, hi = f.allowed
     sample = f.example if f.example is not None else (f.vocabulary[0] if f.vocabulary else lo)
     text = f"{f.description} Integer from {lo} to {hi}."
-    kind, checks = integer(lo, hi)
-    return kind, Field(default, **checks, description=text, examples=[sample])
+    typed, checks = integer(lo, hi)
+    return typed, Field(default, **checks, description=text, examples=[sample])
 
 
 class LogOdds(BaseModel):
