@@ -131,16 +131,21 @@ class LocustRun:
     log: Path
     limit_s: float
 
-    def stop(self) -> str:
-        """Ends the run now (as Ctrl-C would: Locust writes its reports), and waits for it."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        return self.wait()
+    def stop(self, limit_s: float = 60) -> str:
+        """Ends the run now and waits for it (killing it past limit_s); returns its summary table.
 
-    def wait(self) -> str:
+        SIGTERM, not SIGINT: Locust handles SIGTERM in a greenlet of its own (it stops the users, prints the
+        summary, closes its CSV files, as at the end of --run-time). A SIGINT is a KeyboardInterrupt raised in
+        whichever greenlet runs at that moment, and a user's or the CSV writer's greenlet can swallow it: the
+        run then went on to its --run-time (ten minutes of each Swarm scenario, seen on 2026-12-04)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.wait(limit_s)
+
+    def wait(self, limit_s: float | None = None) -> str:
         """Waits for Locust to end (killing it past its limit); returns its summary table."""
         try:
-            self.process.wait(timeout=self.limit_s)
+            self.process.wait(timeout=self.limit_s if limit_s is None else limit_s)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()

@@ -8,7 +8,8 @@ every answer checked) and, for a fifth of the users by weight, loadtests/locust_
 gRPC through the proxy's gRPC port, every answer checked) through each scenario:
 
 (a) rolling update to a new image (a copy of --image with one more label: a new image id), start-first,
-    health-gated: no request may fail, and every replica must end on the new image;
+    health-gated: no request may fail, the update must end completed (not paused, not rolled back: then
+    Swarm's message and each task's state and error are printed), and every replica must be on the new image;
 (b) one replica SIGKILLed: the failures are counted and stated (the proxy retries predictions on another
     replica, so there should be none: any fails the run), and Swarm must replace the replica;
 (c) scale 1 -> 3 -> 1: no request may fail; while three run, each replica's own /metrics
@@ -46,7 +47,6 @@ GRPC_LOCUSTFILE = REPO / "loadtests" / "locust_grpc.py"
 STACK = "nnserve-rehearsal"
 SERVICE = f"{STACK}_nnserve"
 USERS = 8
-STATE = "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}"
 METRICS = (
     "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:3000/metrics', timeout=10).read().decode())"
 )
@@ -202,13 +202,39 @@ def rolling_update(image: str) -> dict:
     new_image = new_image_of(image)
     start = time.monotonic()
     docker("service", "update", "--detach=false", "--image", new_image, SERVICE, timeout=600)
-    completed = lambda: docker("service", "inspect", "-f", STATE, SERVICE) == "completed"  # noqa: E731
-    wait_for("the update to complete", completed, deadline_s=120)
+    # The CLI returns once the tasks have converged, which is also true of an update that failed and was rolled
+    # back (failure_action: rollback): so wait for the update's own end, whichever it is, and say why.
+    ended = lambda: update_state()[0] in ENDED  # noqa: E731
+    try:
+        wait_for("the update to end", ended, deadline_s=180)
+    except TimeoutError as e:
+        raise RuntimeError(f"{e}\n{update_report()}") from None
     took = time.monotonic() - start
+    state, message = update_state()
     running = containers()
     on_new = sum(image_of(c) == new_image for c in running)
-    return {"update_s": round(took, 1), "replicas_on_new_image": f"{on_new}/{len(running)}",
-            "ok": on_new == len(running) == 3}  # fmt: skip
+    figures = {"update_s": round(took, 1), "update_state": state, "replicas_on_new_image": f"{on_new}/{len(running)}",
+               "ok": state == "completed" and on_new == len(running) == 3}  # fmt: skip
+    if not figures["ok"]:
+        print(f"the rolling update: {state}: {message}\n{update_report()}", file=sys.stderr)
+    return figures
+
+
+ENDED = {"completed", "paused", "rollback_completed", "rollback_paused"}  # Swarm's UpdateStatus.State
+
+
+def update_state() -> tuple[str, str]:
+    """The service's update state and Swarm's message ("", "" while it has none)."""
+    status = json.loads(docker("service", "inspect", "-f", "{{json .UpdateStatus}}", SERVICE)) or {}
+    return status.get("State", ""), status.get("Message", "")
+
+
+def update_report() -> str:
+    """What Swarm says of the update and of each task (a failed one's error), for a failed rehearsal."""
+    status = docker("service", "inspect", "-f", "{{json .UpdateStatus}}", SERVICE)
+    tasks = docker("service", "ps", "--no-trunc", "--format", "{{.Name}} {{.Image}} {{.DesiredState}} "
+                   "{{.CurrentState}} {{.Error}}", SERVICE)  # fmt: skip
+    return f"UpdateStatus: {status}\ntasks:\n{tasks}"
 
 
 def kill_one() -> dict:
