@@ -47,6 +47,7 @@ GRPC_LOCUSTFILE = REPO / "loadtests" / "locust_grpc.py"
 STACK = "nnserve-rehearsal"
 SERVICE = f"{STACK}_nnserve"
 USERS = 8
+ENDED = {"completed", "paused", "rollback_completed", "rollback_paused"}  # an update's end (UpdateStatus.State)
 METRICS = (
     "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:3000/metrics', timeout=10).read().decode())"
 )
@@ -218,9 +219,6 @@ def rolling_update(image: str) -> dict:
     if not figures["ok"]:
         print(f"the rolling update: {state}: {message}\n{update_report()}", file=sys.stderr)
     return figures
-
-
-ENDED = {"completed", "paused", "rollback_completed", "rollback_paused"}  # Swarm's UpdateStatus.State
 
 
 def update_state() -> tuple[str, str]:
