@@ -228,11 +228,19 @@ def update_state() -> tuple[str, str]:
 
 
 def update_report() -> str:
-    """What Swarm says of the update and of each task (a failed one's error), for a failed rehearsal."""
+    """What Swarm says of the update and of each task (a failed one's error and its log's last lines), for a
+    failed rehearsal."""
     status = docker("service", "inspect", "-f", "{{json .UpdateStatus}}", SERVICE)
-    tasks = docker("service", "ps", "--no-trunc", "--format", "{{.Name}} {{.Image}} {{.DesiredState}} "
-                   "{{.CurrentState}} {{.Error}}", SERVICE)  # fmt: skip
-    return f"UpdateStatus: {status}\ntasks:\n{tasks}"
+    tasks = docker("service", "ps", "--no-trunc", "--format", "{{.ID}} {{.Name}} {{.Image}} {{.DesiredState}} "
+                   "{{.CurrentState}} {{.Error}}", SERVICE).splitlines()  # fmt: skip
+    report = [f"UpdateStatus: {status}", "tasks:", *tasks]
+    for task in tasks:
+        task_id, name, _image, _desired, state, *_ = task.split()
+        if state in ("Failed", "Rejected"):
+            logs = subprocess.run(["docker", "service", "logs", "--raw", "--tail", "30", task_id],
+                                  capture_output=True, text=True, timeout=60)  # fmt: skip
+            report += [f"{name} {task_id[:12]} ({state}), its log's last lines:", logs.stdout + logs.stderr]
+    return "\n".join(report)
 
 
 def kill_one() -> dict:
