@@ -125,15 +125,15 @@ class TabularEncoder:
         return numeric, np.ndarray((count, code_width), np.int64, array.array("q", codes)), warnings
 
     def _many(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[list[dict[str, Any]]]]:
-        table = _table(rows, [name for name, _ in self.numeric])
-        if any(self.dates):
+        table = list(map(self.read_numeric, rows))
+        if self.date_positions:
             columns = list(zip(*table, strict=True))
-            for j in (j for j, date in enumerate(self.dates) if date):
+            for j in self.date_positions:
                 columns[j] = tuple(map(decimal_year, columns[j]))
             table = list(zip(*columns, strict=True))
         values = np.array(table, dtype=np.float64).reshape(len(rows), len(self.numeric)).astype(self.dtype)
         codes = np.empty((len(rows), len(self.categorical)), dtype=np.int64)
-        columns = list(zip(*_table(rows, [name for name, _ in self.categorical]), strict=True))
+        columns = list(zip(*_table(rows, self.categorical_names), strict=True))
         for j, (column, index) in enumerate(zip(columns, self.closed, strict=True)):
             if j in self.hashed:
                 codes[:, j] = buckets_of(column, *self.hashed[j])
