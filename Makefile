@@ -103,18 +103,22 @@ instructions: $(DEV_STAMP)
 swarm-test: $(DEV_STAMP) container
 	PATH="/usr/bin:$$PATH" $(BIN)/python -m loadtests.swarm --image $(IMAGE) $(if $(RECORD),--record)
 
-# The GPU check (loadtests/GPU.md). gpu-prepare, here: the onnxruntime-gpu wheel in parts and a kit
-# (wheels for the GPU machine's CPython 3.12, a 1000-class 224x224 model, the sample photos) under
-# .gpuwheel/ (ignored). gpu-check, on the GPU machine: loadtests/gpu_check.sh.
+# The GPU check (loadtests/GPU.md). gpu-prepare, here: the onnxruntime-gpu wheel in parts and a kit under
+# .gpuwheel/ (ignored): wheels of the serving dependencies (pyproject's, read from it) for the GPU machine's
+# CPython 3.12, less numpy (that machine's own serves), a 1000-class 224x224 model and the sample photos.
+# gpu-check, on the GPU machine: loadtests/gpu_check.sh.
 gpu-prepare: $(DEV_STAMP)
-	../shared/gpu/split-ort-gpu-wheel.sh 1.31.1 $(or $(PART_SIZE),40M)
+	../shared/gpu/split-ort-gpu-wheel.sh 1.31.1 $(or $(PART_SIZE),50M)
 	rm -rf .gpuwheel/kit && mkdir -p .gpuwheel/kit/photos
 	basename .gpuwheel/whl/onnxruntime_gpu-*.whl > .gpuwheel/kit/wheel-name
 	cp .gpuwheel/whl.sha256 .gpuwheel/kit/wheel.sha256
-	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-	  --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d .gpuwheel/kit/wheels \
-	  pydantic==2.14.3 pydantic-core==2.50.4 annotated-types==0.8.0 typing-extensions==4.16.0 \
-	  typing-inspection==0.4.5 pillow==13.0.0 anyio==4.16.0 idna==3.20
+	$(BIN)/python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+	  > .gpuwheel/kit/requirements.txt
+	$(BIN)/pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 \
+	  -d .gpuwheel/kit/wheels -r .gpuwheel/kit/requirements.txt
+	rm .gpuwheel/kit/wheels/numpy-*.whl
 	cp ../shared/data/images/sample_photos/* .gpuwheel/kit/photos/
 	$(BIN)/python -c "from pathlib import Path; from loadtests.bench import imagenet_models_dir as m; m(Path('.gpuwheel/kit/tmp'))"
 	mv .gpuwheel/kit/tmp/models/imagenet-classifier .gpuwheel/kit/ && rm -rf .gpuwheel/kit/tmp

@@ -41,10 +41,12 @@ def bentoml_serve(
     # gRPC on a port of its own (127.0.0.1), unless the caller names one: servers run side by side.
     grpc = {"NNSERVE_GRPC_PORT": str(free_port()), "NNSERVE_GRPC_HOST": "127.0.0.1"}
     environment = {**os.environ, **grpc, "NNSERVE_MODELS_DIR": str(models_dir), "BENTOML_HOME": str(home), **env}
-    bentoml = Path(sys.executable).parent / "bentoml"
+    # `python -m bentoml`, not the script beside the interpreter: the GPU check installs with pip --target,
+    # which puts no script there (loadtests/gpu_serve.py).
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [str(bentoml), "serve", "service.app:NNServe", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "bentoml", "serve", "service.app:NNServe", "--host", "127.0.0.1",
+             "--port", str(port)],
             cwd=code, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     probe = "/readyz" if expect_ready else "/livez"
