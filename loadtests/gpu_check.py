@@ -12,9 +12,9 @@ made by `make gpu-prepare`), through service.runtime.load_model (so the provider
 2. the model alone: images/s at batch 1, 8, 32 and 128 for each provider, host arrays in and out on
    every call as the service does; on CUDA also with IO binding and the arrays kept on the device (the
    ceiling without transfers), at batch 32;
-3. the serving pipeline without HTTP: 64 concurrent clients, each decoding a real photo and awaiting
-   service.tasks.batching's dynamic batcher as the image endpoint does (CUDA: batches up to 32, 2 ms wait,
-   padded and warmed up; CPU: the same batcher, unpadded), images/s end to end.
+3. the serving pipeline without HTTP: 64 concurrent clients, each decoding a real photo in the event
+   loop and running it as the image endpoint does by default (photo_batcher: on the CPU with the photos
+   that queued with it, up to 8; on CUDA alone), images/s end to end.
 
 It prints a table and writes gpu_check.json and gpu_check.md into --out. It needs numpy, onnxruntime
 (onnxruntime-gpu for CUDA), pydantic, pillow and anyio; not bentoml, not torch.
@@ -36,7 +36,8 @@ import numpy as np
 import onnxruntime as ort
 
 from service.runtime import Execution, LoadedModel, load_model
-from service.tasks.batching import Batcher, bucket_sizes
+from service.settings import Settings
+from service.tasks.image.adapter import photo_batcher
 from service.tasks.image.photos import decode_photo, to_input
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,23 +115,25 @@ def io_bound(model: LoadedModel, sample: np.ndarray, seconds: float, device_id: 
     return per_second(lambda: model.session.run_with_iobinding(binding), 32, seconds)
 
 
-def pipeline(model: LoadedModel, files: list[bytes], seconds: float, gpu: bool) -> dict[str, float]:
-    """images/s through decode + the dynamic batcher + the model, 64 concurrent clients, no HTTP."""
+def pipeline(model: LoadedModel, files: list[bytes], seconds: float) -> dict[str, float]:
+    """images/s through decode + the model, 64 concurrent clients, no HTTP: as the image endpoint takes a
+    small photo by default (service/tasks/image/adapter.py, photo_batcher), decoded in the event loop
+    and run there, with the photos that queued with it on the CPU, alone on a GPU."""
     image = model.card.image
     assert image is not None
-    batcher = Batcher(model.run, 32, 0.002 if gpu else 0.0, pad=gpu)
-    model.warm_up(batcher.buckets or bucket_sizes(1))
     sizes: list[int] = []
-    batcher.observe = sizes.append
+    batcher = photo_batcher(model, Settings(), sizes.append)
 
     async def client(i: int, end: float) -> int:
-        import anyio
-
         done = 0
         while time.perf_counter() < end:
-            data = files[(i + done) % len(files)]
-            pixels = await anyio.to_thread.run_sync(lambda d=data: to_input(decode_photo(d, 10**8, ["p"]), image))
-            await batcher(pixels)
+            await asyncio.sleep(0)  # a request's turn of the loop, as the endpoint gives a photo's
+            pixels = to_input(decode_photo(files[(i + done) % len(files)], 10**8, ["p"]), image)
+            if batcher is not None:
+                await batcher(pixels)
+            else:
+                model.run(pixels)
+                sizes.append(1)
             done += 1
         return done
 
@@ -159,7 +162,7 @@ def check(
         sample, jpegs = photos(cpu, photo_dir), model_sized_jpegs(cpu, photo_dir)
         entry: dict = {"input": cpu.card.inputs[0].shape, "classes": len(cpu.card.labels)}
         entry["cpu"] = {"provider": cpu.provider, **model_alone(cpu, sample, seconds)}
-        entry["cpu"]["pipeline"] = pipeline(cpu, jpegs, seconds * 2, gpu=False)
+        entry["cpu"]["pipeline"] = pipeline(cpu, jpegs, seconds * 2)
         if gpu is not None:
             p_cpu, p_gpu = probabilities(cpu, cpu.run(sample)), probabilities(gpu, gpu.run(sample))
             diff = float(np.abs(p_cpu - p_gpu).max())
@@ -167,7 +170,7 @@ def check(
             entry["agreement"] = {"max_prob_diff": diff, "top1_same": same_top1, "ok": diff <= tolerance and same_top1}
             entry["cuda"] = {"provider": gpu.provider, "device": gpu.device, **model_alone(gpu, sample, seconds)}
             entry["cuda"]["io binding, batch 32"] = io_bound(gpu, sample, seconds, device_id)
-            entry["cuda"]["pipeline"] = pipeline(gpu, jpegs, seconds * 2, gpu=True)
+            entry["cuda"]["pipeline"] = pipeline(gpu, jpegs, seconds * 2)
         result["models"][cpu.name] = entry
     return result
 

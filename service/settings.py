@@ -72,11 +72,15 @@ class Settings(BaseSettings):
     dynamic_batch_max: int = Field(
         0,
         ge=0,
-        description="Most photos in one run of an image model (dynamic batching); 0: 32 on a GPU, on the CPU 8 "
-        "small photos in the event loop; 1: off.",
+        description="Most photos in one run of an image model (dynamic batching); 0: in the event loop, small "
+        "photos that queued together on the CPU (8 at most), one a run on a GPU; N: a batcher in a thread for "
+        "every photo; 1: off.",
     )
     dynamic_batch_wait_ms: float = Field(
-        -1, ge=-1, description="How long a dynamic batch may wait to fill; -1: 2 ms on a GPU, 0 (never) on the CPU."
+        -1,
+        ge=-1,
+        description="How long a batch in a thread may wait to fill; set above 0, it asks for that batcher; "
+        "-1: 2 ms on a GPU, 0 (never) on the CPU.",
     )
     workers: int = Field(0, ge=0, description="Worker processes, each with its own sessions; 0: one per CPU core.")
     grpc_port: int = Field(

@@ -210,8 +210,8 @@ class Adapter:
 
     async def run(self, prepare: Callable[[], Inputs], heavy: bool | None = None) -> tuple[Inputs, np.ndarray]:
         """The inputs `prepare` makes, and the model's (first) output for them. The one place that decides
-        how they reach the model: the batcher, shared with concurrent requests (GPU photos, table rows;
-        small CPU photos, in the event loop, where the batcher is inline: heavy work never goes there);
+        how they reach the model: the batcher, shared with concurrent requests (table rows; small CPU
+        photos, in the event loop, where the batcher is inline: heavy work never goes there);
         else heavy work in one thread hop (decoding and running together); else inline in the event
         loop, where the work takes less than a thread hop costs. `heavy` overrides the task's default
         for one request (a small photo is light).

@@ -2,11 +2,11 @@
 
 Under load, requests for a model arrive while it is busy. Rather than running them one after another,
 the batcher runs whatever has queued as one batch (at most `max_rows` rows or photos), as Triton's
-dynamic batcher and BentoML's adaptive batching do. With `max_wait_s` 0 (the default everywhere but
-image models on a GPU, NNSERVE_DYNAMIC_BATCH_WAIT_MS) it never waits to fill a batch: a lone request
-runs at once, and batches grow with load. On a GPU a wait of a millisecond or two pays, since a batch
-of 32 photos costs little more than a batch of 1. `inline` runs the model in the event loop, for
-tabular models that take microseconds (service/models/registry.py decides which model gets what).
+dynamic batcher and BentoML's adaptive batching do. With `max_wait_s` 0 (the default; a wait is asked
+for with NNSERVE_DYNAMIC_BATCH_WAIT_MS) it never waits to fill a batch: a lone request runs at once, and
+batches grow with load. `inline` runs the model in the event loop, for tabular rows and small photos on
+the CPU, which take less than a thread hop costs (each adapter's make_batcher decides; an image model on
+a GPU gets none by default: service/tasks/image/adapter.py, photo_batcher, says what was measured).
 
 `pad` rounds each batch up to a power of two (1, 2, 4, ... max_rows) with zero rows, so that only a
 few shapes ever reach the session and each can be warmed up at load (`bucket_sizes`): on CUDA, the

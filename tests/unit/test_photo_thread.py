@@ -111,3 +111,55 @@ def test_with_batching_off_photos_run_one_by_one(monkeypatch):
 
     asyncio.run(together())
     assert runs == [1, 1, 1]
+
+
+def _on_a_gpu(monkeypatch, **settings):
+    """The tagger as if its session were on a GPU (the batcher chosen depends only on the device the
+    model reports; the session stays the CPU's), its new batcher, and the batch size of every run."""
+    tagger = Registry(Settings(models_dir=REPO / "models", **settings)).get("image-tagging")
+    monkeypatch.setattr(tagger.model, "device", "cuda:0")
+    runs: list[int] = []
+    real = tagger.model.run
+    monkeypatch.setattr(tagger.model, "run", lambda *arrays: runs.append(len(arrays[0])) or real(*arrays))
+    tagger.batcher = tagger.make_batcher()
+    return tagger, runs
+
+
+def test_on_a_gpu_each_small_photo_runs_alone_in_the_event_loop(monkeypatch):
+    """A GPU's default (image.photo_batcher's docstring: a batcher in a thread waited for the GIL behind
+    the busy loop): no batcher, each small photo's run in the loop, no thread hop."""
+    tagger, runs = _on_a_gpu(monkeypatch)
+    assert tagger.batcher is None and runs == []
+    hops = []
+    real = anyio.to_thread.run_sync
+
+    async def counted(function, *args, **kwargs):
+        hops.append(function)
+        return await real(function, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+
+    async def together():
+        return await asyncio.gather(*(tagger.compute(([(p, ["photo"])], 3)) for p in _small_photos(3)))
+
+    asyncio.run(together())
+    assert runs == [1, 1, 1] and hops == []
+
+
+@pytest.mark.parametrize("asked", [{"dynamic_batch_wait_ms": 2}, {"dynamic_batch_max": 32}])
+def test_on_a_gpu_a_wait_or_a_size_asks_for_a_padded_batcher_in_a_thread(monkeypatch, asked):
+    tagger, runs = _on_a_gpu(monkeypatch, **asked)
+    batcher = tagger.batcher
+    assert batcher is not None and not batcher.inline and batcher.max_rows == 32 and batcher.max_wait_s == 0.002
+    assert runs == batcher.buckets == [1, 2, 4, 8, 16, 32]  # each padded size warmed up when it is made
+    photos, runs[:] = _small_photos(5), []
+
+    async def together():
+        return await asyncio.gather(*(tagger.compute(([(p, ["photo"])], 3)) for p in photos))
+
+    shared = [tags for tags, _ in asyncio.run(together())]
+    assert runs == [8]  # 5 photos, padded to 8, in one run
+    alone = [asyncio.run(tagger.compute(([(p, ["photo"])], 3)))[0] for p in photos]
+    for mine, own in zip(shared, alone, strict=True):
+        assert [t["label"] for t in mine[0]] == [t["label"] for t in own[0]]
+        assert [t["score"] for t in mine[0]] == pytest.approx([t["score"] for t in own[0]], abs=1e-5)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -20,6 +21,8 @@ import anyio
 import numpy as np
 
 from service.errors import InvalidInput, field_error, received_value
+from service.runtime import LoadedModel
+from service.settings import Settings
 from service.tasks.base import Action, Adapter, Form, Prediction
 from service.tasks.batching import Batcher
 from service.tasks.image.occlusion import crop_box, heat_png, occlusion_map
@@ -61,25 +64,7 @@ class ImageClassification(Adapter):
             raise self.fail(f"{len(card.labels)} labels, but the graph's output is {card.outputs[0].shape}")
 
     def make_batcher(self) -> Batcher | None:
-        """A GPU gets batches of up to 32 photos, a 2 ms wait to fill them, and batches padded to a few
-        sizes, warmed up now. On the CPU, by default, small photos (the inline ones) that queued while
-        the worker was busy share one run in the event loop, never waiting for more: no thread hop, and
-        under load the batches form by themselves. Measured (make bench, 5 alternating rounds, against
-        one photo a run): CIFAR tagger 584 -> 675 photos/s, 3.32 -> 2.88 CPU-s per 1,000, p99 38 -> 31 ms
-        (a run of 4 costs a photo 0.84-0.91x of a lone run); 224 px ImageNet CNN 300 -> 301 photos/s, the
-        same CPU (0.98-1.06x: nothing gained, nothing lost). Large photos keep their thread, unbatched.
-        NNSERVE_DYNAMIC_BATCH_MAX (and _WAIT_MS) set: that batcher, in a thread, for every photo, on the
-        CPU as on a GPU; NNSERVE_DYNAMIC_BATCH_MAX=1: none."""
-        gpu, settings = self.model.on_gpu, self.settings
-        wait_ms = settings.dynamic_batch_wait_ms if settings.dynamic_batch_wait_ms >= 0 else (2.0 if gpu else 0.0)
-        if not gpu and not settings.dynamic_batch_max and not wait_ms:
-            return Batcher(self.model.run, CPU_PHOTO_BATCH, inline=True, observe=batch_size_observer(self.name))
-        max_rows = settings.dynamic_batch_max or (32 if gpu else 1)
-        if max_rows == 1:
-            return None
-        batcher = Batcher(self.model.run, max_rows, wait_ms / 1000, pad=gpu, observe=batch_size_observer(self.name))
-        self.model.warm_up(batcher.buckets)
-        return batcher
+        return photo_batcher(self.model, self.settings, batch_size_observer(self.name))
 
     def actions(self) -> list[Action]:
         return actions(self.settings.max_batch_images)
@@ -200,6 +185,35 @@ class ImageClassification(Adapter):
                 + ("" if image.normalise_in_graph else ", normalised with the card's mean and std")
                 + f"; photo files go to POST /v1/{GROUP}/predict")  # fmt: skip
         return {**super().describe(), "labels": self.model.card.labels, "input_note": note}
+
+
+def photo_batcher(model: LoadedModel, settings: Settings, observe: Callable[[int], None]) -> Batcher | None:
+    """How an image model's small photos (the inline ones) reach it; large photos keep their thread,
+    unbatched, whatever this says. Measured each way, then chosen:
+
+    - CPU: the photos that queued while the worker was busy share one run in the event loop, up to 8,
+      never waiting for more: no thread hop, and under load batches form by themselves. make bench, 5
+      alternating rounds, against one photo a run: CIFAR tagger 584 -> 675 photos/s, 3.32 -> 2.88 CPU-s
+      per 1,000, p99 38 -> 31 ms; a 224 px ImageNet CNN 300 -> 301 photos/s, the same CPU.
+    - GPU: one photo a run, in the event loop. On an H200 (loadtests/gpu_serve.py: bentoml serve, 2
+      workers, 64 clients; loadtests/RESULTS.md), the same run: a batcher in a thread (up to 32, 2 ms
+      to fill), the default until then, served 372 CIFAR photos/s and 516 224 px ones, less than the
+      CPU provider (848, 490): the busy loop held the GIL while each run's thread waited for it. One
+      photo a run in the loop served 1,521 and 900. A batcher in the loop (up to 32, padded) served
+      188-227 and 355-489 in two later runs, for a cause not found in the device time left.
+
+    NNSERVE_DYNAMIC_BATCH_MAX, or a wait, set: a batcher in a thread for every photo (on a GPU padded to
+    warmed-up sizes and waiting 2 ms unless told); NNSERVE_DYNAMIC_BATCH_MAX=1: none, on the CPU too."""
+    gpu = model.on_gpu
+    if not settings.dynamic_batch_max and settings.dynamic_batch_wait_ms <= 0:
+        return None if gpu else Batcher(model.run, CPU_PHOTO_BATCH, observe=observe, inline=True)
+    max_rows = settings.dynamic_batch_max or (32 if gpu else 1)
+    if max_rows == 1:
+        return None
+    wait_ms = settings.dynamic_batch_wait_ms if settings.dynamic_batch_wait_ms >= 0 else (2.0 if gpu else 0.0)
+    batcher = Batcher(model.run, max_rows, wait_ms / 1000, pad=gpu, observe=observe)
+    model.warm_up(batcher.buckets)
+    return batcher
 
 
 def _b64(text: str, loc: list[str | int]) -> bytes:
