@@ -35,7 +35,7 @@ status=0
 python3 -m loadtests.gpu_check --imagenet "$kit/imagenet-classifier" --photos "$kit/photos" --out "$out" \
   ${GPU_CHECK_ARGS:-} || status=1
 # The served half: real `bentoml serve` processes on CUDA and on the CPU, real HTTP (loadtests/gpu_serve.py).
-# GPU_SERVE_ARGS: e.g. --providers cpu on a machine without a GPU.
+# GPU_SERVE_ARGS: e.g. --servers cpu on a machine without a GPU.
 python3 -m loadtests.gpu_serve --imagenet "$kit/imagenet-classifier" --photos "$kit/photos" --out "$out" \
   ${GPU_SERVE_ARGS:-} || status=1
 exit $status

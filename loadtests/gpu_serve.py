@@ -1,15 +1,15 @@
 """The GPU check's served half: a real `bentoml serve` on onnxruntime's CUDA provider, over real HTTP.
 
-    python -m loadtests.gpu_serve --imagenet DIR --photos DIR --out DIR [--providers cuda,cpu]
+    python -m loadtests.gpu_serve --imagenet DIR --photos DIR --out DIR [--servers cuda,cuda-thread,cpu]
 
-For each provider, one server (2 workers, as the Kubernetes gpu overlay runs) over the committed models
-plus the 1000-class 224x224 classifier (make gpu-prepare), then:
+Each server in SERVERS (2 workers, as the Kubernetes gpu overlay runs) over the committed models plus the
+1000-class 224x224 classifier (make gpu-prepare), one after another, then:
 
 1. what the server says bound: /readyz (200 and its body), the `provider` of each model in /v1/models,
    and the nnserve_model_info series of /metrics;
 2. its answers: every sample photo through POST /v1/image-tagging/predict for both classifiers, and one
-   house; with two providers, the CUDA server's answers against the CPU server's (same top label, the
-   scores within --tolerance), which is the agreement a client sees;
+   house; the `cuda` server's answers against the `cpu` server's (same top label, the scores within
+   --tolerance), which is the agreement a client sees;
 3. load: --clients concurrent clients (in --processes processes, keep-alive) for --seconds on each image
    model with photos at its input size, and on one-row housing; answers by status, requests/s, the
    client-side p50/p99, and the dynamic batcher's mean batch from the server's own histogram.
@@ -44,6 +44,13 @@ from service.runtime import Execution, load_model
 CLASSIFIERS = ("image-tagging", "imagenet-classifier")
 PREDICT = "/v1/image-tagging/predict"
 BOUND_NAME = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}  # as onnxruntime names them
+# The servers, by name: the GPU's default, the batcher in a thread beside it (the default before
+# 2026-12-04; service/tasks/image/adapter.py, photo_batcher, says why it changed), and the CPU.
+SERVERS = {
+    "cuda": {"NNSERVE_PROVIDERS": "cuda"},
+    "cuda-thread": {"NNSERVE_PROVIDERS": "cuda", "NNSERVE_DYNAMIC_BATCH_MAX": "32"},
+    "cpu": {"NNSERVE_PROVIDERS": "cpu"},
+}
 HOUSE = {"sqft_living": 1800, "bedrooms": 3, "zipcode": 98103}  # the README's house
 
 
@@ -192,8 +199,8 @@ def load(url: str, model: str, photos: list[bytes], clients: int, processes: int
     }  # fmt: skip
 
 
-def serve_and_measure(provider: str, models: Path, photos: dict[str, list[bytes]], args) -> dict:
-    env = {"NNSERVE_PROVIDERS": provider, "NNSERVE_WORKERS": str(args.workers)}
+def serve_and_measure(server: str, models: Path, photos: dict[str, list[bytes]], args) -> dict:
+    env = {**SERVERS[server], "NNSERVE_WORKERS": str(args.workers)}
     with bentoml_serve(models, deadline_s=args.start_deadline, **env) as url:
         entry: dict = {"bound": bound(url), "answers": answers(url, photos), "load": {}}
         for model in (*CLASSIFIERS, "housing-price"):
@@ -203,16 +210,17 @@ def serve_and_measure(provider: str, models: Path, photos: dict[str, list[bytes]
 
 def problems(result: dict) -> list[str]:
     out = []
-    for provider, entry in result["servers"].items():
+    for server, entry in result["servers"].items():
         if entry["bound"]["readyz_status"] != 200:
-            out.append(f"{provider}: /readyz answered {entry['bound']['readyz_status']}")
-        wrong = {m: p for m, p in entry["bound"]["providers"].items() if p != BOUND_NAME[provider]}
+            out.append(f"{server}: /readyz answered {entry['bound']['readyz_status']}")
+        asked = BOUND_NAME[SERVERS[server]["NNSERVE_PROVIDERS"]]
+        wrong = {m: p for m, p in entry["bound"]["providers"].items() if p != asked}
         if wrong:
-            out.append(f"{provider}: models on another provider: {wrong}")
+            out.append(f"{server}: models on another provider: {wrong}")
         for model, run in entry["load"].items():
             failed = {code: n for code, n in run["statuses"].items() if code != "200"}
             if failed:
-                out.append(f"{provider}, {model}: answers not 200: {failed}")
+                out.append(f"{server}, {model}: answers not 200: {failed}")
     if "agreement" in result and not result["agreement"]["ok"]:
         out.append(f"CUDA and CPU answers disagree: {result['agreement']}")
     return out
@@ -225,20 +233,23 @@ def table(result: dict) -> list[str]:
         f"`bentoml serve`, {result['workers']} workers, real HTTP from {result['clients']} keep-alive clients "
         f"in {result['processes']} processes (httpx), {result['seconds']:.0f} s per model; Python {result['python']}.",
         "",
-        "| provider | model | req/s | p50 ms | p99 ms | mean batch | statuses | GPU util, memory (mid-load) |",
+        "| server | model | req/s | p50 ms | p99 ms | mean batch | statuses | GPU util, memory (mid-load) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for provider, entry in result["servers"].items():
+    for server, entry in result["servers"].items():
         for model, r in entry["load"].items():
+            batch = f"{r['mean_batch']:.1f}" if r["mean_batch"] else "none"  # no batcher: a photo a run
             lines.append(
-                f"| {provider} | {model} | {r['per_s']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-                f"{r['mean_batch']:.1f} | {r['statuses']} | {r['gpu_mid_load']} |"
+                f"| {server} | {model} | {r['per_s']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                f"{batch} | {r['statuses']} | {r['gpu_mid_load']} |"
             )
     lines.append("")
-    for provider, entry in result["servers"].items():
+    lines.extend(f"- {name}: {' '.join(f'{k}={v}' for k, v in env.items())}" for name, env in SERVERS.items()
+                 if name in result["servers"])  # fmt: skip
+    for server, entry in result["servers"].items():
         b = entry["bound"]
         info = [(i.get("model"), i.get("provider"), i.get("device")) for i in b["model_info"]]
-        lines.append(f"- {provider} server: /readyz {b['readyz_status']}; /v1/models providers {b['providers']}; "
+        lines.append(f"- {server} server: /readyz {b['readyz_status']}; /v1/models providers {b['providers']}; "
                      f"nnserve_model_info {info}")  # fmt: skip
     if "agreement" in result:
         a = result["agreement"]
@@ -254,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--imagenet", type=Path, required=True, help="a 1000-class 224x224 model folder")
     parser.add_argument("--photos", type=Path, required=True, help="real photos")
     parser.add_argument("--out", type=Path, default=Path("."))
-    parser.add_argument("--providers", default="cuda,cpu", choices=["cuda,cpu", "cuda", "cpu"], help="servers to run")
+    parser.add_argument("--servers", default=",".join(SERVERS), help=f"which of {list(SERVERS)}, in order")
     parser.add_argument("--workers", type=int, default=2, help="NNSERVE_WORKERS (default 2, the gpu overlay's)")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--processes", type=int, default=8, help="client processes the clients are shared over")
@@ -270,8 +281,10 @@ def main(argv: list[str] | None = None) -> int:
             "python": sys.version.split()[0], "workers": args.workers, "clients": args.clients,
             "processes": args.processes, "seconds": args.seconds, "servers": {},
         }  # fmt: skip
-        for provider in args.providers.split(","):
-            result["servers"][provider] = serve_and_measure(provider, models, photos, args)
+        for server in args.servers.split(","):
+            if server not in SERVERS:
+                parser.error(f"--servers: {server!r} is not one of {list(SERVERS)}")
+            result["servers"][server] = serve_and_measure(server, models, photos, args)
     servers = result["servers"]
     if "cuda" in servers and "cpu" in servers:
         result["agreement"] = agreement(servers["cuda"]["answers"], servers["cpu"]["answers"], args.tolerance)
