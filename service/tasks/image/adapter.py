@@ -200,7 +200,8 @@ def photo_batcher(model: LoadedModel, settings: Settings, observe: Callable[[int
       to fill), the default until then, served 372 CIFAR photos/s and 516 224 px ones, less than the
       CPU provider (848, 490): the busy loop held the GIL while each run's thread waited for it. One
       photo a run in the loop served 1,521 and 900. A batcher in the loop (up to 32, padded) served
-      188-227 and 355-489 in two later runs, for a cause not found in the device time left.
+      188-227 and 355-489 in two later runs, for a cause not found in the device time left. Nothing is
+      padded then: a batch request of a size not seen before pays cuDNN's search once (docs/operations.md).
 
     NNSERVE_DYNAMIC_BATCH_MAX, or a wait, set: a batcher in a thread for every photo (on a GPU padded to
     warmed-up sizes and waiting 2 ms unless told); NNSERVE_DYNAMIC_BATCH_MAX=1: none, on the CPU too."""
