@@ -17,7 +17,7 @@ made by `make gpu-prepare`), through service.runtime.load_model (so the provider
    that queued with it, up to 8; on CUDA alone), images/s end to end.
 
 It prints a table and writes gpu_check.json and gpu_check.md into --out. It needs numpy, onnxruntime
-(onnxruntime-gpu for CUDA), pydantic, pillow and anyio; not bentoml, not torch.
+(onnxruntime-gpu for CUDA), pydantic, pydantic-settings, pillow and anyio; not bentoml, not torch.
 """
 
 from __future__ import annotations

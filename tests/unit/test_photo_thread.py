@@ -24,7 +24,8 @@ def tagger():
     return Registry(Settings(models_dir=REPO / "models")).get("image-tagging")
 
 
-def test_a_photo_over_the_inline_size_is_tagged_in_a_thread_and_a_smaller_one_inline(tagger, monkeypatch):
+def _thread_hops(monkeypatch) -> list:
+    """Every function sent to a worker thread from now on (anyio.to_thread.run_sync), in order."""
     hops = []
     real = anyio.to_thread.run_sync
 
@@ -33,6 +34,11 @@ def test_a_photo_over_the_inline_size_is_tagged_in_a_thread_and_a_smaller_one_in
         return await real(function, *args, **kwargs)
 
     monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    return hops
+
+
+def test_a_photo_over_the_inline_size_is_tagged_in_a_thread_and_a_smaller_one_inline(tagger, monkeypatch):
+    hops = _thread_hops(monkeypatch)
     photo = PHOTO.read_bytes()
     assert len(photo) > image.INLINE_PHOTO_BYTES
     threaded, _ = asyncio.run(tagger.compute(([(photo, ["photo"])], 3)))
@@ -130,14 +136,7 @@ def test_on_a_gpu_each_small_photo_runs_alone_in_the_event_loop(monkeypatch):
     the busy loop): no batcher, each small photo's run in the loop, no thread hop."""
     tagger, runs = _on_a_gpu(monkeypatch)
     assert tagger.batcher is None and runs == []
-    hops = []
-    real = anyio.to_thread.run_sync
-
-    async def counted(function, *args, **kwargs):
-        hops.append(function)
-        return await real(function, *args, **kwargs)
-
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    hops = _thread_hops(monkeypatch)
 
     async def together():
         return await asyncio.gather(*(tagger.compute(([(p, ["photo"])], 3)) for p in _small_photos(3)))
