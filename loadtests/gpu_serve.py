@@ -35,9 +35,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.gpu_check import device_name, model_sized_jpegs
+from loadtests.run import scrape
 from loadtests.serving import REPO, bentoml_serve
 from service.runtime import Execution, load_model
 
@@ -70,10 +70,7 @@ def bound(url: str) -> dict:
     readyz = httpx.get(url + "/readyz", timeout=10)
     models = httpx.get(url + "/v1/models", timeout=10).json()
     info = [
-        dict(s.labels)
-        for family in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=10).text)
-        for s in family.samples
-        if s.name == "nnserve_model_info" and s.value == 1
+        dict(labels) for (name, labels), value in scrape(url).items() if name == "nnserve_model_info" and value == 1
     ]
     return {
         "readyz_status": readyz.status_code,
@@ -142,14 +139,12 @@ def _client_process(url: str, model: str, photos: list[bytes], clients: int, sec
 
 def batch_sizes(url: str, model: str) -> tuple[float, float]:
     """(sum, count) of the server's nnserve_dynamic_batch_size histogram for `model`."""
-    total = {"_sum": 0.0, "_count": 0.0}
-    for family in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=10).text):
-        for s in family.samples:
-            if s.name.startswith("nnserve_dynamic_batch_size_") and s.labels.get("model") == model:
-                suffix = s.name.removeprefix("nnserve_dynamic_batch_size")
-                if suffix in total:
-                    total[suffix] += s.value
-    return total["_sum"], total["_count"]
+    samples = scrape(url)
+
+    def total(name: str) -> float:
+        return sum(v for (n, labels), v in samples.items() if n == name and ("model", model) in labels)
+
+    return total("nnserve_dynamic_batch_size_sum"), total("nnserve_dynamic_batch_size_count")
 
 
 def gpu_sample() -> str:
@@ -164,13 +159,11 @@ def gpu_sample() -> str:
 
 def load(url: str, model: str, photos: list[bytes], clients: int, processes: int, seconds: float) -> dict:
     before = batch_sizes(url, model)
-    queue = multiprocessing.get_context("spawn").Queue()
+    spawn = multiprocessing.get_context("spawn")
+    queue = spawn.Queue()
     shares = [clients // processes + (i < clients % processes) for i in range(processes)]
     workers = [
-        multiprocessing.get_context("spawn").Process(
-            target=_client_process, args=(url, model, photos, share, seconds, queue)
-        )
-        for share in shares
+        spawn.Process(target=_client_process, args=(url, model, photos, share, seconds, queue)) for share in shares
     ]
     mid: list[str] = []
     timer = threading.Timer(seconds / 2 + 2, lambda: mid.append(gpu_sample()))  # +2: the processes' start
