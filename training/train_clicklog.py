@@ -101,6 +101,17 @@ class Config:
 
 def train(cfg: Config) -> int:
     world, rank = _distributed()
+    try:
+        return _train_and_export(cfg, world, rank)
+    finally:
+        # Each process leaves the group before Python exits: gloo's threads, left to the interpreter's
+        # teardown, can abort the process (SIGABRT, "terminate called without an active exception";
+        # once in CI, the second of two processes after a missed bar; pytorch/pytorch#190489).
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train_and_export(cfg: Config, world: int, rank: int) -> int:
     if not cfg.schema or cfg.data is None:
         raise TrainingDataError("--schema and --data: give both (a preset or TOML file, and the log)")
     schema = load_schema(cfg.schema)
