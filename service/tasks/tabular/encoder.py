@@ -76,6 +76,7 @@ class TabularEncoder:
         self.date_positions = [j for j, f in enumerate(card.numeric) if f.date]
         self.typecode = {np.float32: "f", np.float64: "d"}[dtype]  # the C type of the dtype, for array.array
         self.categorical_names = [f.name for f in card.categorical]
+        self.read_codes = _reader(self.categorical_names)  # the batch way's code columns, read as the numbers are
         self.low_list, self.high_list = self.low.tolist(), self.high.tolist()
         # Column j's code c is at first_code[j] + c. A view, not a copy: the table's untouched pages (an ID
         # column's range may be billions) are never made, where a copy would make them all.
@@ -133,7 +134,7 @@ class TabularEncoder:
             table = list(zip(*columns, strict=True))
         values = np.array(table, dtype=np.float64).reshape(len(rows), len(self.numeric)).astype(self.dtype)
         codes = np.empty((len(rows), len(self.categorical)), dtype=np.int64)
-        columns = list(zip(*_table(rows, self.categorical_names), strict=True))
+        columns = list(zip(*map(self.read_codes, rows), strict=True))
         for j, (column, index) in enumerate(zip(columns, self.closed, strict=True)):
             if j in self.hashed:
                 codes[:, j] = buckets_of(column, *self.hashed[j])
@@ -169,11 +170,6 @@ class TabularEncoder:
 def _seen_range(observed: tuple[float, float], date: bool) -> str:
     lo, hi = observed
     return f"{date_of(lo)} to {date_of(hi)}" if date else f"{lo:g} to {hi:g}"
-
-
-def _table(rows: list[dict[str, Any]], names: list[str]) -> list[tuple[Any, ...]]:
-    """The rows' values of `names`, one tuple per row."""
-    return list(map(_reader(names), rows))
 
 
 def _reader(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
