@@ -266,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=1e-3, help="largest score difference, CUDA vs CPU")
     parser.add_argument("--start-deadline", type=float, default=240.0)
     args = parser.parse_args(argv)
+    unknown = [s for s in args.servers.split(",") if s not in SERVERS]
+    if unknown:  # before any server starts: a name mistyped last would otherwise cost the runs before it
+        parser.error(f"--servers: {unknown} not in {list(SERVERS)}")
     with tempfile.TemporaryDirectory() as tmp:
         models = models_dir(args.imagenet, Path(tmp) / "models")
         photos = {m: model_sized_jpegs(load_model(models / m, Execution("cpu")), args.photos) for m in CLASSIFIERS}
@@ -275,8 +278,6 @@ def main(argv: list[str] | None = None) -> int:
             "processes": args.processes, "seconds": args.seconds, "servers": {},
         }  # fmt: skip
         for server in args.servers.split(","):
-            if server not in SERVERS:
-                parser.error(f"--servers: {server!r} is not one of {list(SERVERS)}")
             result["servers"][server] = serve_and_measure(server, models, photos, args)
     servers = result["servers"]
     if "cuda" in servers and "cpu" in servers:
