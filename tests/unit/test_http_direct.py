@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-from functools import partial
 from typing import Any
 
 import pytest
@@ -131,8 +130,9 @@ async def test_the_edges_requests_go_to_the_edge_answered_in_one_write(connect):
 
 @run
 async def test_a_direct_request_leaves_nothing_for_the_collector(connect):
-    """Its cycle, scope and answer freed as the request ends (a cycle among them was left to the garbage
-    collector, a dozen objects a request that brought a collection round every 45 one-row predictions)."""
+    """Its cycle, the cycle's Event and its answer call freed as the request ends (held in a reference cycle,
+    they were left to the garbage collector, a dozen objects a request that brought a collection round every
+    45 one-row predictions)."""
     protocol, transport, taken = connect()
     protocol.data_received(request())  # the first request makes what lives on (caches); not counted
     await settle()
@@ -144,7 +144,7 @@ async def test_a_direct_request_leaves_nothing_for_the_collector(connect):
             await settle()
         gc.collect()
         # (what a thread of the test run might leave meanwhile is not this request's)
-        left = [type(o).__name__ for o in gc.garbage if isinstance(o, (RequestResponseCycle, asyncio.Event, partial))]
+        left = [type(o).__name__ for o in gc.garbage if isinstance(o, (RequestResponseCycle, asyncio.Event, functools.partial))]
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
