@@ -144,7 +144,8 @@ async def test_a_direct_request_leaves_nothing_for_the_collector(connect):
             await settle()
         gc.collect()
         # (what a thread of the test run might leave meanwhile is not this request's)
-        left = [type(o).__name__ for o in gc.garbage if isinstance(o, (RequestResponseCycle, asyncio.Event, functools.partial))]
+        own = (RequestResponseCycle, asyncio.Event, functools.partial)
+        left = [type(o).__name__ for o in gc.garbage if isinstance(o, own)]
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
